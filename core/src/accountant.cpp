@@ -1,0 +1,273 @@
+// RDP of the Poisson-subsampled Gaussian mechanism (Mironov, Talwar & Zhang 2019, §3.3), in log
+// space throughout: A_α = E_{z~μ0}[(μ(z)/μ0(z))^α] with μ0 = N(0, σ²), μ = (1 − q)μ0 + q N(1, σ²),
+// and RDP(α) = log(A_α)/(α − 1).
+#include "accountant.hpp"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "bulwark/error.hpp"
+
+namespace bulwark {
+
+namespace {
+
+constexpr double kInfinity = std::numeric_limits<double>::infinity();
+
+/// log(e^x + e^y) without overflow.
+double log_add(double x, double y) {
+  const double a = std::min(x, y), b = std::max(x, y);
+  if (a == -kInfinity) return b;
+  return std::log1p(std::exp(a - b)) + b;
+}
+
+/// log(e^x − e^y) for x ≥ y. The series terms subtracted are always smaller than the running
+/// sum; a rounding-level inversion means the difference is 0.
+double log_sub(double x, double y) {
+  if (y == -kInfinity) return x;
+  if (x <= y) return -kInfinity;
+  const double diff = std::expm1(x - y);
+  if (std::isinf(diff)) return x;  // e^(x−y) overflows: e^y is negligible next to e^x
+  return std::log(diff) + y;
+}
+
+/// log(erfc(x)), accurate where erfc underflows: the asymptotic series of log erfc at +∞ beyond
+/// x = 25 (erfc(25) ≈ 8e-274, still a normal double).
+double log_erfc(double x) {
+  if (x < 25) return std::log(std::erfc(x));
+  const double x2 = x * x;
+  return -0.5 * std::log(M_PI) - std::log(x) - x2 - 0.5 / x2 + 0.625 / (x2 * x2) -
+         37.0 / 24.0 / (x2 * x2 * x2) + 353.0 / 64.0 / (x2 * x2 * x2 * x2);
+}
+
+/// log A_α for integer α: the binomial expansion of E[((1 − q) + q e^{(2z − 1)/(2σ²)})^α].
+double log_a_integer(double q, double sigma, std::int64_t alpha) {
+  double log_a = -kInfinity;
+  const double log_q = std::log(q), log_1mq = std::log1p(-q), a = static_cast<double>(alpha);
+  for (std::int64_t k = 0; k <= alpha; ++k) {
+    const double i = static_cast<double>(k);
+    const double log_binom = std::lgamma(a + 1) - std::lgamma(i + 1) - std::lgamma(a - i + 1);
+    log_a = log_add(log_a, log_binom + i * log_q + (a - i) * log_1mq + (i * i - i) / (2 * sigma * sigma));
+  }
+  return log_a;
+}
+
+/// log A_α for fractional α: the integral split at z0 where μ = μ0's mixture weights cross,
+/// each half expanded in a generalised binomial series (coefficients change sign once i > α),
+/// summed until both new terms are below e^-30.
+double log_a_fractional(double q, double sigma, double alpha) {
+  double log_a0 = -kInfinity, log_a1 = -kInfinity;
+  const double z0 = sigma * sigma * std::log(1 / q - 1) + 0.5;
+  const double log_q = std::log(q), log_1mq = std::log1p(-q);
+  double log_coef = 0.0;  // log |binom(α, i)|
+  bool positive = true;   // sign of binom(α, i)
+  for (std::int64_t k = 0;; ++k) {
+    const double i = static_cast<double>(k);
+    if (k > 0) {
+      // binom(α, i) = binom(α, i − 1) · (α − i + 1) / i
+      const double factor = alpha - i + 1;
+      log_coef += std::log(std::abs(factor)) - std::log(i);
+      if (factor < 0) positive = !positive;
+    }
+    const double j = alpha - i;
+    const double log_t0 = log_coef + i * log_q + j * log_1mq;
+    const double log_t1 = log_coef + j * log_q + i * log_1mq;
+    const double log_e0 = std::log(0.5) + log_erfc((i - z0) / (M_SQRT2 * sigma));
+    const double log_e1 = std::log(0.5) + log_erfc((z0 - j) / (M_SQRT2 * sigma));
+    const double log_s0 = log_t0 + (i * i - i) / (2 * sigma * sigma) + log_e0;
+    const double log_s1 = log_t1 + (j * j - j) / (2 * sigma * sigma) + log_e1;
+    if (positive) {
+      log_a0 = log_add(log_a0, log_s0);
+      log_a1 = log_add(log_a1, log_s1);
+    } else {
+      log_a0 = log_sub(log_a0, log_s0);
+      log_a1 = log_sub(log_a1, log_s1);
+    }
+    if (std::max(log_s0, log_s1) < -30) break;
+    if (k > 1000000) {
+      throw Error(ErrorKind::Runtime, fmt::format("RDP series did not converge for q = {}, sigma = {}, "
+                                                  "alpha = {}", q, sigma, alpha));
+    }
+  }
+  return log_add(log_a0, log_a1);
+}
+
+double level_epsilon(const RdpAccountant& accountant, bool used, double delta, EpsilonConversion conversion) {
+  return used ? accountant.spent(delta, conversion).epsilon : std::numeric_limits<double>::quiet_NaN();
+}
+
+}  // namespace
+
+EpsilonConversion parse_conversion(const std::string& name) {
+  if (name == "improved") return EpsilonConversion::Improved;
+  if (name == "standard") return EpsilonConversion::Standard;
+  throw Error(ErrorKind::Config, "error: unknown RDP conversion '" + name + "'; expected improved or standard");
+}
+
+std::vector<double> default_rdp_orders() {
+  std::vector<double> orders;
+  for (int x = 1; x < 100; ++x) orders.push_back(1 + x / 10.0);
+  for (int a = 12; a < 64; ++a) orders.push_back(a);
+  return orders;
+}
+
+double subsampled_gaussian_rdp(double q, double sigma, double alpha) {
+  if (q == 0) return 0;
+  if (sigma == 0) return kInfinity;
+  if (q == 1) return alpha / (2 * sigma * sigma);
+  if (std::isinf(alpha)) return kInfinity;
+  const double log_a = std::floor(alpha) == alpha
+                           ? log_a_integer(q, sigma, static_cast<std::int64_t>(alpha))
+                           : log_a_fractional(q, sigma, alpha);
+  return log_a / (alpha - 1);
+}
+
+PrivacySpent rdp_to_epsilon(const std::vector<double>& orders, const std::vector<double>& rdp, double delta,
+                            EpsilonConversion conversion) {
+  PrivacySpent best;
+  for (std::size_t k = 0; k < orders.size(); ++k) {
+    const double a = orders[k], r = rdp[k];
+    if (std::isinf(r) || std::isnan(r)) continue;
+    double epsilon = 0.0;
+    if (r > 0) {
+      epsilon = conversion == EpsilonConversion::Improved
+                    ? r + std::log((a - 1) / a) - (std::log(delta) + std::log(a)) / (a - 1)
+                    : r - std::log(delta) / (a - 1);
+      epsilon = std::max(epsilon, 0.0);
+    }
+    if (epsilon < best.epsilon) best = {epsilon, a};
+  }
+  return best;
+}
+
+RdpAccountant::RdpAccountant(std::vector<double> orders) : orders_(std::move(orders)) {
+  if (orders_.empty()) orders_ = default_rdp_orders();
+  for (double a : orders_) {
+    if (!(a > 1)) {
+      throw Error(ErrorKind::Config, fmt::format("error: RDP order {} is not > 1; orders are the α > 1 at which "
+                                                 "Rényi DP is tracked, e.g. orders = [1.5, 2, 4, 8, 16, 32, 64]", a));
+    }
+  }
+  rdp_.assign(orders_.size(), 0.0);
+}
+
+void RdpAccountant::compose(double q, double sigma, std::int64_t steps) {
+  if (steps <= 0) return;
+  if (!(q >= 0 && q <= 1) || !(sigma >= 0)) {
+    throw Error(ErrorKind::Runtime, fmt::format("privacy accounting got sampling rate q = {} and noise multiplier "
+                                                "{}; expected q in [0, 1] and a noise multiplier >= 0", q, sigma));
+  }
+  if (q != cached_q_ || sigma != cached_sigma_) {
+    cached_step_.resize(orders_.size());
+    for (std::size_t k = 0; k < orders_.size(); ++k) cached_step_[k] = subsampled_gaussian_rdp(q, sigma, orders_[k]);
+    cached_q_ = q;
+    cached_sigma_ = sigma;
+  }
+  for (std::size_t k = 0; k < orders_.size(); ++k) rdp_[k] += cached_step_[k] * static_cast<double>(steps);
+}
+
+void RdpAccountant::restore(std::vector<double> rdp) {
+  if (rdp.size() != orders_.size()) throw Error(ErrorKind::Data, "RDP curve of the wrong length");
+  rdp_ = std::move(rdp);
+}
+
+PrivacySpent RdpAccountant::spent(double delta, EpsilonConversion conversion) const {
+  return rdp_to_epsilon(orders_, rdp_, delta, conversion);
+}
+
+double LevelEpsilon::max() const {
+  if (std::isnan(example)) return client;
+  if (std::isnan(client)) return example;
+  return std::max(example, client);
+}
+
+PrivacyLedger::PrivacyLedger(const Options& accounting)
+    : delta_(accounting.get<double>("delta")),
+      conversion_(parse_conversion(accounting.get<std::string>("conversion"))),
+      levels_{RdpAccountant(accounting.get<std::vector<double>>("orders")),
+              RdpAccountant(accounting.get<std::vector<double>>("orders"))} {
+  if (!(delta_ > 0 && delta_ < 1)) {
+    throw Error(ErrorKind::Config, fmt::format("error: [privacy] delta = {} must be in (0, 1); the usual choice is "
+                                               "below 1/N for N training examples, e.g. delta = 1e-5", delta_));
+  }
+}
+
+void PrivacyLedger::add(const std::vector<AccountingEvent>& events) {
+  for (const auto& event : events) {
+    const auto level = static_cast<std::size_t>(event.level);
+    if (level > 1) throw Error(ErrorKind::Runtime, "privacy accounting event with an unknown level");
+    used_[level] = true;
+    levels_[level].compose(event.sampling_rate, event.noise_multiplier, event.steps);
+  }
+}
+
+LevelEpsilon PrivacyLedger::epsilon() const {
+  return {level_epsilon(levels_[0], used_[0], delta_, conversion_),
+          level_epsilon(levels_[1], used_[1], delta_, conversion_)};
+}
+
+LevelEpsilon PrivacyLedger::epsilon_after(const std::vector<AccountingEvent>& events) const {
+  PrivacyLedger next = *this;
+  next.add(events);
+  return next.epsilon();
+}
+
+StateDict PrivacyLedger::state() const {
+  auto curve = [](const std::vector<double>& values) { return torch::tensor(values, torch::kDouble); };
+  return {{"orders", curve(levels_[0].orders())},
+          {"example", curve(levels_[0].rdp())},
+          {"client", curve(levels_[1].rdp())},
+          {"used", torch::tensor({used_[0] ? 1.0 : 0.0, used_[1] ? 1.0 : 0.0}, torch::kDouble)}};
+}
+
+void PrivacyLedger::load(const StateDict& state) {
+  auto values = [&](const char* key) {
+    auto it = state.find(key);
+    if (it == state.end()) return std::vector<double>();
+    auto t = it->second.to(torch::kDouble).contiguous();
+    return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
+  };
+  const auto orders = values("orders"), example = values("example"), client = values("client"), used = values("used");
+  if (orders != levels_[0].orders() || example.size() != orders.size() || client.size() != orders.size() ||
+      used.size() != 2) {
+    throw Error(ErrorKind::Data, "error: the checkpoint's privacy ledger does not match this run's RDP orders; "
+                                 "run without --resume to start over");
+  }
+  levels_[0].restore(example);
+  levels_[1].restore(client);
+  used_[0] = used[0] != 0;
+  used_[1] = used[1] != 0;
+}
+
+double solve_noise_multiplier(const std::function<double(double)>& epsilon_of, double target_epsilon) {
+  constexpr double kMaxSigma = 1e6;
+  double low = 0.0, high = 1.0;
+  double epsilon = epsilon_of(high);
+  if (std::isnan(epsilon)) {
+    throw Error(ErrorKind::Config, "error: target_epsilon: the privacy mechanism reports no accounting events, so "
+                                   "no noise multiplier can be solved for");
+  }
+  while (epsilon > target_epsilon) {
+    low = high;
+    high *= 2;
+    if (high > kMaxSigma) {
+      throw Error(ErrorKind::Config,
+                  fmt::format("error: target_epsilon = {} cannot be reached with any noise multiplier up to {:g} "
+                              "(epsilon stays at {:.4g}); raise target_epsilon or delta, or add larger RDP orders",
+                              target_epsilon, kMaxSigma, epsilon));
+    }
+    epsilon = epsilon_of(high);
+  }
+  // Invariant: epsilon_of(high) <= target < epsilon_of(low) (ε(0) = ∞).
+  while (high - low > 1e-5 * high) {
+    const double mid = 0.5 * (low + high);
+    (epsilon_of(mid) <= target_epsilon ? high : low) = mid;
+  }
+  return high;
+}
+
+}  // namespace bulwark

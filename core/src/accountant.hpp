@@ -1,0 +1,113 @@
+#pragma once
+
+// The privacy accountant: Rényi differential privacy (RDP) of the Poisson-subsampled Gaussian
+// mechanism (Mironov, Talwar & Zhang, "Rényi Differential Privacy of the Sampled Gaussian
+// Mechanism", 2019), composed over steps whose sampling rate and noise may vary, and converted to
+// (ε, δ). The numbers match Opacus's RDPAccountant (and, with the standard conversion, TF-Privacy's
+// compute_dp_sgd_privacy); tests/core/accountant_test.cpp checks published values.
+//
+// Conversion: `improved` (default) is Balle et al., "Hypothesis Testing Interpretations and Rényi
+// Differential Privacy", AISTATS 2020, Theorem 21 — what Opacus uses:
+//   ε = min_α  RDP(α) + log((α − 1)/α) − (log δ + log α)/(α − 1)
+// `standard` is Mironov, "Rényi Differential Privacy", CSF 2017, Proposition 3 — what TF-Privacy's
+// compute_dp_sgd_privacy used for its published examples:
+//   ε = min_α  RDP(α) + log(1/δ)/(α − 1)
+// Both are valid upper bounds; the improved one is never larger.
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "bulwark/options.hpp"
+#include "bulwark/privacy.hpp"
+
+namespace bulwark {
+
+enum class EpsilonConversion { Improved, Standard };
+
+/// "improved" | "standard" (the [privacy] `conversion` option); Error(Config) otherwise.
+EpsilonConversion parse_conversion(const std::string& name);
+
+/// Opacus's default orders: 1.1, 1.2, ..., 10.9 and 12, 13, ..., 63.
+std::vector<double> default_rdp_orders();
+
+/// RDP at order α > 1 of ONE step of the Poisson-subsampled Gaussian mechanism: each record is
+/// included with probability q, and the sum of the included records' contributions (L2
+/// sensitivity 1) gets N(0, σ²) noise. Exact for integer α; for fractional α the series of
+/// Mironov et al. §3.3 is summed until its terms fall below e^-30. q = 1 gives α/(2σ²); σ = 0
+/// gives +inf; q = 0 gives 0.
+double subsampled_gaussian_rdp(double q, double sigma, double alpha);
+
+struct PrivacySpent {
+  double epsilon = std::numeric_limits<double>::infinity();
+  double order = std::numeric_limits<double>::quiet_NaN();  ///< the α that attains ε
+};
+
+/// (ε, δ) from an RDP curve: the minimum over the orders of the chosen conversion (clamped at 0;
+/// an order with RDP 0 certifies ε = 0). ε = +inf when every order is infinite.
+PrivacySpent rdp_to_epsilon(const std::vector<double>& orders, const std::vector<double>& rdp,
+                            double delta, EpsilonConversion conversion);
+
+/// An RDP curve over a fixed order list; composition adds curves.
+class RdpAccountant {
+ public:
+  /// Orders must all be > 1 (Error(Config) otherwise); empty means default_rdp_orders().
+  explicit RdpAccountant(std::vector<double> orders = {});
+
+  /// `steps` steps at sampling rate q with noise multiplier σ (noise std / L2 sensitivity).
+  void compose(double q, double sigma, std::int64_t steps);
+
+  PrivacySpent spent(double delta, EpsilonConversion conversion) const;
+  /// Replaces the composed curve (a checkpoint's; same orders).
+  void restore(std::vector<double> rdp);
+  const std::vector<double>& orders() const { return orders_; }
+  const std::vector<double>& rdp() const { return rdp_; }
+
+ private:
+  std::vector<double> orders_, rdp_;
+  // The per-step curve of the last (q, σ): a run composes the same step round after round.
+  double cached_q_ = -1, cached_sigma_ = -1;
+  std::vector<double> cached_step_;
+};
+
+/// ε of each protected level; NaN for a level no mechanism event has mentioned.
+struct LevelEpsilon {
+  double example = std::numeric_limits<double>::quiet_NaN();
+  double client = std::numeric_limits<double>::quiet_NaN();
+  /// The larger of the reported levels (NaN when neither is).
+  double max() const;
+};
+
+/// A run's privacy ledger: one RDP accountant per level (example, client), fed with the privacy
+/// mechanism's AccountingEvents round after round, and read with the [privacy] accounting options
+/// (delta, orders, conversion).
+class PrivacyLedger {
+ public:
+  /// Validates delta ∈ (0, 1), the orders and the conversion; Error(Config) naming the option.
+  explicit PrivacyLedger(const Options& accounting);
+
+  void add(const std::vector<AccountingEvent>& events);
+  LevelEpsilon epsilon() const;
+  /// ε if `events` were added too (the ledger is unchanged): max_epsilon's look-ahead.
+  LevelEpsilon epsilon_after(const std::vector<AccountingEvent>& events) const;
+
+  /// The composed RDP curves, for a checkpoint; load() restores them (Error(Data) when the
+  /// checkpoint was written with other orders).
+  StateDict state() const;
+  void load(const StateDict& state);
+
+ private:
+  double delta_;
+  EpsilonConversion conversion_;
+  RdpAccountant levels_[2];  // indexed by PrivacyLevel
+  bool used_[2] = {false, false};
+};
+
+/// The smallest noise multiplier σ (to a relative 1e-5) with epsilon_of(σ) ≤ target, by
+/// bisection; epsilon_of must be non-increasing in σ. Error(Config) when no σ ≤ 1e6 reaches the
+/// target (e.g. a target below what the largest order can certify) or epsilon_of is NaN (the
+/// mechanism reports nothing to account).
+double solve_noise_multiplier(const std::function<double(double)>& epsilon_of, double target_epsilon);
+
+}  // namespace bulwark

@@ -1,0 +1,264 @@
+// TOML experiment files and option validation. Every message is in compiler format
+// ("file:line:col: error: ...") so editors and people can jump to the offending value.
+#include "config.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "bulwark/error.hpp"
+
+namespace bulwark {
+
+std::string where(const toml::node& node, const std::string& fallback_file) {
+  const auto& source = node.source();
+  std::string file = source.path ? *source.path : fallback_file;
+  if (file.empty()) file = "<input>";
+  if (source.begin.line == 0) return file;
+  return fmt::format("{}:{}:{}", file, source.begin.line, source.begin.column);
+}
+
+namespace {
+
+[[noreturn]] void config_error(const std::string& location, const std::string& message) {
+  throw Error(ErrorKind::Config, location + ": error: " + message);
+}
+
+std::size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diagonal = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      std::size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1] ? 1 : 0)});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
+}
+
+const char* type_word(bulwark_opt_type type) {
+  switch (type) {
+    case BULWARK_OPT_BOOL: return "a boolean (true/false)";
+    case BULWARK_OPT_INT: return "an integer";
+    case BULWARK_OPT_FLOAT: return "a number";
+    case BULWARK_OPT_STRING: return "a string";
+    default: return "an array of numbers";
+  }
+}
+
+std::string found_word(const toml::node& node) {
+  switch (node.type()) {
+    case toml::node_type::boolean: return "a boolean";
+    case toml::node_type::integer: return "the integer " + std::to_string(*node.value<std::int64_t>());
+    case toml::node_type::floating_point: return fmt::format("the float {}", *node.value<double>());
+    case toml::node_type::string: return "the string \"" + *node.value<std::string>() + "\"";
+    case toml::node_type::array: return "an array";
+    case toml::node_type::table: return "a table";
+    default: return "a date/time";
+  }
+}
+
+std::string format_number(double v) {
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  return fmt::format("{}", v);
+}
+
+void check_range(double value, const OptionSpec& spec, const std::string& location,
+                 const std::string& owner) {
+  if (value < spec.min || value > spec.max || std::isnan(value)) {
+    config_error(location, fmt::format("option '{}' for {} must be in [{}, {}], found {}", spec.name,
+                                       owner, format_number(spec.min), format_number(spec.max),
+                                       format_number(value)));
+  }
+}
+
+OptionValue convert(const toml::node& node, const OptionSpec& spec, const std::string& location,
+                    const std::string& owner) {
+  auto wrong = [&]() {
+    config_error(location, fmt::format("option '{}' for {} must be {}, found {}", spec.name, owner,
+                                       type_word(spec.type), found_word(node)));
+  };
+  switch (spec.type) {
+    case BULWARK_OPT_BOOL:
+      if (!node.is_boolean()) wrong();
+      return *node.value<bool>();
+    case BULWARK_OPT_INT: {
+      if (!node.is_integer()) wrong();
+      auto v = *node.value<std::int64_t>();
+      check_range(static_cast<double>(v), spec, location, owner);
+      return v;
+    }
+    case BULWARK_OPT_FLOAT: {
+      if (!node.is_number()) wrong();
+      auto v = *node.value<double>();
+      check_range(v, spec, location, owner);
+      return v;
+    }
+    case BULWARK_OPT_STRING: {
+      if (!node.is_string()) wrong();
+      auto v = *node.value<std::string>();
+      if (spec.choices) {
+        std::vector<std::string> choices;
+        std::stringstream in(spec.choices);
+        std::string choice;
+        while (std::getline(in, choice, '|')) choices.push_back(choice);
+        if (std::find(choices.begin(), choices.end(), v) == choices.end()) {
+          std::string message = fmt::format("option '{}' for {} must be one of {}, found \"{}\"",
+                                            spec.name, owner, fmt::join(choices, ", "), v);
+          if (auto guess = nearest(v, choices)) message += "; did you mean '" + *guess + "'?";
+          config_error(location, message);
+        }
+      }
+      return v;
+    }
+    default: {
+      const auto* array = node.as_array();
+      if (!array) wrong();
+      std::vector<double> values;
+      for (const auto& item : *array) {
+        if (!item.is_number()) wrong();
+        values.push_back(*item.value<double>());
+        check_range(values.back(), spec, where(item, location), owner);
+      }
+      return values;
+    }
+  }
+}
+
+}  // namespace
+
+std::optional<std::string> nearest(const std::string& word, const std::vector<std::string>& candidates) {
+  std::optional<std::string> best;
+  std::size_t best_distance = std::max<std::size_t>(2, word.size() / 3) + 1;
+  for (const auto& candidate : candidates) {
+    auto d = edit_distance(word, candidate);
+    if (d < best_distance) {
+      best_distance = d;
+      best = candidate;
+    }
+  }
+  return best;
+}
+
+Options validate_options(const toml::table& table, const std::vector<OptionSpec>& specs,
+                         const std::string& what, const std::vector<std::string>& ignored,
+                         const std::string& file) {
+  Options options;
+  std::vector<std::string> names;
+  for (const auto& spec : specs) names.emplace_back(spec.name);
+
+  for (const auto& [key, node] : table) {
+    const std::string name(key.str());
+    if (std::find(ignored.begin(), ignored.end(), name) != ignored.end()) continue;
+    auto spec = std::find_if(specs.begin(), specs.end(),
+                             [&](const OptionSpec& s) { return name == s.name; });
+    if (spec == specs.end()) {
+      std::string location = key.source().begin.line ? where(node, file) : where(table, file);
+      std::string message = "unknown option '" + name + "' for " + what;
+      if (auto guess = nearest(name, names)) message += "; did you mean '" + *guess + "'?";
+      message += names.empty() ? "; it takes no options"
+                               : fmt::format("; valid options: {}", fmt::join(names, ", "));
+      config_error(location, message);
+    }
+    options.set(name, convert(node, *spec, where(node, file), what), /*explicitly_set=*/true);
+  }
+
+  for (const auto& spec : specs) {
+    if (options.contains(spec.name)) continue;
+    if (!spec.default_value) {
+      config_error(where(table, file), "missing required option '" + std::string(spec.name) + "' for " + what);
+    }
+    toml::table parsed;
+    try {
+      parsed = toml::parse(std::string("v = ") + spec.default_value);
+    } catch (const toml::parse_error& e) {
+      throw Error(ErrorKind::Runtime, fmt::format("{}: default of option '{}' is not a TOML value: {}",
+                                                  what, spec.name, spec.default_value));
+    }
+    options.set(spec.name, convert(*parsed.get("v"), spec, what + " (schema default)", what),
+                /*explicitly_set=*/false);
+  }
+  return options;
+}
+
+Options options_from_string(const std::string& toml_text, const std::vector<OptionSpec>& specs,
+                            const std::string& what) {
+  toml::table table;
+  try {
+    table = toml::parse(std::string_view(toml_text), std::string_view("<options>"));
+  } catch (const toml::parse_error& e) {
+    config_error(fmt::format("<options>:{}:{}", e.source().begin.line, e.source().begin.column),
+                 std::string(e.description()));
+  }
+  return validate_options(table, specs, what);
+}
+
+toml::table parse_toml_file(const std::string& path) {
+  try {
+    return toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    const auto& begin = e.source().begin;
+    if (begin.line == 0) {
+      config_error(path, "cannot read the file: " + std::string(e.description()));
+    }
+    config_error(fmt::format("{}:{}:{}", path, begin.line, begin.column),
+                 "malformed TOML: " + std::string(e.description()));
+  }
+}
+
+void apply_override(toml::table& root, const std::string& assignment) {
+  auto equals = assignment.find('=');
+  if (equals == std::string::npos || equals == 0) {
+    config_error("--set " + assignment, "expected key=value, e.g. --set clients.batch_size=32");
+  }
+  std::string key = assignment.substr(0, equals);
+  std::string text = assignment.substr(equals + 1);
+  key.erase(key.find_last_not_of(" \t") + 1);
+
+  // The value as TOML (numbers, booleans, arrays, quoted strings); anything else is a bare string.
+  toml::table parsed;
+  bool is_toml = true;
+  try {
+    parsed = toml::parse("v = " + text);
+  } catch (const toml::parse_error&) {
+    is_toml = false;
+  }
+
+  std::vector<std::string> parts;
+  std::stringstream in(key);
+  std::string part;
+  while (std::getline(in, part, '.')) parts.push_back(part);
+
+  toml::node* current = &root;
+  for (std::size_t i = 0; i + 1 < parts.size(); ++i) {
+    if (auto* table = current->as_table()) {
+      if (!table->contains(parts[i])) table->insert(parts[i], toml::table{});
+      current = table->get(parts[i]);
+    } else if (auto* array = current->as_array()) {
+      std::size_t index = 0;
+      try {
+        index = std::stoul(parts[i]);
+      } catch (const std::exception&) {
+        config_error("--set " + assignment, "'" + parts[i] + "' indexes an array; use a number");
+      }
+      if (index >= array->size()) config_error("--set " + assignment, "array index out of range");
+      current = array->get(index);
+    } else {
+      config_error("--set " + assignment, "'" + parts[i] + "' is not a table");
+    }
+  }
+  auto* table = current->as_table();
+  if (!table) config_error("--set " + assignment, "the parent of '" + parts.back() + "' is not a table");
+  if (is_toml) {
+    parsed.get("v")->visit([&](auto&& value) { table->insert_or_assign(parts.back(), value); });
+  } else {
+    table->insert_or_assign(parts.back(), text);
+  }
+}
+
+}  // namespace bulwark

@@ -1,0 +1,67 @@
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "bulwark/model.hpp"
+#include "experiment.hpp"
+#include "loader.hpp"
+#include "outputs.hpp"
+#include "partition.hpp"
+
+namespace bulwark {
+
+/// What the host shows after each round.
+struct RoundProgress {
+  std::int64_t round = 0, rounds = 0;
+  double test_accuracy = 0.0;  ///< NaN when not evaluated this round
+  double test_loss = 0.0;
+  double epsilon = 0.0;        ///< NaN when no privacy mechanism
+  double round_seconds = 0.0, elapsed_seconds = 0.0, eta_seconds = 0.0;
+};
+
+struct RunOptions {
+  std::filesystem::path output_dir;  ///< empty: [experiment] output, else runs/<name>
+  int threads = -1;                  ///< -1: [experiment] threads
+  /// Continue from <output>/checkpoint.bin when there is one (its configuration must match);
+  /// otherwise start at round 1. See checkpoint.hpp.
+  bool resume = false;
+  std::function<void(const RoundProgress&)> on_round;
+};
+
+struct RunSummary {
+  std::filesystem::path output_dir;
+  std::int64_t rounds_run = 0;
+  double final_accuracy = 0.0, best_accuracy = 0.0, final_loss = 0.0;
+  double wall_seconds = 0.0;
+  std::string stopped_reason;  ///< empty when all rounds ran
+  std::int64_t resumed_from = 0;  ///< the checkpoint's round when the run resumed, else 0
+  std::vector<MetricsRow> metrics;
+};
+
+/// One federated run as DESIGN.md §2 describes it: sample clients, train them concurrently into
+/// rows of U[n, d], apply the privacy and attack hooks, aggregate, step the server, evaluate.
+/// Construction opens every plugin and validates every option (what `bulwark validate` does);
+/// run() loads the data and trains.
+class Engine {
+ public:
+  Engine(ExperimentConfig config, PluginRegistry& registry);
+  ~Engine();
+
+  RunSummary run(const RunOptions& options);
+
+  /// The config with every default filled in, as TOML text (written to config.toml).
+  std::string resolved_config() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace bulwark

@@ -1,0 +1,276 @@
+// The experiment file: sections, their schemas, and the split between keys the kernel handles
+// and keys that belong to a plugin.
+#include "experiment.hpp"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "bulwark/error.hpp"
+#include "config.hpp"
+#include "leakage.hpp"
+#include "models.hpp"
+#include "partition.hpp"
+
+namespace bulwark {
+
+namespace {
+
+using bulwark::kInf;
+
+[[noreturn]] void config_error(const std::string& location, const std::string& message) {
+  throw Error(ErrorKind::Config, location + ": error: " + message);
+}
+
+const std::vector<std::string> kSections = {"experiment", "data",   "model",   "clients", "aggregator",
+                                            "attack",     "privacy", "server", "leakage", "sweep"};
+
+const toml::table& section(const toml::table& root, const std::string& name, const std::string& file,
+                           bool required) {
+  static const toml::table empty;
+  const auto* node = root.get(name);
+  if (!node) {
+    if (required) config_error(file, "missing section [" + name + "]");
+    return empty;
+  }
+  const auto* table = node->as_table();
+  if (!table) config_error(where(*node, file), "[" + name + "] must be a table");
+  return *table;
+}
+
+/// A component table: `plugin` names the plugin, `host_keys` belong to the kernel, every other
+/// key is the plugin's option.
+ComponentSpec component(const toml::table& table, const std::string& what, const std::string& file,
+                        const std::vector<std::string>& host_keys) {
+  ComponentSpec spec;
+  spec.location = where(table, file);
+  const auto* plugin = table.get("plugin");
+  if (!plugin) config_error(spec.location, what + " needs a plugin: add plugin = \"name\" (or a path to a .so)");
+  if (!plugin->is_string()) config_error(where(*plugin, file), "plugin must be a string");
+  spec.plugin = *plugin->value<std::string>();
+  spec.table = &table;
+  spec.ignored = host_keys;
+  spec.ignored.push_back("plugin");
+  return spec;
+}
+
+/// The kernel's share of a component table, validated against its schema (other keys skipped).
+Options host_options(const toml::table& table, const std::vector<OptionSpec>& specs,
+                     const std::string& what, const std::string& file) {
+  std::vector<std::string> others;
+  for (const auto& [key, node] : table) {
+    const std::string name(key.str());
+    if (std::none_of(specs.begin(), specs.end(), [&](const OptionSpec& s) { return name == s.name; })) {
+      others.push_back(name);
+    }
+  }
+  return validate_options(table, specs, what, others, file);
+}
+
+std::vector<std::string> names_of(const std::vector<OptionSpec>& specs) {
+  std::vector<std::string> names;
+  for (const auto& s : specs) names.emplace_back(s.name);
+  return names;
+}
+
+}  // namespace
+
+const std::vector<OptionSpec>& experiment_option_specs() {
+  static const std::vector<OptionSpec> specs = {
+      {"name", OptType::String, "\"experiment\"", 0, 0, "Name shown in progress lines and outputs.", nullptr},
+      {"seed", OptType::Int, "1", 0, kInf, "Seed of every random stream (data split, sampling, noise, attacks).", nullptr},
+      {"rounds", OptType::Int, "10", 1, kInf, "Number of federated rounds.", nullptr},
+      {"eval_every", OptType::Int, "1", 1, kInf, "Evaluate on the test set every k rounds (and after the last).", nullptr},
+      {"output", OptType::String, "\"\"", 0, 0, "Output folder; default runs/<name>. --out overrides it.", nullptr},
+      {"threads", OptType::Int, "0", 0, 1024, "Worker threads for clients and evaluation; 0 = all cores.", nullptr},
+      {"mode", OptType::String, "\"fedavg\"", 0, 0,
+       "fedavg: clients upload Δ = θ_local − θ after local training; fedsgd: one gradient at θ on one batch.",
+       "fedavg|fedsgd"},
+      {"eval_batch_size", OptType::Int, "1000", 1, kInf, "Batch size for evaluation.", nullptr},
+      {"device", OptType::String, "\"cpu\"", 0, 0, "cpu, or cuda when LibTorch has CUDA.", "cpu|cuda"},
+      {"checkpoint_every", OptType::Int, "0", 0, kInf,
+       "Save a checkpoint every k rounds (0 = never); `bulwark run --resume` continues from it with "
+       "the same results as an uninterrupted run.",
+       nullptr},
+  };
+  return specs;
+}
+
+const std::vector<OptionSpec>& client_option_specs() {
+  static const std::vector<OptionSpec> specs = {
+      {"count", OptType::Int, "10", 1, kInf, "K: total number of clients.", nullptr},
+      {"per_round", OptType::Int, "0", 0, kInf, "Clients sampled per round (fixed count); 0 = all unless fraction/poisson_rate.", nullptr},
+      {"fraction", OptType::Float, "0", 0, 1, "Fraction of K sampled per round (rounded, at least 1).", nullptr},
+      {"poisson_rate", OptType::Float, "0", 0, 1, "Each client takes part independently with probability q (what DP accounting assumes).", nullptr},
+      {"local_epochs", OptType::Int, "1", 0, kInf, "E: passes over the local data per round (used when local_iterations = 0).", nullptr},
+      {"local_iterations", OptType::Int, "0", 0, kInf, "L: local SGD steps per round (overrides local_epochs when > 0).", nullptr},
+      {"batch_size", OptType::Int, "32", 1, kInf, "B: local batch size.", nullptr},
+      {"lr", OptType::Float, "0.01", 0, kInf, "Local learning rate.", nullptr},
+      {"momentum", OptType::Float, "0", 0, 1, "Local SGD momentum (PyTorch semantics, reset every round).", nullptr},
+      {"weight_decay", OptType::Float, "0", 0, kInf, "Local L2 weight decay.", nullptr},
+  };
+  return specs;
+}
+
+const std::vector<OptionSpec>& server_option_specs() {
+  static const std::vector<OptionSpec> specs = {
+      {"optimizer", OptType::String, "\"sgd\"", 0, 0,
+       "Server optimiser on the aggregate: sgd (FedAvg/FedAvgM) or adam (FedAdam, Reddi et al. 2021).", "sgd|adam"},
+      {"lr", OptType::Float, "1.0", 0, kInf, "Server learning rate η_s (1 = plain FedAvg; the step size in fedsgd mode).", nullptr},
+      {"momentum", OptType::Float, "0", 0, 1, "Server momentum β (FedAvgM).", nullptr},
+      {"beta1", OptType::Float, "0.9", 0, 1, "FedAdam β1.", nullptr},
+      {"beta2", OptType::Float, "0.99", 0, 1, "FedAdam β2.", nullptr},
+      {"tau", OptType::Float, "0.001", 0, kInf, "FedAdam adaptivity τ.", nullptr},
+  };
+  return specs;
+}
+
+const std::vector<OptionSpec>& schedule_option_specs() {
+  static const std::vector<OptionSpec> specs = {
+      {"byzantine", OptType::Int, "0", 0, kInf, "Number of malicious clients (of all K for fixed/markov, of the round's participants for per_round).", nullptr},
+      {"byzantine_fraction", OptType::Float, "0", 0, 1, "Malicious fraction, instead of byzantine.", nullptr},
+      {"schedule", OptType::String, "\"fixed\"", 0, 0,
+       "fixed: the same clients all run; per_round: a fresh random set among each round's participants; "
+       "markov: a benign client turns malicious with probability markov_p and stays so for markov_k rounds.",
+       "fixed|per_round|markov"},
+      {"start_round", OptType::Int, "1", 1, kInf, "First round in which the attack is active.", nullptr},
+      {"markov_p", OptType::Float, "0.1", 0, 1, "markov: probability that a benign client turns malicious in a round.", nullptr},
+      {"markov_k", OptType::Int, "1", 1, kInf, "markov: rounds a client stays malicious once it turned.", nullptr},
+  };
+  return specs;
+}
+
+const std::vector<OptionSpec>& accounting_option_specs() {
+  static const std::vector<OptionSpec> specs = {
+      {"delta", OptType::Float, "1e-5", 0, 1, "δ of the reported (ε, δ).", nullptr},
+      {"max_epsilon", OptType::Float, "0", 0, kInf, "Stop the run before a round would exceed this ε (0 = no limit).", nullptr},
+      {"target_epsilon", OptType::Float, "0", 0, kInf, "Solve for the noise multiplier that spends this ε over the run (0 = off).", nullptr},
+      {"example_rate", OptType::String, "\"local\"", 0, 0,
+       "Example-level sampling rate: local = B/N_i of the client; global = B·K_t/N (the Fed-CDP paper's view).",
+       "local|global"},
+      {"orders", OptType::List, "[]", 1, kInf, "RDP orders; default 1.1..10.9 step 0.1 and 12..63.", nullptr},
+      {"conversion", OptType::String, "\"improved\"", 0, 0,
+       "RDP to (epsilon, delta): improved = Balle et al. 2020, Thm 21 (what Opacus reports); standard = "
+       "Mironov 2017, Prop. 3 (TF-Privacy's compute_dp_sgd_privacy, older papers).",
+       "improved|standard"},
+  };
+  return specs;
+}
+
+ExperimentConfig parse_experiment(std::shared_ptr<const toml::table> root_table, const std::string& file) {
+  ExperimentConfig config;
+  config.file = file;
+  config.root = root_table;
+  const toml::table& root = *root_table;
+
+  for (const auto& [key, node] : root) {
+    const std::string name(key.str());
+    if (std::find(kSections.begin(), kSections.end(), name) == kSections.end()) {
+      std::string message = "unknown section [" + name + "]";
+      if (auto guess = nearest(name, kSections)) message += "; did you mean [" + *guess + "]?";
+      message += fmt::format("; valid sections: {}", fmt::join(kSections, ", "));
+      config_error(where(node, file), message);
+    }
+  }
+
+  config.experiment = validate_options(section(root, "experiment", file, false), experiment_option_specs(),
+                                       "[experiment]", {}, file);
+  config.clients = validate_options(section(root, "clients", file, false), client_option_specs(), "[clients]", {}, file);
+  config.server = validate_options(section(root, "server", file, false), server_option_specs(), "[server]", {}, file);
+  config.model = validate_options(section(root, "model", file, false), model_option_specs(), "[model]", {}, file);
+
+  const auto& data = section(root, "data", file, true);
+  config.data = component(data, "[data]", file, {"partition"});
+  const toml::table* partition = data.get_as<toml::table>("partition");
+  config.partition = validate_options(partition ? *partition : toml::table{}, partition_option_specs(),
+                                      "[data.partition]", {}, file);
+
+  const auto& aggregator = section(root, "aggregator", file, false);
+  if (aggregator.empty()) {
+    config.aggregator.plugin = "fedavg";
+    config.aggregator.location = file;
+    config.aggregator.ignored = {"plugin"};
+  } else {
+    config.aggregator = component(aggregator, "[aggregator]", file, {"pre"});
+  }
+  if (const auto* pre = aggregator.get("pre")) {
+    const auto* list = pre->as_array();
+    if (!list) config_error(where(*pre, file), "pre must be an array, e.g. pre = [\"clip\", \"nnm\"]");
+    for (const auto& item : *list) {
+      if (item.is_string()) {
+        ComponentSpec spec;
+        spec.plugin = *item.value<std::string>();
+        spec.location = where(item, file);
+        // Options of a pre-aggregator named by string come from [aggregator.<name>], if present.
+        spec.table = aggregator.get_as<toml::table>(spec.plugin);
+        config.pre_aggregators.push_back(std::move(spec));
+      } else if (const auto* table = item.as_table()) {
+        config.pre_aggregators.push_back(component(*table, "a pre-aggregator", file, {}));
+      } else {
+        config_error(where(item, file), "pre entries are plugin names or {plugin = \"name\", ...} tables");
+      }
+    }
+    // [aggregator.<pre name>] tables are not the rule's options.
+    for (const auto& spec : config.pre_aggregators) config.aggregator.ignored.push_back(spec.plugin);
+  }
+
+  if (const auto* attack = root.get("attack")) {
+    std::vector<const toml::table*> tables;
+    if (const auto* table = attack->as_table()) {
+      tables.push_back(table);
+    } else if (const auto* array = attack->as_array()) {
+      for (const auto& item : *array) {
+        if (!item.as_table()) config_error(where(item, file), "[[attack]] entries must be tables");
+        tables.push_back(item.as_table());
+      }
+    } else {
+      config_error(where(*attack, file), "attack must be a table [attack] or a list [[attack]]");
+    }
+    for (const auto* table : tables) {
+      AttackSpec spec;
+      spec.component = component(*table, "[attack]", file, names_of(schedule_option_specs()));
+      spec.schedule = host_options(*table, schedule_option_specs(), "[attack] schedule", file);
+      if (spec.schedule.is_set("byzantine") && spec.schedule.is_set("byzantine_fraction")) {
+        config_error(where(*table, file), "give either byzantine or byzantine_fraction, not both");
+      }
+      config.attacks.push_back(std::move(spec));
+    }
+  }
+
+  const auto& privacy = section(root, "privacy", file, false);
+  if (!privacy.empty()) {
+    config.has_privacy = true;
+    config.privacy.component = component(privacy, "[privacy]", file, names_of(accounting_option_specs()));
+    config.privacy.accounting = host_options(privacy, accounting_option_specs(), "[privacy] accounting", file);
+  }
+
+  // [leakage] is checked here so that every reader of the file gets its errors; the engine parses it
+  // again when it opens the leakage attack (ExperimentConfig has no field for it yet).
+  parse_leakage(root, file, config.experiment.get<std::int64_t>("rounds"));
+
+  const auto& clients = config.clients;
+  int sampling_modes = (clients.get<std::int64_t>("per_round") > 0) + (clients.get<double>("fraction") > 0) +
+                       (clients.get<double>("poisson_rate") > 0);
+  if (sampling_modes > 1) {
+    config_error(where(section(root, "clients", file, false), file),
+                 "give at most one of per_round, fraction and poisson_rate");
+  }
+  if (clients.get<std::int64_t>("per_round") > clients.get<std::int64_t>("count")) {
+    config_error(where(section(root, "clients", file, false), file),
+                 fmt::format("per_round = {} exceeds count = {}", clients.get<std::int64_t>("per_round"),
+                             clients.get<std::int64_t>("count")));
+  }
+  if (clients.get<std::int64_t>("local_epochs") == 0 && clients.get<std::int64_t>("local_iterations") == 0) {
+    config_error(where(section(root, "clients", file, false), file),
+                 "clients train for nothing: set local_epochs >= 1 or local_iterations >= 1");
+  }
+  return config;
+}
+
+ExperimentConfig load_experiment(const std::string& file, const std::vector<std::string>& overrides) {
+  auto root = std::make_shared<toml::table>(parse_toml_file(file));
+  for (const auto& assignment : overrides) apply_override(*root, assignment);
+  return parse_experiment(root, file);
+}
+
+}  // namespace bulwark

@@ -1,0 +1,63 @@
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <toml++/toml.h>
+
+#include "bulwark/options.hpp"
+
+namespace bulwark {
+
+/// A plugin named in the experiment file: its name (or path), the TOML table holding its options
+/// (validated later against the plugin's own schema, skipping `ignored` keys that belong to the
+/// kernel), and where it was written. `table` points into ExperimentConfig::root, never a copy:
+/// toml++ drops source positions on copy, and messages need line and column.
+struct ComponentSpec {
+  std::string plugin;
+  const toml::table* table = nullptr;  ///< null: no options given
+  std::vector<std::string> ignored;
+  std::string location;  ///< "file:line:col" of the section
+};
+
+/// One attack of the [[attack]] list and its Byzantine schedule.
+struct AttackSpec {
+  ComponentSpec component;
+  Options schedule;  ///< byzantine, byzantine_fraction, schedule, start_round, markov_p, markov_k
+};
+
+/// The privacy mechanism and the accountant's settings.
+struct PrivacySpec {
+  ComponentSpec component;
+  Options accounting;  ///< delta, max_epsilon, target_epsilon, example_rate, ...
+};
+
+/// A validated experiment file. Core sections are validated against their schemas here; plugin
+/// options are validated when the plugins are opened (Engine), against each plugin's schema.
+struct ExperimentConfig {
+  std::string file;
+  std::shared_ptr<const toml::table> root;  ///< the file after --set overrides
+  Options experiment, clients, server, model, partition;
+  ComponentSpec data;
+  ComponentSpec aggregator;
+  std::vector<ComponentSpec> pre_aggregators;
+  std::vector<AttackSpec> attacks;
+  bool has_privacy = false;
+  PrivacySpec privacy;
+};
+
+/// Schemas of the core sections (also printed by `bulwark describe experiment`).
+const std::vector<OptionSpec>& experiment_option_specs();
+const std::vector<OptionSpec>& client_option_specs();
+const std::vector<OptionSpec>& server_option_specs();
+const std::vector<OptionSpec>& schedule_option_specs();
+const std::vector<OptionSpec>& accounting_option_specs();
+
+/// Reads and validates `file`, applying `overrides` ("key=value") first.
+ExperimentConfig load_experiment(const std::string& file, const std::vector<std::string>& overrides = {});
+
+/// Validates an already-parsed table (used by sweeps, which build one table per cell).
+ExperimentConfig parse_experiment(std::shared_ptr<const toml::table> root, const std::string& file);
+
+}  // namespace bulwark

@@ -1,0 +1,85 @@
+#pragma once
+
+// The functional layer set of the model zoo. A layer owns no tensors: it declares its parameters
+// in the model's ParamLayout and reads them, at every call, as views of the flat θ[d], so autograd
+// of a loss with respect to θ yields one flat gradient. Each parameterised layer also carries its
+// per-example gradient rule (Opacus-style: from the layer's input and the gradient with respect to
+// its output), which is what makes DP-SGD's [B, d] gradient matrix one backward pass instead of B.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Generator.h>
+#include <torch/types.h>
+
+#include "bulwark/layout.hpp"
+
+namespace bulwark::detail {
+
+/// A per-example shape, e.g. {1, 28, 28}; batches are [B, ...shape].
+using Shape = std::vector<std::int64_t>;
+
+/// "[1, 28, 28]".
+std::string shape_string(const Shape& shape);
+
+class Layer {
+ public:
+  virtual ~Layer();
+
+  /// Declares this layer's parameters in `layout` (named "<layer>.weight", "<layer>.bias") for
+  /// per-example inputs of shape `input` and returns the per-example output shape. Called once,
+  /// in model order. Throws Error(Config) when the layer cannot take `input`.
+  virtual Shape build(const Shape& input, ParamLayout& layout) = 0;
+
+  /// Output for a batch x [B, ...input]. `params` holds one view per layout entry of the whole
+  /// model (indexed like the layout); the layer reads its own. Differentiable in x and params.
+  virtual torch::Tensor forward(const torch::Tensor& x,
+                                const std::vector<torch::Tensor>& params) const = 0;
+
+  /// Writes PyTorch's default initialisation of this layer into its entries of `params` (views of
+  /// θ, written in place), drawing from `generator` in entry order.
+  virtual void initialise(const std::vector<torch::Tensor>& params,
+                          at::Generator& generator) const;
+
+  /// Per-example gradients of this layer's parameters. `x` [B, ...input] is the layer's input,
+  /// `grad_output` [B, ...output] the gradient of the summed loss with respect to its output.
+  /// Writes row b's gradient of each of its entries into `grads[entry]` ([B, ...entry shape]
+  /// views of the result matrix). Runs under NoGradGuard.
+  virtual void per_example(const torch::Tensor& x, const torch::Tensor& grad_output,
+                           const std::vector<torch::Tensor>& grads) const;
+
+  bool has_parameters() const { return count_ > 0; }
+
+ protected:
+  /// This layer's entries are [first_, first_ + count_) of the layout.
+  std::size_t first_ = 0;
+  std::size_t count_ = 0;
+};
+
+enum class Activation { Relu, Tanh, Sigmoid };
+
+/// "relu" | "tanh" | "sigmoid" (validated by the options schema before it gets here).
+Activation parse_activation(const std::string& name);
+const char* activation_name(Activation activation);
+
+/// y = x Wᵀ + b for x [B, in]; W [out, in] and b [out] ~ U(±1/√in) (kaiming_uniform, a = √5).
+std::unique_ptr<Layer> linear(std::string name, std::int64_t out_features);
+
+/// 2-D convolution for x [B, C, H, W]; W [out, C, k, k] and b [out] ~ U(±1/√(C·k·k)).
+std::unique_ptr<Layer> conv2d(std::string name, std::int64_t out_channels, std::int64_t kernel,
+                              std::int64_t stride, std::int64_t padding);
+
+/// GroupNorm (Wu & He, 2018) over [B, C, ...] with an affine weight [C] = 1 and bias [C] = 0.
+std::unique_ptr<Layer> group_norm(std::string name, std::int64_t groups);
+
+/// Non-overlapping pooling with a kernel×kernel window (floor mode, as PyTorch's default).
+std::unique_ptr<Layer> max_pool2d(std::int64_t kernel);
+std::unique_ptr<Layer> avg_pool2d(std::int64_t kernel);
+
+/// [B, ...shape] -> [B, prod(shape)].
+std::unique_ptr<Layer> flatten();
+
+std::unique_ptr<Layer> activation(Activation kind);
+
+}  // namespace bulwark::detail

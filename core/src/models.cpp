@@ -1,0 +1,337 @@
+// The model zoo: sequential stacks of the functional layers in layers.hpp, plus the TorchScript
+// member (model_torchscript.cpp). Models hold no mutable state, so forward() and
+// per_example_gradients() may run on many worker threads at once.
+#include "models.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include <torch/torch.h>
+
+#include "bulwark/error.hpp"
+#include "bulwark/rng.hpp"
+#include "layers.hpp"
+
+namespace bulwark {
+
+const std::vector<OptionSpec>& model_option_specs() {
+  static const std::vector<OptionSpec> specs = {
+      {"arch", OptType::String, "\"cnn\"", 0, 0,
+       "Architecture: softmax (multinomial logistic regression), mlp, cnn (2 conv + 3 linear with "
+       "GroupNorm and tanh, for DP studies), lenet (the sigmoid LeNet of gradient-leakage studies) "
+       "or torchscript (a saved TorchScript module, see path).",
+       "softmax|mlp|cnn|lenet|torchscript"},
+      {"hidden", OptType::List, "[200, 200]", 1, kInf,
+       "mlp: widths of the hidden layers, in order ([] gives softmax regression).", nullptr},
+      {"activation", OptType::String, "\"relu\"", 0, 0,
+       "Activation of the mlp's hidden layers; also replaces the cnn's tanh when written.",
+       "relu|tanh|sigmoid"},
+      {"groups", OptType::Int, "4", 1, 32,
+       "cnn: GroupNorm groups per normalisation layer; must divide 16 and 32.", nullptr},
+      {"init", OptType::String, "\"default\"", 0, 0,
+       "default: PyTorch's default initialisation of each layer; dlg: every weight and bias "
+       "uniform in [-0.5, 0.5], as in Zhu et al.'s Deep Leakage from Gradients code.",
+       "default|dlg"},
+      {"path", OptType::String, "\"\"", 0, 0,
+       "torchscript: file saved with torch.jit.script(model).save(path); the module runs in eval "
+       "mode and its saved parameters are θ0.",
+       nullptr},
+  };
+  return specs;
+}
+
+namespace detail {
+
+std::string thousands(std::int64_t value) {
+  auto digits = std::to_string(value < 0 ? -value : value);
+  std::string out;
+  for (std::size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return value < 0 ? "-" + out : out;
+}
+
+}  // namespace detail
+
+namespace {
+
+using detail::Layer;
+using detail::Shape;
+using detail::shape_string;
+
+class SequentialModel final : public Model {
+ public:
+  SequentialModel(std::string arch, std::string summary, Shape input,
+                  std::vector<std::unique_ptr<Layer>> layers, std::int64_t num_classes,
+                  bool dlg_init)
+      : arch_(std::move(arch)),
+        summary_(std::move(summary)),
+        input_(std::move(input)),
+        layers_(std::move(layers)),
+        dlg_init_(dlg_init) {
+    Shape shape = input_;
+    try {
+      for (auto& layer : layers_) shape = layer->build(shape, layout_);
+    } catch (const Error& e) {
+      throw Error(ErrorKind::Config, "[model] arch = \"" + arch_ + "\" with inputs " +
+                                         shape_string(input_) + ": " + e.what());
+    }
+    if (shape != Shape{num_classes}) {
+      throw Error(ErrorKind::Runtime, "model '" + arch_ + "' ends in shape " +
+                                          shape_string(shape) + ", not [" +
+                                          std::to_string(num_classes) + "] logits (zoo bug)");
+    }
+    for (const auto& entry : layout_.entries) numels_.push_back(entry.numel);
+  }
+
+  const ParamLayout& layout() const override { return layout_; }
+
+  torch::Tensor forward(const torch::Tensor& params, const torch::Tensor& inputs) const override {
+    check_inputs(inputs);
+    auto views = parameter_views(params);
+    auto h = inputs;
+    for (const auto& layer : layers_) h = layer->forward(h, views);
+    return h;
+  }
+
+  torch::Tensor per_example_gradients(const torch::Tensor& params, const torch::Tensor& inputs,
+                                      const torch::Tensor& labels) const override {
+    check_inputs(inputs);
+    const auto batch = inputs.size(0);
+    if (batch == 0) return torch::zeros({0, layout_.total});
+    torch::AutoGradMode grad_mode(true);
+    auto views = parameter_views(params.detach());
+
+    // Inputs that require grad put every layer output in the graph while θ stays out of it:
+    // the backward pass below then runs only what reaches the layer outputs, no weight-gradient
+    // kernels, and the rules rebuild the [B, d] matrix from each layer's input and output grad.
+    auto h = inputs.detach().requires_grad_(true);
+    std::vector<torch::Tensor> layer_inputs;
+    std::vector<torch::Tensor> layer_outputs;
+    for (const auto& layer : layers_) {
+      if (!layer->has_parameters()) {
+        h = layer->forward(h, views);
+        continue;
+      }
+      layer_inputs.push_back(h);
+      h = layer->forward(h, views);
+      layer_outputs.push_back(h);
+    }
+    auto loss = torch::nn::functional::cross_entropy(
+        h, labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+    auto output_grads = torch::autograd::grad({loss}, layer_outputs);
+
+    torch::NoGradGuard no_grad;
+    auto result = result_buffer(batch * layout_.total).view({batch, layout_.total});
+    // One [B, ...shape] window of the result per layout entry: the rules write into them in place.
+    auto columns = result.split_with_sizes(numels_, /*dim=*/1);
+    std::vector<torch::Tensor> grads;
+    grads.reserve(columns.size());
+    for (std::size_t i = 0; i < columns.size(); ++i) {
+      std::vector<std::int64_t> shape{batch};
+      const auto& entry_shape = layout_.entries[i].shape;
+      shape.insert(shape.end(), entry_shape.begin(), entry_shape.end());
+      grads.push_back(columns[i].view(shape));
+    }
+    std::size_t k = 0;
+    for (const auto& layer : layers_) {
+      if (!layer->has_parameters()) continue;
+      layer->per_example(layer_inputs[k].detach(), output_grads[k], grads);
+      ++k;
+    }
+    return result;
+  }
+
+  bool vectorised() const override { return true; }
+
+  torch::Tensor initial_parameters(std::uint64_t seed) const override {
+    torch::NoGradGuard no_grad;
+    auto generator = make_generator(seed);
+    auto theta = torch::empty({layout_.total});
+    if (dlg_init_) {
+      theta.uniform_(-0.5, 0.5, generator);
+    } else {
+      auto views = parameter_views(theta);
+      for (const auto& layer : layers_) layer->initialise(views, generator);
+    }
+    return theta;
+  }
+
+  std::string describe() const override {
+    return summary_ + ", d = " + detail::thousands(layout_.total);
+  }
+
+ private:
+  // One view per layout entry. split_with_sizes makes a single autograd node whose backward
+  // concatenates the entry gradients into the flat [d] gradient (narrow() per entry would
+  // materialise and add one [d] tensor per entry).
+  std::vector<torch::Tensor> parameter_views(const torch::Tensor& params) const {
+    if (params.dim() != 1 || params.size(0) != layout_.total) {
+      throw Error(ErrorKind::Runtime, "model '" + arch_ + "' takes parameters [" +
+                                          std::to_string(layout_.total) + "], got " +
+                                          shape_string(params.sizes().vec()));
+    }
+    auto parts = params.split_with_sizes(numels_);
+    for (std::size_t i = 0; i < parts.size(); ++i) parts[i] = parts[i].view(layout_.entries[i].shape);
+    return parts;
+  }
+
+  // The [B, d] result lives in a per-thread buffer that is reused once the caller has dropped
+  // every reference to the previous result. A fresh allocation of that size is served by mmap
+  // (glibc maps anything above 32 MiB afresh), and first-touch page faults then cost more than
+  // all the per-example rules together. Every entry is written by some rule, so stale contents
+  // never leak.
+  static torch::Tensor result_buffer(std::int64_t numel) {
+    thread_local torch::Tensor buffer;
+    if (!buffer.defined() || buffer.numel() < numel || !buffer.storage().unique()) {
+      buffer = torch::empty({numel});
+    }
+    return buffer.narrow(0, 0, numel);
+  }
+
+  void check_inputs(const torch::Tensor& inputs) const {
+    const auto sizes = inputs.sizes();
+    const bool ok = inputs.dim() == static_cast<std::int64_t>(input_.size()) + 1 &&
+                    std::equal(input_.begin(), input_.end(), sizes.begin() + 1);
+    if (!ok) {
+      throw Error(ErrorKind::Runtime, "model '" + arch_ + "' takes inputs [B, " +
+                                          shape_string(input_).substr(1) + ", got " +
+                                          shape_string(sizes.vec()));
+    }
+    if (!inputs.is_floating_point()) {
+      throw Error(ErrorKind::Runtime, "model '" + arch_ + "' takes floating-point inputs, got " +
+                                          std::string(c10::toString(inputs.scalar_type())));
+    }
+  }
+
+  std::string arch_;
+  std::string summary_;
+  Shape input_;
+  std::vector<std::unique_ptr<Layer>> layers_;
+  bool dlg_init_;
+  ParamLayout layout_;
+  std::vector<std::int64_t> numels_;  // layout entry sizes, for split_with_sizes
+};
+
+std::string config_prefix(const std::string& arch) { return "[model] arch = \"" + arch + "\""; }
+
+// cnn and lenet convolve images; tabular rows get a message that says what to use instead.
+void require_image(const std::string& arch, const Shape& input) {
+  if (input.size() != 3) {
+    throw Error(ErrorKind::Config,
+                config_prefix(arch) + " needs image inputs [C, H, W], but the dataset's examples "
+                                      "have shape " + shape_string(input) +
+                    "; use arch = \"mlp\" or \"softmax\" for tabular data");
+  }
+}
+
+std::vector<std::int64_t> hidden_widths(const Options& options) {
+  std::vector<std::int64_t> widths;
+  for (double w : options.get<std::vector<double>>("hidden")) {
+    if (w < 1 || std::floor(w) != w) {
+      throw Error(ErrorKind::Config, "[model] hidden: widths must be whole numbers >= 1, found " +
+                                         std::to_string(w));
+    }
+    widths.push_back(static_cast<std::int64_t>(w));
+  }
+  return widths;
+}
+
+}  // namespace
+
+std::unique_ptr<Model> build_model(const Options& options, const std::vector<std::int64_t>& input_shape,
+                                   std::int64_t num_classes) {
+  using namespace detail;
+  const auto arch = options.get<std::string>("arch");
+  if (num_classes < 1) {
+    throw Error(ErrorKind::Config, config_prefix(arch) + ": the dataset declares " +
+                                       std::to_string(num_classes) + " classes; need at least 1");
+  }
+  if (input_shape.empty() ||
+      std::any_of(input_shape.begin(), input_shape.end(), [](std::int64_t s) { return s < 1; })) {
+    throw Error(ErrorKind::Config, config_prefix(arch) + ": the dataset's examples have shape " +
+                                       shape_string(input_shape) + "; need a non-empty shape");
+  }
+  if (arch == "torchscript") {
+    const auto path = options.get<std::string>("path");
+    if (path.empty()) {
+      throw Error(ErrorKind::Config,
+                  config_prefix(arch) + " needs path = \"model.pt\", a module saved with "
+                                        "torch.jit.script(model).save(path)");
+    }
+    return load_torchscript_model(path, input_shape, num_classes);
+  }
+
+  const bool dlg_init = options.get<std::string>("init") == "dlg";
+  const auto flat_features = std::accumulate(input_shape.begin(), input_shape.end(),
+                                             std::int64_t{1}, std::multiplies<>());
+  std::vector<std::unique_ptr<Layer>> layers;
+  std::string summary;
+  if (arch == "softmax") {
+    layers.push_back(flatten());
+    layers.push_back(linear("fc", num_classes));
+    summary = "softmax (linear " + std::to_string(flat_features) + " -> " +
+              std::to_string(num_classes) + ")";
+  } else if (arch == "mlp") {
+    const auto act = parse_activation(options.get<std::string>("activation"));
+    const auto widths = hidden_widths(options);
+    layers.push_back(flatten());
+    summary = "mlp (" + std::to_string(flat_features);
+    for (std::size_t i = 0; i < widths.size(); ++i) {
+      layers.push_back(linear("fc" + std::to_string(i + 1), widths[i]));
+      layers.push_back(activation(act));
+      summary += "-" + std::to_string(widths[i]);
+    }
+    layers.push_back(linear("fc" + std::to_string(widths.size() + 1), num_classes));
+    summary += "-" + std::to_string(num_classes) + ", " + activation_name(act) + ")";
+  } else if (arch == "cnn") {
+    require_image(arch, input_shape);
+    // tanh rather than ReLU: bounded activations keep clipped DP-SGD gradients informative
+    // (Papernot et al., "Tempered Sigmoid Activations for Deep Learning with DP", AAAI 2021),
+    // and GroupNorm because batch statistics would mix examples and break per-example clipping.
+    const auto act = options.is_set("activation")
+                         ? parse_activation(options.get<std::string>("activation"))
+                         : Activation::Tanh;
+    const auto groups = options.get<std::int64_t>("groups");
+    // Pooling before normalisation and activation: they then run on a quarter of the values
+    // (tanh is monotone, so only GroupNorm's statistics see the pooled map instead of the full one).
+    layers.push_back(conv2d("conv1", 16, /*kernel=*/3, /*stride=*/1, /*padding=*/1));
+    layers.push_back(max_pool2d(2));
+    layers.push_back(group_norm("gn1", groups));
+    layers.push_back(activation(act));
+    layers.push_back(conv2d("conv2", 32, /*kernel=*/3, /*stride=*/1, /*padding=*/1));
+    layers.push_back(max_pool2d(2));
+    layers.push_back(group_norm("gn2", groups));
+    layers.push_back(activation(act));
+    layers.push_back(flatten());
+    layers.push_back(linear("fc1", 64));
+    layers.push_back(activation(act));
+    layers.push_back(linear("fc2", 32));
+    layers.push_back(activation(act));
+    layers.push_back(linear("fc3", num_classes));
+    summary = std::string("cnn (2 conv + 3 linear, GroupNorm, ") + activation_name(act) + ")";
+  } else if (arch == "lenet") {
+    require_image(arch, input_shape);
+    // Zhu et al.'s LeNet: no pooling and a smooth activation, so the gradient is itself
+    // differentiable and gradient-matching attacks can optimise through it.
+    layers.push_back(conv2d("conv1", 12, /*kernel=*/5, /*stride=*/2, /*padding=*/2));
+    layers.push_back(activation(Activation::Sigmoid));
+    layers.push_back(conv2d("conv2", 12, /*kernel=*/5, /*stride=*/2, /*padding=*/2));
+    layers.push_back(activation(Activation::Sigmoid));
+    layers.push_back(conv2d("conv3", 12, /*kernel=*/5, /*stride=*/1, /*padding=*/2));
+    layers.push_back(activation(Activation::Sigmoid));
+    layers.push_back(flatten());
+    layers.push_back(linear("fc", num_classes));
+    summary = "lenet (3 conv 5x5 + 1 linear, sigmoid)";
+  } else {
+    throw Error(ErrorKind::Config, "[model] unknown arch \"" + arch +
+                                       "\"; expected softmax, mlp, cnn, lenet or torchscript");
+  }
+  if (dlg_init) summary.insert(summary.size() - 1, ", dlg init");
+  return std::make_unique<SequentialModel>(arch, summary, input_shape, std::move(layers),
+                                           num_classes, dlg_init);
+}
+
+}  // namespace bulwark

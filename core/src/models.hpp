@@ -1,0 +1,47 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bulwark/model.hpp"
+#include "bulwark/options.hpp"
+
+namespace bulwark {
+
+/// Schema of the [model] section (validated like a plugin's options).
+const std::vector<OptionSpec>& model_option_specs();
+
+/// Builds a model of the zoo from the validated [model] options:
+///   arch = "softmax" | "mlp" | "cnn" | "lenet" | "torchscript"
+/// for inputs of `input_shape` (per example) and `num_classes` outputs.
+/// Throws Error(Config) for an input shape the architecture cannot take, Error(Data) for a
+/// TorchScript file that cannot be loaded.
+///
+/// The zoo (DESIGN.md §7: per-example gradients are vectorised for every layer of these):
+///   softmax  flatten, linear F -> classes (multinomial logistic regression)
+///   mlp      flatten, [linear -> activation] per `hidden` width, linear -> classes
+///   cnn      conv 3x3 (16) + maxpool 2 + GroupNorm + tanh, conv 3x3 (32) + maxpool 2 +
+///            GroupNorm + tanh, linear 64, tanh, linear 32, tanh, linear classes (DP studies)
+///   lenet    3 conv 5x5 (12 channels, strides 2, 2, 1, padding 2) with sigmoid, linear classes:
+///            the twice-differentiable LeNet of Zhu et al., "Deep Leakage from Gradients" (2019)
+///   torchscript  a module saved with torch.jit.script(model).save(path), run in eval mode;
+///            its per-example gradients use the batch-size-1 loop.
+std::unique_ptr<Model> build_model(const Options& options, const std::vector<std::int64_t>& input_shape,
+                                   std::int64_t num_classes);
+
+namespace detail {
+
+/// The TorchScript member of the zoo (model_torchscript.cpp). `path` must name a module saved by
+/// torch.jit.script(...).save() or torch::jit::Module::save(); Error(Data) otherwise.
+std::unique_ptr<Model> load_torchscript_model(const std::string& path,
+                                              const std::vector<std::int64_t>& input_shape,
+                                              std::int64_t num_classes);
+
+/// "107,722": parameter counts in descriptions.
+std::string thousands(std::int64_t value);
+
+}  // namespace detail
+
+}  // namespace bulwark

@@ -1,0 +1,74 @@
+#include "outputs.hpp"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <fstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "bulwark/error.hpp"
+
+namespace bulwark {
+
+void write_file_atomic(const std::filesystem::path& path, const std::string& content) {
+  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
+  auto temporary = path;
+  temporary += fmt::format(".tmp.{}", ::getpid());
+  {
+    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+    out << content;
+    out.flush();
+    if (!out) {
+      throw Error(ErrorKind::Runtime, "error: cannot write " + temporary.string() +
+                                          " (disk full or no permission?)");
+    }
+  }
+  std::error_code ec;
+  std::filesystem::rename(temporary, path, ec);
+  if (ec) {
+    std::filesystem::remove(temporary);
+    throw Error(ErrorKind::Runtime, "error: cannot move " + temporary.string() + " to " + path.string() +
+                                        ": " + ec.message());
+  }
+}
+
+std::string format_csv_number(double value) {
+  if (std::isnan(value)) return "";
+  if (std::isinf(value)) return value > 0 ? "inf" : "-inf";
+  if (value == std::floor(value) && std::fabs(value) < 1e15) return fmt::format("{}", static_cast<long long>(value));
+  return fmt::format("{}", value);
+}
+
+void MetricsLog::append(MetricsRow row) {
+  rows_.push_back(std::move(row));
+  flush();
+}
+
+void MetricsLog::flush() const {
+  std::string csv, jsonl;
+  if (!rows_.empty()) {
+    for (std::size_t i = 0; i < rows_.front().size(); ++i) csv += (i ? "," : "") + rows_.front()[i].first;
+    csv += "\n";
+  }
+  for (const auto& row : rows_) {
+    nlohmann::ordered_json object;
+    for (std::size_t i = 0; i < row.size(); ++i) {
+      csv += (i ? "," : "") + format_csv_number(row[i].second);
+      const double v = row[i].second;
+      if (std::isfinite(v)) {
+        object[row[i].first] = (v == std::floor(v) && std::fabs(v) < 1e15) ? nlohmann::ordered_json(static_cast<long long>(v))
+                                                                            : nlohmann::ordered_json(v);
+      } else {
+        object[row[i].first] = nullptr;
+      }
+    }
+    csv += "\n";
+    jsonl += object.dump() + "\n";
+  }
+  write_file_atomic(dir_ / "metrics.csv", csv);
+  write_file_atomic(dir_ / "metrics.jsonl", jsonl);
+}
+
+}  // namespace bulwark

@@ -1,0 +1,127 @@
+// Multi-Krum (Blanchard, El Mhamdi, Guerraoui, Stainer, "Machine Learning with Adversaries:
+// Byzantine Tolerant Gradient Descent", NeurIPS 2017, Section 5):
+//
+//   s(i) = Σ_{j ∈ N_i} ‖u_i − u_j‖²,   N_i = the n − f − 2 rows closest to u_i (j ≠ i)
+//   g    = (1/m) Σ_{i ∈ M} u_i,       M = the m rows with the lowest scores
+//
+// m = 1 is Krum; m defaults to n − f. Needs n > 2f + 2. The pairwise distances come from one Gram
+// matrix G = U Uᵀ (one n×n×d matmul): ‖u_i − u_j‖² = G_ii + G_jj − 2 G_ij, with the small n×n
+// arithmetic in float64. Equal scores are ranked by row index (stable sort).
+//
+// `f` = -1 (the default) takes the experiment's declared Byzantine bound (context.byzantine_bound).
+//
+// Non-finite rows: a row whose squared norm G_ii is not finite (a NaN/±Inf entry, or entries so
+// large that ‖u_i‖² overflows) is certainly Byzantine. The k such rows are removed and the rule runs
+// on the n' = n − k others with the bound lowered to f' = max(f − k, 0): the neighbourhood size
+// stays n − f − 2 (capped at n' − 1) and the default m = n' − f' stays n − f. At most n' rows can be
+// selected. If no row is finite, g = 0.
+//
+// Flags: every row not among the m selected (reports_flags = true).
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <limits>
+#include <sstream>
+#include <string>
+
+#include "bulwark/error.hpp"
+#include "bulwark/plugin.hpp"
+
+namespace {
+
+constexpr bulwark::OptionSpec kOptions[] = {
+    {"f", bulwark::OptType::Int, "-1", -1, bulwark::kInf,
+     "Byzantine bound f (needs n > 2f + 2); -1 uses the experiment's declared bound."},
+    {"m", bulwark::OptType::Int, "-1", -1, bulwark::kInf,
+     "Number of best-scored rows averaged (m = 1 is Krum); -1 means m = n - f."},
+};
+
+void check_updates(const torch::Tensor& updates) {
+  if (!updates.defined() || updates.dim() != 2 || updates.size(0) < 1 ||
+      !updates.is_floating_point()) {
+    std::ostringstream found;
+    if (updates.defined()) found << updates.sizes() << " " << updates.scalar_type();
+    else found << "an undefined tensor";
+    throw bulwark::Error(bulwark::ErrorKind::Data,
+                         "multi_krum: expected the update matrix U[n, d] (floating point, n >= 1); "
+                         "found " + found.str());
+  }
+}
+
+class MultiKrum final : public bulwark::Aggregator {
+ public:
+  explicit MultiKrum(const bulwark::Options& options)
+      : f_(options.get<std::int64_t>("f")), m_(options.get<std::int64_t>("m")) {
+    if (m_ == 0) {
+      throw bulwark::Error(bulwark::ErrorKind::Config,
+                           "multi_krum: m = 0 selects no update; use m >= 1, or m = -1 for n - f");
+    }
+  }
+
+  bulwark::AggregationResult aggregate(const torch::Tensor& updates, const torch::Tensor&,
+                                       const bulwark::AggregationContext& context) override {
+    check_updates(updates);
+    const auto n = updates.size(0);
+    const auto f = f_ >= 0 ? f_ : context.byzantine_bound;
+    if (n <= 2 * f + 2) {
+      throw bulwark::Error(bulwark::ErrorKind::Config,
+                           "multi_krum: needs n > 2f + 2 updates (Blanchard et al. 2017); found "
+                           "n = " + std::to_string(n) + " with f = " + std::to_string(f) +
+                               ". Lower f or sample at least " + std::to_string(2 * f + 3) +
+                               " clients per round");
+    }
+    const auto m = m_ > 0 ? m_ : n - f;
+    if (m > n) {
+      throw bulwark::Error(bulwark::ErrorKind::Config,
+                           "multi_krum: m = " + std::to_string(m) + " exceeds the n = " +
+                               std::to_string(n) + " updates of this round; use m <= n");
+    }
+
+    auto gram = torch::matmul(updates, updates.t()).to(torch::kDouble);
+    auto squared_norms = gram.diagonal();
+    auto good = torch::isfinite(squared_norms).nonzero().flatten();
+    const auto kept = good.numel();
+
+    bulwark::AggregationResult result;
+    result.reports_flags = true;
+    auto is_selected = torch::zeros({n}, torch::kBool);
+    if (kept == 0) {
+      result.aggregate = torch::zeros({updates.size(1)}, updates.options());
+    } else {
+      auto g = gram.index_select(0, good).index_select(1, good);
+      auto sq = squared_norms.index_select(0, good);
+      auto distances = (sq.unsqueeze(1) + sq.unsqueeze(0) - 2 * g).clamp_min_(0);
+      distances.fill_diagonal_(std::numeric_limits<double>::infinity());
+      const auto neighbours = std::min(n - f - 2, kept - 1);
+      auto scores = neighbours > 0
+                        ? std::get<0>(distances.topk(neighbours, /*dim=*/1, /*largest=*/false))
+                              .sum(/*dim=*/1)
+                        : torch::zeros({kept}, gram.options());
+      auto order = std::get<1>(scores.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false));
+      auto chosen = good.index_select(0, order.narrow(0, 0, std::min(m, kept)));
+      result.aggregate = updates.index_select(0, chosen.to(updates.device())).mean(/*dim=*/0);
+      is_selected.index_fill_(0, chosen.cpu(), true);
+    }
+    auto flagged = (~is_selected).nonzero().flatten().contiguous();
+    result.flagged_rows.assign(flagged.data_ptr<std::int64_t>(),
+                               flagged.data_ptr<std::int64_t>() + flagged.numel());
+    return result;
+  }
+
+ private:
+  std::int64_t f_;
+  std::int64_t m_;
+};
+
+}  // namespace
+
+BULWARK_PLUGIN(bulwark::Aggregator, MultiKrum, "multi_krum", "1.0.0",
+               "Multi-Krum (Blanchard et al., NeurIPS 2017)",
+               "Multi-Krum (P. Blanchard, E. M. El Mhamdi, R. Guerraoui, J. Stainer, 'Machine "
+               "Learning with Adversaries: Byzantine Tolerant Gradient Descent', NeurIPS 2017): "
+               "Krum scores (sum of squared distances to the n - f - 2 nearest other rows), then the "
+               "mean of the m lowest-scored rows (default m = n - f; m = 1 is Krum). Needs "
+               "n > 2f + 2. Distances come from one Gram matrix. f = -1 uses the declared Byzantine "
+               "bound. Rows with a non-finite squared norm are removed first (f lowered by their "
+               "number). Flags every row not selected.",
+               kOptions)

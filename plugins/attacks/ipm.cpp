@@ -1,0 +1,114 @@
+// Inner-product manipulation (Xie, Koyejo, Gupta, "Fall of Empires: Breaking Byzantine-tolerant
+// SGD by Inner Product Manipulation", UAI 2019, PMLR 115, 2020, §4):
+//
+//   u_mal = −ε · (1/|H|) Σ_{i∈H} u_i      for every malicious row, H = the honest rows
+//
+// With a small ε (0.1) the malicious rows sit close to the honest ones and pass distance-based
+// rules such as Krum and the median while dragging the aggregate's inner product with the true
+// gradient towards zero or below; with a large ε (10) they overwhelm averaging. The paper studies
+// ε ∈ {0.1, 1, 10} (and more).
+//
+// Knowledge: "full" (default, the paper's omniscient attacker) reads the honest rows; "partial"
+// uses the mean of the malicious clients' own honest updates instead (non-omniscient). In a round
+// where every participant is malicious the attacker falls back to its own updates.
+//
+// optimize = true (full knowledge only): ε is chosen each round from `grid` to maximise
+// ‖Agg(U_ε) − mean(H)‖, Agg being the experiment's configured aggregator (pre-aggregators
+// included) run on the candidate matrix through context.aggregate_probe — the "optimal" IPM of
+// robustness libraries. Ties go to the first grid value.
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+#include "bulwark/error.hpp"
+#include "bulwark/plugin.hpp"
+
+namespace {
+
+constexpr bulwark::OptionSpec kOptions[] = {
+    {"epsilon", bulwark::OptType::Float, "0.1", 0, bulwark::kInf,
+     "epsilon: malicious row = -epsilon * mean of the honest rows (Xie et al. study 0.1, 1, 10)."},
+    {"knowledge", bulwark::OptType::String, "\"full\"", 0, 0,
+     "full: the honest rows (omniscient); partial: the malicious clients' own honest updates.",
+     "full|partial"},
+    {"optimize", bulwark::OptType::Bool, "false", 0, 1,
+     "Choose epsilon from `grid` each round to maximise the aggregate's distance to the honest mean."},
+    {"grid", bulwark::OptType::List, "[0.1, 0.2, 0.5, 1, 2, 5, 10]", 0, bulwark::kInf,
+     "optimize: the epsilon values tried."},
+};
+
+torch::Tensor select_rows(const torch::Tensor& updates, const std::vector<std::int64_t>& rows) {
+  return updates.index_select(0, torch::tensor(rows, torch::kLong));
+}
+
+/// Writes `row` into each of `rows`.
+void write_rows(torch::Tensor& updates, const std::vector<std::int64_t>& rows, const torch::Tensor& row) {
+  auto index = torch::tensor(rows, torch::kLong);
+  updates.index_copy_(0, index, row.to(updates.scalar_type()).unsqueeze(0).expand({index.size(0), row.size(0)}));
+}
+
+class IPM final : public bulwark::Attack {
+ public:
+  explicit IPM(const bulwark::Options& options)
+      : epsilon_(options.get<double>("epsilon")),
+        full_(options.get<std::string>("knowledge") == "full"),
+        optimize_(options.get<bool>("optimize")),
+        grid_(options.get<std::vector<double>>("grid")) {
+    if (optimize_ && !full_) {
+      throw bulwark::Error(bulwark::ErrorKind::Config,
+                           "ipm: optimize = true runs the server's aggregator on candidate updates, which "
+                           "needs knowledge = \"full\"");
+    }
+    if (optimize_ && grid_.empty()) {
+      throw bulwark::Error(bulwark::ErrorKind::Config, "ipm: optimize = true needs a non-empty `grid` of epsilon values");
+    }
+  }
+
+  bool poisons_updates() const override { return true; }
+  bool omniscient() const override { return full_; }
+
+  void poison_updates(torch::Tensor& updates, const bulwark::UpdateAttackContext& context) override {
+    const auto& rows = context.malicious_rows;
+    const auto honest_mean =
+        select_rows(updates, context.honest_rows.empty() ? rows : context.honest_rows).mean(0);
+    double epsilon = epsilon_;
+    if (optimize_) {
+      if (!context.aggregate_probe) {
+        throw bulwark::Error(bulwark::ErrorKind::Runtime,
+                             "ipm: optimize = true needs context.aggregate_probe (the engine gives it to "
+                             "omniscient attacks)");
+      }
+      double best = -1.0;
+      for (double candidate : grid_) {
+        auto trial = updates.clone();
+        write_rows(trial, rows, -candidate * honest_mean);
+        const double distance =
+            (context.aggregate_probe(trial).to(torch::kDouble) - honest_mean.to(torch::kDouble)).norm().item<double>();
+        if (distance > best) {
+          best = distance;
+          epsilon = candidate;
+        }
+      }
+    }
+    write_rows(updates, rows, -epsilon * honest_mean);
+  }
+
+ private:
+  double epsilon_;
+  bool full_, optimize_;
+  std::vector<double> grid_;
+};
+
+}  // namespace
+
+BULWARK_PLUGIN(bulwark::Attack, IPM, "ipm", "1.0.0",
+               "Inner-product manipulation: -epsilon * honest mean (Xie et al., UAI 2019)",
+               "Inner-product manipulation (C. Xie, O. Koyejo, I. Gupta, 'Fall of Empires: Breaking "
+               "Byzantine-tolerant SGD by Inner Product Manipulation', UAI 2019): every malicious "
+               "row becomes -epsilon times the mean of the honest rows (omniscient; knowledge = "
+               "partial uses the attackers' own honest updates). Small epsilon (0.1) defeats "
+               "Krum/median, large epsilon (10) defeats averaging. optimize = true picks epsilon "
+               "from `grid` each round to maximise the distance between the configured aggregator's "
+               "output and the honest mean.",
+               kOptions)

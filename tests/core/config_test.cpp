@@ -1,0 +1,99 @@
+// Option validation and experiment files: every promised message, with its position.
+#include <doctest/doctest.h>
+
+#include "experiment.hpp"
+#include "test_support.hpp"
+
+using namespace bulwark;
+
+namespace {
+const std::vector<OptionSpec> kSpecs = {
+    {"f", OptType::Int, "0", 0, kInf, "bound", nullptr},
+    {"multi", OptType::Int, "1", 1, kInf, "m", nullptr},
+    {"mode", OptType::String, "\"flat\"", 0, 0, "mode", "flat|per_layer"},
+    {"eps", OptType::List, "[0.1, 1]", 0, kInf, "grid", nullptr},
+};
+
+std::string write_experiment(const std::string& name, const std::string& text) {
+  auto path = test::scratch_dir("config_" + name) / "experiment.toml";
+  test::write_file(path, text);
+  return path.string();
+}
+}  // namespace
+
+TEST_CASE("defaults are filled in and marked as not set") {
+  auto options = options_from_string("f = 2", kSpecs, "aggregator 'krum'");
+  CHECK(options.get<std::int64_t>("f") == 2);
+  CHECK(options.is_set("f"));
+  CHECK(options.get<std::int64_t>("multi") == 1);
+  CHECK_FALSE(options.is_set("multi"));
+  CHECK(options.get<std::string>("mode") == "flat");
+  CHECK(options.get<std::vector<double>>("eps") == std::vector<double>{0.1, 1.0});
+  CHECK_THROWS_WITH_AS(options.get<double>("undeclared"), doctest::Contains("not declared"), Error);
+}
+
+TEST_CASE("an unknown key names the closest valid key and lists all, with line and column") {
+  CHECK_THROWS_WITH_AS(options_from_string("f = 1\nmutli = 2", kSpecs, "aggregator 'krum'"),
+                       doctest::Contains("<options>:2:9: error: unknown option 'mutli' for aggregator 'krum'; "
+                                         "did you mean 'multi'? valid options: f, multi, mode, eps"),
+                       Error);
+}
+
+TEST_CASE("a wrong type or an out-of-range value is reported with file, line and column") {
+  CHECK_THROWS_WITH_AS(options_from_string("\n  multi = \"three\"", kSpecs, "aggregator 'krum'"),
+                       doctest::Contains("<options>:2:11: error: option 'multi' for aggregator 'krum' must be an "
+                                         "integer, found the string \"three\""),
+                       Error);
+  CHECK_THROWS_WITH_AS(options_from_string("multi = 0", kSpecs, "aggregator 'krum'"),
+                       doctest::Contains("must be in [1, inf], found 0"), Error);
+  CHECK_THROWS_WITH_AS(options_from_string("mode = \"per_layr\"", kSpecs, "privacy 'dp_sgd'"),
+                       doctest::Contains("must be one of flat, per_layer, found \"per_layr\"; did you mean 'per_layer'?"),
+                       Error);
+  CHECK_THROWS_WITH_AS(options_from_string("eps = [1, -1]", kSpecs, "attack 'ipm'"),
+                       doctest::Contains("must be in [0, inf], found -1"), Error);
+}
+
+TEST_CASE("experiment files: unknown sections and keys are caught with positions") {
+  auto file = write_experiment("section", "[experimnt]\nrounds = 3\n");
+  CHECK_THROWS_WITH_AS(load_experiment(file), doctest::Contains("experiment.toml:1:1: error: unknown section [experimnt]; did you mean [experiment]?"), Error);
+
+  file = write_experiment("key", "[data]\nplugin = \"synthetic\"\n[clients]\nbatch_sise = 3\n");
+  CHECK_THROWS_WITH_AS(load_experiment(file),
+                       doctest::Contains("experiment.toml:4:14: error: unknown option 'batch_sise' for [clients]; did you mean 'batch_size'?"),
+                       Error);
+
+  file = write_experiment("missing_data", "[experiment]\nrounds = 3\n");
+  CHECK_THROWS_WITH_AS(load_experiment(file), doctest::Contains("missing section [data]"), Error);
+
+  file = write_experiment("sampling", "[data]\nplugin = \"synthetic\"\n[clients]\ncount = 4\nper_round = 2\nfraction = 0.5\n");
+  CHECK_THROWS_WITH_AS(load_experiment(file), doctest::Contains("at most one of per_round, fraction and poisson_rate"), Error);
+}
+
+TEST_CASE("malformed TOML reports line and column") {
+  auto file = write_experiment("malformed", "[experiment]\nrounds = = 3\n");
+  CHECK_THROWS_WITH_AS(load_experiment(file), doctest::Contains("experiment.toml:2:"), Error);
+  CHECK_THROWS_WITH_AS(load_experiment(file), doctest::Contains("malformed TOML"), Error);
+}
+
+TEST_CASE("--set overrides any key, creating tables and parsing TOML values") {
+  auto file = write_experiment("override", "[data]\nplugin = \"synthetic\"\n[clients]\nbatch_size = 8\n");
+  auto config = load_experiment(file, {"clients.batch_size=32", "experiment.name=sweep cell", "clients.lr=0.5"});
+  CHECK(config.clients.get<std::int64_t>("batch_size") == 32);
+  CHECK(config.clients.get<double>("lr") == doctest::Approx(0.5));
+  CHECK(config.experiment.get<std::string>("name") == "sweep cell");
+  CHECK_THROWS_WITH_AS(load_experiment(file, {"clients.batch_size"}), doctest::Contains("expected key=value"), Error);
+}
+
+TEST_CASE("attack schedules and plugin options are split") {
+  auto file = write_experiment("attack",
+                               "[data]\nplugin = \"synthetic\"\n"
+                               "[[attack]]\nplugin = \"sign_flip\"\nbyzantine = 3\nschedule = \"per_round\"\nscale = 2.0\n");
+  auto config = load_experiment(file);
+  REQUIRE(config.attacks.size() == 1);
+  CHECK(config.attacks[0].component.plugin == "sign_flip");
+  CHECK(config.attacks[0].schedule.get<std::int64_t>("byzantine") == 3);
+  CHECK(config.attacks[0].schedule.get<std::string>("schedule") == "per_round");
+  auto& ignored = config.attacks[0].component.ignored;
+  CHECK(std::find(ignored.begin(), ignored.end(), "byzantine") != ignored.end());
+  CHECK(std::find(ignored.begin(), ignored.end(), "scale") == ignored.end());
+}

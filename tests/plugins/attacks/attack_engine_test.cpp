@@ -1,0 +1,105 @@
+// Attacks inside real runs of the engine on the tiny synthetic experiment: the schedule decides who
+// is malicious, each attack acts on its own clients only, faults are counted, and the classic
+// ordering holds (FedAvg collapses under sign flipping, the median does not).
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "engine.hpp"
+#include "test_support.hpp"
+#include "tiny_experiment.hpp"
+
+using namespace bulwark;
+
+namespace {
+
+RunSummary run(const std::string& name, const std::string& extra, const std::vector<std::string>& overrides = {}) {
+  auto dir = test::scratch_dir("attack_engine_" + name);
+  test::write_file(dir / "experiment.toml", test::tiny_experiment(extra));
+  Engine engine(load_experiment((dir / "experiment.toml").string(), overrides), test::registry());
+  RunOptions options;
+  options.output_dir = dir / "out";
+  return engine.run(options);
+}
+
+double value(const MetricsRow& row, const std::string& name) {
+  for (const auto& [column, number] : row) {
+    if (column == name) return number;
+  }
+  FAIL("no column " << name);
+  return std::nan("");
+}
+
+/// The `name` column of every round.
+std::vector<double> column(const RunSummary& summary, const std::string& name) {
+  std::vector<double> values;
+  for (const auto& row : summary.metrics) values.push_back(value(row, name));
+  return values;
+}
+
+}  // namespace
+
+TEST_CASE("sign flipping with 40% malicious clients: FedAvg falls far below the clean run, the median does not") {
+  // 10 clients, all in every round, 4 of them flipping their update (k = 2: the mean of the round
+  // becomes 0.6 h - 0.8 h = -0.2 h, an ascent step). Five rounds of the tiny task.
+  const std::vector<std::string> sizes = {"clients.count=10", "clients.per_round=10", "experiment.rounds=5"};
+  const std::string attack = "\n[attack]\nplugin = \"sign_flip\"\nk = 2.0\nbyzantine_fraction = 0.4\n";
+  auto clean = run("sf_clean", "\n[aggregator]\nplugin = \"fedavg\"\n", sizes);
+  auto fedavg = run("sf_fedavg", "\n[aggregator]\nplugin = \"fedavg\"\n" + attack, sizes);
+  auto median = run("sf_median", "\n[aggregator]\nplugin = \"median\"\n" + attack, sizes);
+  INFO("clean " << clean.final_accuracy << ", fedavg " << fedavg.final_accuracy << ", median " << median.final_accuracy);
+  CHECK(clean.final_accuracy > 0.8);
+  CHECK(fedavg.final_accuracy < clean.final_accuracy - 0.3);
+  CHECK(median.final_accuracy > clean.final_accuracy - 0.1);
+  CHECK(column(fedavg, "malicious") == std::vector<double>(5, 4.0));
+  CHECK(column(clean, "malicious") == std::vector<double>(5, 0.0));
+}
+
+TEST_CASE("nan faults: the run continues and nonfinite_updates counts the malicious rows") {
+  const std::vector<std::string> all = {"clients.per_round=6"};
+  const std::string attack = "\n[attack]\nplugin = \"nan\"\nbyzantine = 2\n";
+  auto median = run("nan_median", "\n[aggregator]\nplugin = \"median\"\n" + attack, all);
+  CHECK(median.rounds_run == 3);
+  CHECK(column(median, "nonfinite_updates") == std::vector<double>(3, 2.0));
+  CHECK(column(median, "malicious") == std::vector<double>(3, 2.0));
+  CHECK(median.final_accuracy > 0.5);  // the median drops the NaN rows and keeps learning
+
+  auto fedavg = run("nan_fedavg", "\n[aggregator]\nplugin = \"fedavg\"\n" + attack, all);
+  CHECK(fedavg.rounds_run == 3);  // FedAvg's θ becomes NaN: recorded, not a crash
+  CHECK(value(fedavg.metrics[0], "nonfinite_updates") == 2.0);
+}
+
+TEST_CASE("two attacks act on their own clients only") {
+  // nan on 2 fixed clients, sign_flip on 1 other: 3 malicious rows per round, only 2 of them NaN.
+  auto summary = run("two_attacks",
+                     "\n[aggregator]\nplugin = \"median\"\n"
+                     "\n[[attack]]\nplugin = \"nan\"\nbyzantine = 2\n"
+                     "\n[[attack]]\nplugin = \"sign_flip\"\nbyzantine = 1\n",
+                     {"clients.per_round=6"});
+  CHECK(column(summary, "malicious") == std::vector<double>(3, 3.0));
+  CHECK(column(summary, "nonfinite_updates") == std::vector<double>(3, 2.0));
+}
+
+TEST_CASE("start_round: no client is malicious before it") {
+  auto summary = run("start_round", "\n[attack]\nplugin = \"sign_flip\"\nbyzantine = 2\nstart_round = 3\n",
+                     {"clients.per_round=6", "experiment.rounds=4"});
+  CHECK(column(summary, "malicious") == std::vector<double>({0, 0, 2, 2}));
+}
+
+TEST_CASE("backdoor accuracy: the data hook runs for malicious clients and for them only") {
+  // Semantic backdoor 0 -> 1. With every client malicious the model learns to call 0s "1"; with no
+  // malicious client (byzantine = 0: the hook must never run) it classifies 0s correctly.
+  const std::string backdoor = "\n[attack]\nplugin = \"backdoor\"\nsource_label = 0\ntarget_label = 1\n";
+  const std::vector<std::string> longer = {"clients.per_round=6", "experiment.rounds=5"};
+  auto all = run("backdoor_all", backdoor + "byzantine = 6\n", longer);
+  auto none = run("backdoor_none", backdoor + "byzantine = 0\n", longer);
+  const double hit = value(all.metrics.back(), "backdoor_accuracy");
+  const double missed = value(none.metrics.back(), "backdoor_accuracy");
+  INFO("backdoor accuracy: every client malicious " << hit << ", none " << missed);
+  CHECK(hit > 0.8);
+  CHECK(missed < 0.2);
+  CHECK(column(none, "malicious") == std::vector<double>(5, 0.0));
+  CHECK(std::isnan(value(none.metrics.back(), "detection_precision")));  // fedavg flags nobody
+}

@@ -1,0 +1,43 @@
+#pragma once
+
+// Helpers shared by the test suites: plugins loaded through the real loader from the build tree,
+// scratch folders, and running the real host binary.
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "config.hpp"
+#include "loader.hpp"
+
+namespace bulwark::test {
+
+/// A registry over the build tree's plugin folder only (BULWARK_TEST_PLUGIN_DIR).
+PluginRegistry& registry();
+
+/// Loads plugin `name` of interface I with options given as TOML text ("f = 1\nmulti = 2"),
+/// validated against its schema exactly as the host does.
+template <typename I>
+PluginHandle<I> load(const std::string& name, const std::string& options_toml = "") {
+  auto library = registry().open(InterfaceKind<I>::value, name);
+  auto options = options_from_string(options_toml, library->option_specs(),
+                                     std::string(kind_name(InterfaceKind<I>::value)) + " '" + name + "'");
+  return PluginHandle<I>(library, options);
+}
+
+/// A fresh empty folder under the build tree's test-tmp/, unique to `name`.
+std::filesystem::path scratch_dir(const std::string& name);
+
+/// Writes `text` to `path` (creating folders).
+void write_file(const std::filesystem::path& path, const std::string& text);
+std::string read_file(const std::filesystem::path& path);
+
+/// Result of running the host binary.
+struct RunResult {
+  int exit_code = -1;
+  std::string output;  ///< stdout and stderr together
+};
+
+/// Runs `bulwark <args...>` from the build tree and captures its output.
+RunResult run_bulwark(const std::vector<std::string>& args);
+
+}  // namespace bulwark::test
