@@ -26,6 +26,11 @@ function(bulwark_add_plugin name)
   if(NOT ARG_KIND MATCHES "^(dataset|aggregator|attack|privacy)$")
     message(FATAL_ERROR "bulwark_add_plugin(${name}): KIND must be dataset, aggregator, attack or privacy; got '${ARG_KIND}'")
   endif()
+  # The folder the loader searches: datasets/, aggregators/, attacks/, privacy/.
+  set(folder ${ARG_KIND}s)
+  if(ARG_KIND STREQUAL "privacy")
+    set(folder privacy)
+  endif()
   if(NOT ARG_SOURCES)
     message(FATAL_ERROR "bulwark_add_plugin(${name}): SOURCES is required")
   endif()
@@ -46,11 +51,11 @@ function(bulwark_add_plugin name)
   # installed SDK's folder for an out-of-tree plugin, a non-system LibTorch for either.
   set_target_properties(${name} PROPERTIES PREFIX "" OUTPUT_NAME ${name}
     CXX_VISIBILITY_PRESET hidden VISIBILITY_INLINES_HIDDEN ON
-    LIBRARY_OUTPUT_DIRECTORY ${BULWARK_PLUGIN_OUTPUT_DIR}/${ARG_KIND}s
+    LIBRARY_OUTPUT_DIRECTORY ${BULWARK_PLUGIN_OUTPUT_DIR}/${folder}
     INSTALL_RPATH "$ORIGIN/../.." INSTALL_RPATH_USE_LINK_PATH ON)
   target_link_options(${name} PRIVATE LINKER:-z,defs)
   if(BULWARK_PLUGIN_PCH_TARGET AND TARGET ${BULWARK_PLUGIN_PCH_TARGET})
     target_precompile_headers(${name} REUSE_FROM ${BULWARK_PLUGIN_PCH_TARGET})
   endif()
-  install(TARGETS ${name} LIBRARY DESTINATION ${BULWARK_PLUGIN_INSTALL_DIR}/${ARG_KIND}s)
+  install(TARGETS ${name} LIBRARY DESTINATION ${BULWARK_PLUGIN_INSTALL_DIR}/${folder})
 endfunction()

@@ -12,13 +12,16 @@
 #include <c10/util/Exception.h>
 #include <fmt/format.h>
 
+#include "accountant.hpp"
 #include "bulwark/error.hpp"
 #include "bulwark/plugin_abi.h"
+#include "bulwark/rng.hpp"
 #include "config.hpp"
 #include "engine.hpp"
 #include "experiment.hpp"
 #include "loader.hpp"
 #include "models.hpp"
+#include "npy.hpp"
 #include "partition.hpp"
 #include "report.hpp"
 #include "study.hpp"
@@ -236,6 +239,48 @@ int command_plugins() {
   return 0;
 }
 
+struct AggregateQuery {
+  std::string plugin, updates, weights, out;
+  std::vector<std::string> options;
+  std::int64_t byzantine = 0;
+  std::int64_t seed = 1;
+};
+
+/// Runs one aggregator on saved updates: how a researcher checks a rule against known answers.
+int command_aggregate(const AggregateQuery& query) {
+  PluginRegistry registry;
+  auto library = registry.open(BULWARK_KIND_AGGREGATOR, query.plugin);
+  toml::table table;
+  for (const auto& assignment : query.options) apply_override(table, assignment);
+  auto options = validate_options(table, library->option_specs(),
+                                  "aggregator '" + std::string(library->info().name) + "'", {}, "--set");
+  PluginHandle<Aggregator> aggregator(library, options);
+
+  auto updates = read_npy(query.updates);
+  if (updates.dim() != 2) {
+    throw Error(ErrorKind::Data, query.updates + ": expected a 2-D array [n, d] of updates, found " +
+                                     std::to_string(updates.dim()) + " dimensions");
+  }
+  auto weights = query.weights.empty() ? torch::ones({updates.size(0)}, torch::kDouble)
+                                       : read_npy(query.weights).to(torch::kDouble);
+  if (weights.dim() != 1 || weights.size(0) != updates.size(0)) {
+    throw Error(ErrorKind::Data, query.weights + ": expected " + std::to_string(updates.size(0)) +
+                                     " weights (one per row of the updates)");
+  }
+  AggregationContext context;
+  context.params = torch::zeros({updates.size(1)}, updates.options());
+  context.byzantine_bound = query.byzantine;
+  context.generator = make_generator(static_cast<std::uint64_t>(query.seed));
+  for (std::int64_t i = 0; i < updates.size(0); ++i) context.client_ids.push_back(i);
+
+  auto result = aggregator->aggregate(updates, weights, context);
+  write_npy(query.out, result.aggregate.to(updates.scalar_type()).contiguous());
+  fmt::print("aggregated {} x {} updates with '{}' -> {}\n", updates.size(0), updates.size(1),
+             library->info().name, query.out);
+  if (result.reports_flags) fmt::print("flagged rows: [{}]\n", fmt::join(result.flagged_rows, ", "));
+  return 0;
+}
+
 int command_describe(const std::string& name, const std::string& kind) {
   static const std::vector<std::pair<std::string, const std::vector<OptionSpec>& (*)()>> sections = {
       {"experiment", experiment_option_specs}, {"clients", client_option_specs},
@@ -273,12 +318,49 @@ int command_describe(const std::string& name, const std::string& kind) {
                                            "model, partition, schedule, accounting)");
 }
 
+/// `bulwark privacy`: the calculator researchers know from TF-Privacy's compute_dp_sgd_privacy and
+/// Opacus, over the accountant a run uses (accountant.hpp): T steps of the Poisson-subsampled
+/// Gaussian mechanism at rate q with noise multiplier σ; or σ for a target ε.
+struct PrivacyQuery {
+  double sampling_rate = 0.0, noise_multiplier = -1.0, delta = 1e-5, target_epsilon = 0.0;
+  std::int64_t steps = 0;
+  std::vector<double> orders;
+  std::string conversion = "improved";
+};
+
+int command_privacy(const PrivacyQuery& query) {
+  if (query.noise_multiplier < 0 && !(query.target_epsilon > 0)) {
+    throw Error(ErrorKind::Config, "error: give --noise-multiplier (to get epsilon) or --target-epsilon (to get the "
+                                   "noise multiplier)");
+  }
+  if (!(query.delta > 0 && query.delta < 1)) {
+    throw Error(ErrorKind::Config, fmt::format("error: --delta = {} must be in (0, 1), e.g. 1e-5", query.delta));
+  }
+  const auto conversion = parse_conversion(query.conversion);
+  auto spent = [&](double sigma) {
+    RdpAccountant accountant(query.orders);
+    accountant.compose(query.sampling_rate, sigma, query.steps);
+    return accountant.spent(query.delta, conversion);
+  };
+  const bool solve = query.target_epsilon > 0;
+  const double sigma = solve ? solve_noise_multiplier([&](double s) { return spent(s).epsilon; }, query.target_epsilon)
+                             : query.noise_multiplier;
+  const auto result = spent(sigma);
+  fmt::print("{:<20} {}\n", "sampling rate q", query.sampling_rate);
+  fmt::print("{:<20} {:.6g}{}\n", "noise multiplier", sigma,
+             solve ? fmt::format("  (solved for target epsilon {})", query.target_epsilon) : "");
+  fmt::print("{:<20} {}\n", "steps", query.steps);
+  fmt::print("{:<20} {}\n", "delta", query.delta);
+  fmt::print("{:<20} {:.6g}  (RDP order {}; {} conversion{})\n", "epsilon", result.epsilon, result.order,
+             query.conversion,
+             conversion == EpsilonConversion::Improved ? ", Balle et al. 2020 as in Opacus" : ", Mironov 2017");
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Parallelism comes from client workers; one intra-op thread each keeps 2 cores busy without
-  // oversubscription and keeps reductions bit-identical across thread counts.
-  at::set_num_threads(1);
+  init_threading();
 
   CLI::App app{"bulwark: federated learning under Byzantine clients and privacy attacks"};
   app.require_subcommand(1);
@@ -313,6 +395,31 @@ int main(int argc, char** argv) {
   describe->add_option("name", name, "Plugin name or path, or a section: experiment, clients, server, model, partition, schedule, accounting")->required();
   describe->add_option("--kind", kind, "dataset, aggregator, attack or privacy (when names collide)");
 
+  PrivacyQuery privacy_query;
+  AggregateQuery aggregate_query;
+  auto* aggregate = app.add_subcommand("aggregate", "Run one aggregator on saved updates (.npy) and save the result");
+  aggregate->add_option("--plugin", aggregate_query.plugin, "Aggregator name or path to a .so")->required();
+  aggregate->add_option("--updates", aggregate_query.updates, "U.npy: float32/float64 [n, d], C order")->required();
+  aggregate->add_option("--weights", aggregate_query.weights, "w.npy: [n] row weights (default: all 1)");
+  aggregate->add_option("--set", aggregate_query.options, "A plugin option, e.g. --set f=2")->take_all();
+  aggregate->add_option("--byzantine", aggregate_query.byzantine, "Declared Byzantine bound given to the rule's context (rules whose f = -1 use it)");
+  aggregate->add_option("--seed", aggregate_query.seed, "Seed of the rule's generator (randomised rules such as bucketing)");
+  aggregate->add_option("--out", aggregate_query.out, "g.npy: the aggregate, float64 when the updates are")->required();
+
+  auto* privacy = app.add_subcommand("privacy", "Epsilon of T steps of the subsampled Gaussian mechanism (RDP accountant)");
+  privacy->add_option("--sampling-rate,-q", privacy_query.sampling_rate, "Sampling rate q (e.g. B/N)")
+      ->required()->check(CLI::Range(0.0, 1.0));
+  auto* sigma_option = privacy->add_option("--noise-multiplier,-s", privacy_query.noise_multiplier,
+                                           "Noise multiplier sigma (noise std / L2 sensitivity)")->check(CLI::NonNegativeNumber);
+  privacy->add_option("--steps,-T", privacy_query.steps, "Number of steps T")->required()->check(CLI::NonNegativeNumber);
+  privacy->add_option("--delta", privacy_query.delta, "delta (default 1e-5)");
+  privacy->add_option("--target-epsilon", privacy_query.target_epsilon, "Print the noise multiplier that spends this epsilon")
+      ->check(CLI::PositiveNumber)->excludes(sigma_option);
+  privacy->add_option("--orders", privacy_query.orders, "RDP orders (default 1.1..10.9 step 0.1 and 12..63)");
+  privacy->add_option("--conversion", privacy_query.conversion,
+                      "RDP to (epsilon, delta): improved (Balle et al. 2020, Opacus) or standard (Mironov 2017, TF-Privacy)")
+      ->check(CLI::IsMember({"improved", "standard"}));
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -331,6 +438,8 @@ int main(int argc, char** argv) {
     if (*validate) return command_validate(file, overrides);
     if (*plugins) return command_plugins();
     if (*describe) return command_describe(name, kind);
+    if (*privacy) return command_privacy(privacy_query);
+    if (*aggregate) return command_aggregate(aggregate_query);
   } catch (const Error& e) {
     std::string message = e.what();
     if (message.find("error: ") == std::string::npos) message = "error: " + message;

@@ -128,12 +128,17 @@ double subsampled_gaussian_rdp(double q, double sigma, double alpha) {
 
 PrivacySpent rdp_to_epsilon(const std::vector<double>& orders, const std::vector<double>& rdp, double delta,
                             EpsilonConversion conversion) {
+  // An order whose RDP is at most −log(1 − δ²) certifies ε = 0 outright (Canonne, Kamath &
+  // Steinke 2020, as in Google's dp_accounting): the total variation distance is then ≤ δ. The
+  // threshold (≈ δ²) also absorbs rounding in the log-space series, which can leave a vanishing
+  // RDP a hair below 0.
+  const double zero_threshold = -std::log1p(-delta * delta);
   PrivacySpent best;
   for (std::size_t k = 0; k < orders.size(); ++k) {
     const double a = orders[k], r = rdp[k];
     if (std::isinf(r) || std::isnan(r)) continue;
     double epsilon = 0.0;
-    if (r > 0) {
+    if (r > zero_threshold) {
       epsilon = conversion == EpsilonConversion::Improved
                     ? r + std::log((a - 1) / a) - (std::log(delta) + std::log(a)) / (a - 1)
                     : r - std::log(delta) / (a - 1);

@@ -44,8 +44,9 @@ struct PrivacySpent {
   double order = std::numeric_limits<double>::quiet_NaN();  ///< the α that attains ε
 };
 
-/// (ε, δ) from an RDP curve: the minimum over the orders of the chosen conversion (clamped at 0;
-/// an order with RDP 0 certifies ε = 0). ε = +inf when every order is infinite.
+/// (ε, δ) from an RDP curve: the minimum over the orders of the chosen conversion, clamped at 0;
+/// an order with RDP ≤ −log(1 − δ²) certifies ε = 0 (Canonne, Kamath & Steinke 2020). ε = +inf
+/// when every order is infinite.
 PrivacySpent rdp_to_epsilon(const std::vector<double>& orders, const std::vector<double>& rdp,
                             double delta, EpsilonConversion conversion);
 
@@ -106,8 +107,7 @@ class PrivacyLedger {
 
 /// The smallest noise multiplier σ (to a relative 1e-5) with epsilon_of(σ) ≤ target, by
 /// bisection; epsilon_of must be non-increasing in σ. Error(Config) when no σ ≤ 1e6 reaches the
-/// target (e.g. a target below what the largest order can certify) or epsilon_of is NaN (the
-/// mechanism reports nothing to account).
+/// target or epsilon_of is NaN (the mechanism reports nothing to account).
 double solve_noise_multiplier(const std::function<double(double)>& epsilon_of, double target_epsilon);
 
 }  // namespace bulwark

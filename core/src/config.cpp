@@ -158,11 +158,16 @@ Options validate_options(const toml::table& table, const std::vector<OptionSpec>
     auto spec = std::find_if(specs.begin(), specs.end(),
                              [&](const OptionSpec& s) { return name == s.name; });
     if (spec == specs.end()) {
-      std::string location = key.source().begin.line ? where(node, file) : where(table, file);
+      // Point at the key itself, where the typo is.
+      const auto& at = key.source();
+      std::string location = at.begin.line
+                                 ? fmt::format("{}:{}:{}", at.path ? *at.path : file, at.begin.line, at.begin.column)
+                                 : where(table, file);
       std::string message = "unknown option '" + name + "' for " + what;
-      if (auto guess = nearest(name, names)) message += "; did you mean '" + *guess + "'?";
+      auto guess = nearest(name, names);
+      if (guess) message += "; did you mean '" + *guess + "'?";
       message += names.empty() ? "; it takes no options"
-                               : fmt::format("; valid options: {}", fmt::join(names, ", "));
+                               : fmt::format("{} valid options: {}", guess ? "" : ";", fmt::join(names, ", "));
       config_error(location, message);
     }
     options.set(name, convert(node, *spec, where(node, file), what), /*explicitly_set=*/true);

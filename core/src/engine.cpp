@@ -3,6 +3,8 @@
 // result does not depend on how many worker threads run the clients or in which order.
 #include "engine.hpp"
 
+#include <dlfcn.h>
+
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
@@ -105,7 +107,7 @@ auto guarded(const std::string& who, const char* hook, Fn&& fn) -> decltype(fn()
   }
 }
 
-/// One attack with its Byzantine schedule state.
+/// One attack: its plugin, its schedule (ByzantineSchedule draws the sets) and backdoor test set.
 struct ActiveAttack {
   PluginHandle<Attack> plugin;
   std::string label;             // "attack 'sign_flip'"
@@ -135,6 +137,7 @@ struct Engine::Impl {
   std::uint64_t seed = 0;
   Dataset data;
   Partition partition;
+  Partition shared_samples;                  // DiverseFL: what each client shared with the server
   std::unique_ptr<Model> model;
   torch::Tensor theta;                       // θ [d], the global model
   torch::Tensor server_momentum, adam_m, adam_v;
@@ -405,10 +408,46 @@ struct Engine::Impl {
     return schedule.malicious(round, participants);
   }
 
-  /// Local training of one client; writes its upload into `row` and returns its mean train loss.
+  /// DiverseFL: before training, each client shares ceil(fraction × N_i) of its examples, drawn
+  /// at random, with the server. Stored like the partition: one index tensor plus offsets.
+  void share_samples() {
+    const double fraction = aggregator->shared_sample_fraction();
+    if (fraction <= 0) return;
+    std::vector<torch::Tensor> pieces;
+    shared_samples.offsets.assign(1, 0);
+    for (std::int64_t client = 0; client < partition.num_clients(); ++client) {
+      const auto n = partition.size(client);
+      const auto k = std::min<std::int64_t>(n, static_cast<std::int64_t>(std::ceil(fraction * static_cast<double>(n))));
+      auto pick = torch::randperm(n, stream_generator(seed, 0, client, Stream::Aggregator), torch::kLong).narrow(0, 0, k);
+      pieces.push_back(partition.client(client).index_select(0, pick));
+      shared_samples.offsets.push_back(shared_samples.offsets.back() + k);
+    }
+    shared_samples.indices = torch::cat(pieces);
+  }
+
+  /// One client's round: local training on its partition with every hook that applies to it.
+  /// Writes its upload into `row` and returns its mean train loss.
   double train_client(std::int64_t round, std::int64_t client, int attack_index, torch::Tensor row) {
-    const auto& c = config.clients;
     const auto indices = partition.client(client);
+    return train_local(indices, local_steps(indices.size(0)), round, client, attack_index,
+                       /*server_side=*/false, row);
+  }
+
+  /// DiverseFL's guiding update for a client: the server repeats the client's local training
+  /// (same step count, so the norms are comparable) on the sample the client shared, honestly
+  /// and without privacy hooks.
+  torch::Tensor guiding_update(std::int64_t round, std::int64_t client) {
+    auto row = torch::empty({theta.size(0)}, theta.options());
+    train_local(shared_samples.client(client), local_steps(partition.size(client)), round, client,
+                /*attack_index=*/-1, /*server_side=*/true, row);
+    return row;
+  }
+
+  /// Local SGD from θ on `indices` for `steps` steps; FedAvg writes Δ = θ_local − θ into `row`,
+  /// FedSGD the first gradient. `server_side` runs skip the attack and privacy hooks.
+  double train_local(const torch::Tensor& indices, std::int64_t steps, std::int64_t round,
+                     std::int64_t client, int attack_index, bool server_side, torch::Tensor row) {
+    const auto& c = config.clients;
     const auto n = indices.size(0);
     if (n == 0) {
       row.zero_();
@@ -417,16 +456,17 @@ struct Engine::Impl {
     const bool fedsgd = config.experiment.get<std::string>("mode") == "fedsgd";
     const auto batch = std::min<std::int64_t>(c.get<std::int64_t>("batch_size"), n);
     const auto batches_per_epoch = (n + batch - 1) / batch;
-    const std::int64_t steps = local_steps(n);
     const double lr = c.get<double>("lr"), momentum = c.get<double>("momentum"),
                  weight_decay = c.get<double>("weight_decay");
 
-    auto batch_generator = stream_generator(seed, round, client, Stream::Batches);
+    auto batch_generator =
+        stream_generator(seed, round, client, server_side ? Stream::Aggregator : Stream::Batches);
     auto attack_generator = stream_generator(seed, round, client, Stream::Attack);
     auto privacy_generator = stream_generator(seed, round, client, Stream::Privacy);
     Attack* attack = attack_index >= 0 && attacks[attack_index].plugin->poisons_data()
                          ? &*attacks[attack_index].plugin : nullptr;
-    const bool per_example = privacy && privacy->per_example();
+    PrivacyMechanism* mechanism = server_side ? nullptr : privacy.operator->();
+    const bool per_example = mechanism && mechanism->per_example();
 
     auto local = theta.clone().requires_grad_(true);
     torch::Tensor velocity;
@@ -449,6 +489,7 @@ struct Engine::Impl {
         auto per_example_grads = model->per_example_gradients(local, inputs, labels);
         PrivacyStepContext context{round, total_rounds(), client, step, steps, inputs.size(0),
                                    &model->layout(), privacy_generator};
+        context.rows_observed = false;  // nothing reads the rows after the hook during training
         gradient = guarded(privacy_label, "privatize_gradients",
                            [&] { return privacy->privatize_gradients(per_example_grads, context); });
         torch::NoGradGuard no_grad;
@@ -472,7 +513,7 @@ struct Engine::Impl {
     }
     if (!fedsgd) row.copy_(local.detach() - theta);
 
-    if (privacy && privacy->on_client_update()) {
+    if (mechanism && mechanism->on_client_update()) {
       ClientUpdateContext context{round, total_rounds(), client, n, &model->layout(), privacy_generator};
       guarded(privacy_label, "privatize_update", [&] { privacy->privatize_update(row, context); });
     }
@@ -494,6 +535,8 @@ struct Engine::Impl {
     auto result = guarded(aggregator_label, "aggregate",
                           [&] { return aggregator->aggregate(current.updates, current.weights, context); });
     if (probe) aggregator->load_state(saved);
+    // After a pre-aggregator that regroups rows (bucketing), flags name buckets, not clients.
+    if (current.updates.size(0) != updates.size(0)) result.reports_flags = false;
     if (!result.aggregate.defined() || result.aggregate.numel() != updates.size(1)) {
       throw Error(ErrorKind::Runtime, aggregator_label + " returned an aggregate of the wrong size");
     }
@@ -645,9 +688,16 @@ struct Engine::Impl {
     write_file_atomic(out / "config.toml", config_text.str() + "\n");
 
     load_data();
-    model = build_model(config.model, data.input_shape, data.num_classes);
+    // A relative TorchScript path is relative to the experiment file, not to the working folder.
+    auto model_options = config.model;
+    const auto model_path = fs::path(model_options.get<std::string>("path"));
+    if (!model_path.empty() && model_path.is_relative() && !config.file.empty()) {
+      model_options.set("path", (fs::path(config.file).parent_path() / model_path).string(), true);
+    }
+    model = build_model(model_options, data.input_shape, data.num_classes);
     theta = model->initial_parameters(derive_seed(seed, 0, kServer, Stream::Init));
     resolve_attack_sets();
+    share_samples();
     if (privacy) start_accounting(out);
     if (leakage) leakage->start(*model, data, partition, seed, out);
 
@@ -724,6 +774,9 @@ struct Engine::Impl {
       context.client_ids = participants;
       context.generator = stream_generator(seed, round, kServer, Stream::Aggregator);
       if (aggregator->wants_ground_truth()) context.true_malicious_rows = malicious_rows;
+      if (shared_samples.indices.defined()) {
+        context.guiding_update = [&, round](std::int64_t row) { return guiding_update(round, participants.at(row)); };
+      }
       for (std::size_t a = 0; a < attacks.size(); ++a) {
         auto& attack = attacks[a];
         std::vector<std::int64_t> rows;
@@ -902,6 +955,14 @@ struct Engine::Impl {
     write_file_atomic(out / "summary.json", json.dump(2) + "\n");
   }
 };
+
+void init_threading() {
+  at::set_num_threads(1);
+  using SetThreads = void (*)(int);
+  if (auto set_blas_threads = reinterpret_cast<SetThreads>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
+    set_blas_threads(1);
+  }
+}
 
 Engine::Engine(ExperimentConfig config, PluginRegistry& registry)
     : impl_(std::make_unique<Impl>(std::move(config), registry)) {}

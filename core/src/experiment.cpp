@@ -167,8 +167,9 @@ ExperimentConfig parse_experiment(std::shared_ptr<const toml::table> root_table,
     const std::string name(key.str());
     if (std::find(kSections.begin(), kSections.end(), name) == kSections.end()) {
       std::string message = "unknown section [" + name + "]";
-      if (auto guess = nearest(name, kSections)) message += "; did you mean [" + *guess + "]?";
-      message += fmt::format("; valid sections: {}", fmt::join(kSections, ", "));
+      auto guess = nearest(name, kSections);
+      if (guess) message += "; did you mean [" + *guess + "]?";
+      message += fmt::format("{} valid sections: {}", guess ? "" : ";", fmt::join(kSections, ", "));
       config_error(where(node, file), message);
     }
   }

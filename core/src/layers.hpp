@@ -39,8 +39,7 @@ class Layer {
 
   /// Writes PyTorch's default initialisation of this layer into its entries of `params` (views of
   /// θ, written in place), drawing from `generator` in entry order.
-  virtual void initialise(const std::vector<torch::Tensor>& params,
-                          at::Generator& generator) const;
+  virtual void initialise(const std::vector<torch::Tensor>& params, at::Generator& generator) const;
 
   /// Per-example gradients of this layer's parameters. `x` [B, ...input] is the layer's input,
   /// `grad_output` [B, ...output] the gradient of the summed loss with respect to its output.

@@ -371,7 +371,9 @@ struct LeakageStudy::Impl {
       throw Error(ErrorKind::Runtime, attack_label + " returned a reconstruction of the wrong size: expected " +
                                           std::to_string(x.size(0)) + " inputs and labels");
     }
-    auto inputs = result.inputs.detach().to(torch::kFloat).reshape(x.sizes());
+    // Scored as an image: clamped to the data's value range, as an attacker would show it. A
+    // diverged reconstruction would otherwise reach MSEs of 1e9 and swamp every average.
+    auto inputs = result.inputs.detach().to(torch::kFloat).reshape(x.sizes()).clamp(low, high);
     auto labels = result.labels.detach().to(torch::kLong).flatten();
     auto order = torch::tensor(match_reconstructions(inputs, x), torch::kLong);
     inputs = inputs.index_select(0, order);

@@ -75,6 +75,11 @@ torch::Tensor reconstruction_ssim(const torch::Tensor& reconstruction, const tor
 /// greedy beyond). Batch attacks recover a set of examples, not their order.
 std::vector<std::int64_t> match_reconstructions(const torch::Tensor& reconstruction, const torch::Tensor& original);
 
+/// Metrics compare the reconstruction, clamped to the training inputs' value range, with the
+/// original: MSE per feature (the reconstruction distance of Wei et al.'s tables), PSNR and SSIM
+/// with that range as peak, label accuracy when labels were not granted; an attack succeeds when
+/// its MSE is below `threshold`.
+///
 /// One leakage study over a run: validated against the experiment when the engine opens its
 /// plugins, fed by the engine's round loop, written to the run's folder at the end.
 class LeakageStudy {

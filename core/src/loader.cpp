@@ -30,6 +30,16 @@ const char* kind_name(std::uint32_t kind) {
   }
 }
 
+const char* kind_folder(std::uint32_t kind) {
+  switch (kind) {
+    case BULWARK_KIND_DATASET: return "datasets";
+    case BULWARK_KIND_AGGREGATOR: return "aggregators";
+    case BULWARK_KIND_ATTACK: return "attacks";
+    case BULWARK_KIND_PRIVACY: return "privacy";
+    default: return "unknown";
+  }
+}
+
 namespace {
 
 [[noreturn]] void plugin_error(const std::string& message) {
@@ -158,7 +168,7 @@ std::shared_ptr<const PluginLibrary> PluginRegistry::open(std::uint32_t kind,
     path = fs::absolute(name_or_path);
   } else {
     for (const auto& dir : search_dirs_) {
-      auto candidate = dir / (std::string(kind_name(kind)) + "s") / (name_or_path + ".so");
+      auto candidate = dir / kind_folder(kind) / (name_or_path + ".so");
       if (fs::exists(candidate)) {
         path = candidate;
         break;
@@ -167,9 +177,10 @@ std::shared_ptr<const PluginLibrary> PluginRegistry::open(std::uint32_t kind,
     if (path.empty()) {
       const auto names = available(kind);
       std::string message = "unknown " + std::string(kind_name(kind)) + " plugin '" + name_or_path + "'";
-      if (auto guess = nearest(name_or_path, names)) message += "; did you mean '" + *guess + "'?";
+      auto guess = nearest(name_or_path, names);
+      if (guess) message += "; did you mean '" + *guess + "'?";
       message += names.empty() ? "; no " + std::string(kind_name(kind)) + " plugins were found"
-                               : "; available: ";
+                               : std::string(guess ? "" : ";") + " available: ";
       for (std::size_t i = 0; i < names.size(); ++i) message += (i ? ", " : "") + names[i];
       message += ". Searched:";
       for (const auto& dir : search_dirs_) message += " " + dir.string();
@@ -195,7 +206,7 @@ std::vector<PluginListing> PluginRegistry::discover() const {
   std::set<fs::path> seen;
   for (const auto& dir : search_dirs_) {
     for (std::uint32_t kind = BULWARK_KIND_DATASET; kind <= BULWARK_KIND_PRIVACY; ++kind) {
-      auto folder = dir / (std::string(kind_name(kind)) + "s");
+      auto folder = dir / kind_folder(kind);
       std::error_code ec;
       if (!fs::is_directory(folder, ec)) continue;
       std::vector<fs::path> files;

@@ -19,6 +19,9 @@ namespace bulwark {
 
 /// "dataset", "aggregator", "attack", "privacy".
 const char* kind_name(std::uint32_t kind);
+/// The folder a kind's plugins live in: "datasets", "aggregators", "attacks", "privacy" (the same
+/// names as the source folders under plugins/).
+const char* kind_folder(std::uint32_t kind);
 
 /// A loaded, checked plugin library. Held by shared_ptr; never unloaded during a run: the
 /// registry that owns the libraries lives in main() and dies last (tensors and exceptions can

@@ -25,7 +25,8 @@ namespace {
 std::string one_line(const std::string& text) {
   const auto end = text.find_last_not_of(" \n");
   if (end == std::string::npos) return text;
-  if (text.find("Traceback of TorchScript") == std::string::npos) return text.substr(0, text.find('\n'));
+  if (text.find("Traceback of TorchScript") == std::string::npos)
+    return text.substr(0, text.find('\n'));
   const auto newline = text.rfind('\n', end);
   const auto start = newline == std::string::npos ? 0 : newline + 1;
   return text.substr(start, end + 1 - start);
@@ -40,8 +41,8 @@ struct Slot {
 // One clone of the module per calling thread: pointing parameters at θ mutates the module.
 struct Replica {
   torch::jit::Module module;
-  std::vector<Slot> slots;            // layout order
-  std::vector<torch::Tensor> own;     // the clone's own parameters, restored after each call
+  std::vector<Slot> slots;         // layout order
+  std::vector<torch::Tensor> own;  // the clone's own parameters, restored after each call
 };
 
 torch::jit::Module load_module(const std::string& path) {
@@ -90,8 +91,9 @@ class TorchScriptModel final : public Model {
     } catch (const Error& e) {
       std::string reason = e.what();
       if (reason.rfind(path_ + ": ", 0) == 0) reason = reason.substr(path_.size() + 2);
-      throw Error(ErrorKind::Config, path_ + ": the TorchScript model cannot take the dataset's inputs " +
-                                         shape_string(probe_shape) + ": " + reason);
+      throw Error(ErrorKind::Config,
+                  path_ + ": the TorchScript model cannot take the dataset's inputs " +
+                      shape_string(probe_shape) + ": " + reason);
     }
     if (out.sizes() != torch::IntArrayRef{1, num_classes}) {
       throw Error(ErrorKind::Config, path_ + ": the TorchScript model returns shape " +
@@ -112,11 +114,13 @@ class TorchScriptModel final : public Model {
     struct Restore {
       Replica& r;
       ~Restore() {
-        for (std::size_t i = 0; i < r.slots.size(); ++i) r.slots[i].owner->setSlot(r.slots[i].index, r.own[i]);
+        for (std::size_t i = 0; i < r.slots.size(); ++i)
+          r.slots[i].owner->setSlot(r.slots[i].index, r.own[i]);
       }
     } restore{replica};
     for (std::size_t i = 0; i < parts.size(); ++i) {
-      replica.slots[i].owner->setSlot(replica.slots[i].index, parts[i].view(layout_.entries[i].shape));
+      replica.slots[i].owner->setSlot(replica.slots[i].index,
+                                      parts[i].view(layout_.entries[i].shape));
     }
     // The plain interpreter (a thread-local switch): the optimising executor would profile the
     // first calls and fuse ops into differentiable subgraphs, which lack double backward, and
@@ -126,8 +130,8 @@ class TorchScriptModel final : public Model {
     try {
       out = replica.module.forward({inputs});
     } catch (const c10::Error& e) {
-      throw Error(ErrorKind::Runtime, path_ + ": forward() failed: " +
-                                          one_line(e.what_without_backtrace()));
+      throw Error(ErrorKind::Runtime,
+                  path_ + ": forward() failed: " + one_line(e.what_without_backtrace()));
     } catch (const std::exception& e) {  // the interpreter rethrows op failures as runtime_error
       throw Error(ErrorKind::Runtime, path_ + ": forward() failed: " + one_line(e.what()));
     }
@@ -162,7 +166,9 @@ class TorchScriptModel final : public Model {
   bool vectorised() const override { return false; }
 
   // The module's saved parameters: an arbitrary graph has no layer types to re-initialise from.
-  torch::Tensor initial_parameters(std::uint64_t /*seed*/) const override { return initial_.clone(); }
+  torch::Tensor initial_parameters(std::uint64_t /*seed*/) const override {
+    return initial_.clone();
+  }
 
   std::string describe() const override {
     return "torchscript (" + path_ + ", " + std::to_string(layout_.entries.size()) +

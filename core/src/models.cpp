@@ -79,9 +79,9 @@ class SequentialModel final : public Model {
                                          shape_string(input_) + ": " + e.what());
     }
     if (shape != Shape{num_classes}) {
-      throw Error(ErrorKind::Runtime, "model '" + arch_ + "' ends in shape " +
-                                          shape_string(shape) + ", not [" +
-                                          std::to_string(num_classes) + "] logits (zoo bug)");
+      throw Error(ErrorKind::Runtime, "model '" + arch_ + "' ends in shape " + shape_string(shape) +
+                                          ", not [" + std::to_string(num_classes) +
+                                          "] logits (zoo bug)");
     }
     for (const auto& entry : layout_.entries) numels_.push_back(entry.numel);
   }
@@ -174,7 +174,8 @@ class SequentialModel final : public Model {
                                           shape_string(params.sizes().vec()));
     }
     auto parts = params.split_with_sizes(numels_);
-    for (std::size_t i = 0; i < parts.size(); ++i) parts[i] = parts[i].view(layout_.entries[i].shape);
+    for (std::size_t i = 0; i < parts.size(); ++i)
+      parts[i] = parts[i].view(layout_.entries[i].shape);
     return parts;
   }
 
@@ -215,15 +216,18 @@ class SequentialModel final : public Model {
   std::vector<std::int64_t> numels_;  // layout entry sizes, for split_with_sizes
 };
 
-std::string config_prefix(const std::string& arch) { return "[model] arch = \"" + arch + "\""; }
+std::string config_prefix(const std::string& arch) {
+  return "[model] arch = \"" + arch + "\"";
+}
 
 // cnn and lenet convolve images; tabular rows get a message that says what to use instead.
 void require_image(const std::string& arch, const Shape& input) {
   if (input.size() != 3) {
-    throw Error(ErrorKind::Config,
-                config_prefix(arch) + " needs image inputs [C, H, W], but the dataset's examples "
-                                      "have shape " + shape_string(input) +
-                    "; use arch = \"mlp\" or \"softmax\" for tabular data");
+    throw Error(ErrorKind::Config, config_prefix(arch) +
+                                       " needs image inputs [C, H, W], but the dataset's examples "
+                                       "have shape " +
+                                       shape_string(input) +
+                                       "; use arch = \"mlp\" or \"softmax\" for tabular data");
   }
 }
 
@@ -231,8 +235,8 @@ std::vector<std::int64_t> hidden_widths(const Options& options) {
   std::vector<std::int64_t> widths;
   for (double w : options.get<std::vector<double>>("hidden")) {
     if (w < 1 || std::floor(w) != w) {
-      throw Error(ErrorKind::Config, "[model] hidden: widths must be whole numbers >= 1, found " +
-                                         std::to_string(w));
+      throw Error(ErrorKind::Config,
+                  "[model] hidden: widths must be whole numbers >= 1, found " + std::to_string(w));
     }
     widths.push_back(static_cast<std::int64_t>(w));
   }
@@ -241,7 +245,8 @@ std::vector<std::int64_t> hidden_widths(const Options& options) {
 
 }  // namespace
 
-std::unique_ptr<Model> build_model(const Options& options, const std::vector<std::int64_t>& input_shape,
+std::unique_ptr<Model> build_model(const Options& options,
+                                   const std::vector<std::int64_t>& input_shape,
                                    std::int64_t num_classes) {
   using namespace detail;
   const auto arch = options.get<std::string>("arch");
@@ -257,16 +262,16 @@ std::unique_ptr<Model> build_model(const Options& options, const std::vector<std
   if (arch == "torchscript") {
     const auto path = options.get<std::string>("path");
     if (path.empty()) {
-      throw Error(ErrorKind::Config,
-                  config_prefix(arch) + " needs path = \"model.pt\", a module saved with "
-                                        "torch.jit.script(model).save(path)");
+      throw Error(ErrorKind::Config, config_prefix(arch) +
+                                         " needs path = \"model.pt\", a module saved with "
+                                         "torch.jit.script(model).save(path)");
     }
     return load_torchscript_model(path, input_shape, num_classes);
   }
 
   const bool dlg_init = options.get<std::string>("init") == "dlg";
-  const auto flat_features = std::accumulate(input_shape.begin(), input_shape.end(),
-                                             std::int64_t{1}, std::multiplies<>());
+  const auto flat_features =
+      std::accumulate(input_shape.begin(), input_shape.end(), std::int64_t{1}, std::multiplies<>());
   std::vector<std::unique_ptr<Layer>> layers;
   std::string summary;
   if (arch == "softmax") {
@@ -296,7 +301,8 @@ std::unique_ptr<Model> build_model(const Options& options, const std::vector<std
                          : Activation::Tanh;
     const auto groups = options.get<std::int64_t>("groups");
     // Pooling before normalisation and activation: they then run on a quarter of the values
-    // (tanh is monotone, so only GroupNorm's statistics see the pooled map instead of the full one).
+    // (tanh is monotone, so only GroupNorm's statistics see the pooled map instead of the full
+    // one).
     layers.push_back(conv2d("conv1", 16, /*kernel=*/3, /*stride=*/1, /*padding=*/1));
     layers.push_back(max_pool2d(2));
     layers.push_back(group_norm("gn1", groups));

@@ -28,7 +28,8 @@ const std::vector<OptionSpec>& model_option_specs();
 ///            the twice-differentiable LeNet of Zhu et al., "Deep Leakage from Gradients" (2019)
 ///   torchscript  a module saved with torch.jit.script(model).save(path), run in eval mode;
 ///            its per-example gradients use the batch-size-1 loop.
-std::unique_ptr<Model> build_model(const Options& options, const std::vector<std::int64_t>& input_shape,
+std::unique_ptr<Model> build_model(const Options& options,
+                                   const std::vector<std::int64_t>& input_shape,
                                    std::int64_t num_classes);
 
 namespace detail {

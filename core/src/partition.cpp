@@ -90,8 +90,9 @@ torch::Tensor shards_owner(const torch::Tensor& labels, std::int64_t k, std::int
   return owner;
 }
 
-// Hsu et al. 2019 label skew, as implemented by NIID-Bench (Li et al., ICDE 2022) and FedLab:
-// for each class c in order, p ~ Dir_K(alpha); clients already holding >= N/K examples get p_j = 0
+// Dirichlet label skew (Hsu et al., arXiv:1909.06335, 2019), in the per-class form of Yurochkin et
+// al. (ICML 2019) that NIID-Bench (Li et al., ICDE 2022) and FedLab implement: for each class c in
+// order, p ~ Dir_K(alpha); clients already holding >= N/K examples get p_j = 0
 // (the reference code's balancing step); the shuffled class-c examples are cut at
 // floor(cumsum(p) * n_c). Whole draws repeat until every client has min_samples.
 torch::Tensor dirichlet_owner(const torch::Tensor& labels, std::int64_t num_classes, std::int64_t k,
@@ -113,11 +114,14 @@ torch::Tensor dirichlet_owner(const torch::Tensor& labels, std::int64_t num_clas
       auto p = at::_standard_gamma(concentration, gen);
       p.mul_(sizes.to(torch::kDouble).lt(fair_share));
       p.div_(p.sum());
-      auto cuts = p.cumsum(0).mul_(static_cast<double>(n_c)).floor_().to(torch::kLong).clamp_max_(n_c);
+      auto cuts =
+          p.cumsum(0).mul_(static_cast<double>(n_c)).floor_().to(torch::kLong).clamp_max_(n_c);
       cuts[k - 1] = n_c;  // rounding must not drop the last examples of the class
-      auto counts = torch::diff(cuts, /*n=*/1, /*dim=*/0, /*prepend=*/torch::zeros({1}, torch::kLong));
+      auto counts =
+          torch::diff(cuts, /*n=*/1, /*dim=*/0, /*prepend=*/torch::zeros({1}, torch::kLong));
       auto members = class_members[c].index({torch::randperm(n_c, gen, torch::kLong)});
-      owner.index_put_({members}, torch::repeat_interleave(counts, n_c));
+      owner.index_put_({members},
+                       torch::repeat_interleave(counts, c10::optional<std::int64_t>(n_c)));
       sizes.add_(counts);
     }
     smallest = sizes.min().item<std::int64_t>();
@@ -137,7 +141,8 @@ torch::Tensor quantity_owner(std::int64_t n, std::int64_t k, const Options& opti
   torch::Tensor weights;
   if (options.get<std::string>("distribution") == "lognormal") {
     // w = exp(sigma * z), z ~ N(0, 1) (FedLab's unbalanced split).
-    weights = torch::randn({k}, gen, torch::kDouble).mul_(options.get<double>("lognormal_sigma")).exp_();
+    weights =
+        torch::randn({k}, gen, torch::kDouble).mul_(options.get<double>("lognormal_sigma")).exp_();
   } else {
     // Pareto: density p(w) ∝ w^(-a) for w >= 1, by inversion w = u^(-1/(a-1)), u ~ U(0, 1].
     const double a = options.get<double>("power_law_exponent");
@@ -146,14 +151,15 @@ torch::Tensor quantity_owner(std::int64_t n, std::int64_t k, const Options& opti
   const std::int64_t rest = n - k * min_samples;
   auto exact = weights.div_(weights.sum()).mul_(static_cast<double>(rest));
   auto sizes = exact.floor();
-  const auto leftover = std::clamp<std::int64_t>(
-      rest - static_cast<std::int64_t>(sizes.sum().item<double>()), 0, k);
+  const auto leftover =
+      std::clamp<std::int64_t>(rest - static_cast<std::int64_t>(sizes.sum().item<double>()), 0, k);
   auto by_remainder = stable_argsort(exact - sizes, /*descending=*/true);
   auto sizes_long = sizes.to(torch::kLong).add_(min_samples);
-  sizes_long.index_add_(0, by_remainder.narrow(0, 0, leftover), torch::ones({leftover}, torch::kLong));
+  sizes_long.index_add_(0, by_remainder.narrow(0, 0, leftover),
+                        torch::ones({leftover}, torch::kLong));
   auto owner = torch::empty({n}, torch::kLong);
   owner.index_put_({torch::randperm(n, gen, torch::kLong)},
-                   torch::repeat_interleave(sizes_long, n));
+                   torch::repeat_interleave(sizes_long, c10::optional<std::int64_t>(n)));
   return owner;
 }
 
@@ -174,11 +180,11 @@ const std::vector<OptionSpec>& partition_option_specs() {
       {"shards_per_client", OptType::Int, "2", 1, kInf,
        "shards: shards per client (McMahan et al.: 2 shards of 300 MNIST examples each).", nullptr},
       {"distribution", OptType::String, "\"power_law\"", -kInf, kInf,
-       "quantity: client size weights, power_law (Pareto, p(w) ∝ w^-exponent) or lognormal "
+       "quantity: client size weights, power_law (Pareto, density ~ w^-exponent) or lognormal "
        "(w = exp(sigma z)).",
        "power_law|lognormal"},
       {"power_law_exponent", OptType::Float, "3.0", 1.01, kInf,
-       "quantity, power_law: tail exponent a of p(w) ∝ w^-a, w >= 1; smaller = more skewed sizes.",
+       "quantity, power_law: tail exponent a of the density w^-a, w >= 1; smaller = more skew.",
        nullptr},
       {"lognormal_sigma", OptType::Float, "1.0", 0, kInf,
        "quantity, lognormal: sigma of log client size; 0 = equal sizes.", nullptr},
@@ -209,8 +215,8 @@ Partition make_partition(const torch::Tensor& labels, std::int64_t num_classes,
 
   if (scheme == "full") {
     if (num_clients * n > kMaxFullEntries) {
-      fail("scheme 'full' would store " + std::to_string(num_clients) + " x " +
-           std::to_string(n) + " indices; use fewer clients or scheme = \"iid\"");
+      fail("scheme 'full' would store " + std::to_string(num_clients) + " x " + std::to_string(n) +
+           " indices; use fewer clients or scheme = \"iid\"");
     }
     Partition partition;
     partition.indices = torch::arange(n, torch::kLong).repeat({num_clients});
@@ -248,7 +254,8 @@ Partition make_partition(const torch::Tensor& labels, std::int64_t num_classes,
   } else if (scheme == "quantity") {
     owner = quantity_owner(n, num_clients, options, min_samples, gen);
   } else {
-    fail("unknown scheme '" + scheme + "'; valid schemes: iid, dirichlet, shards, sorted, quantity, full");
+    fail("unknown scheme '" + scheme +
+         "'; valid schemes: iid, dirichlet, shards, sorted, quantity, full");
   }
   return group_by_owner(owner, num_clients);
 }

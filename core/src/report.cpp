@@ -283,7 +283,7 @@ std::optional<Figure> accuracy_figure(const StudySummary& summary, const fs::pat
   std::string& body = figure.body;
   if (panels.size() > 1) body += fmt::format("set multiplot layout {},{} title {}\n", rows, columns, gnuplot_string(manifest.name));
   body += "set style fill transparent solid 0.15 noborder\nset grid\nset xlabel \"round\"\n"
-          "set ylabel \"test accuracy\"\nset yrange [0:1]\nset key bottom right font \",8\"\n";
+          "set ylabel \"test accuracy\"\nset yrange [0:1]\nset key top left font \",8\"\n";
   for (const auto& panel : panels) {
     body += fmt::format("set title {}\n", gnuplot_string(panels.size() > 1 ? panel : manifest.name));
     std::vector<std::string> plots;

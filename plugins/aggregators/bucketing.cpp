@@ -79,7 +79,8 @@ class Bucketing final : public bulwark::Aggregator {
                     .index_add_(0, bucket_of_row, updates);
     auto sizes = torch::zeros({buckets}, updates.options())
                      .index_add_(0, bucket_of_row, torch::ones({n}, updates.options()));
-    auto member_weights = weights.defined() ? weights.to(updates.device()) : torch::ones({n}, updates.options());
+    auto member_weights =
+        weights.defined() ? weights.to(updates.device()) : torch::ones({n}, updates.options());
     auto bucket_weights = torch::zeros({buckets}, member_weights.options())
                               .index_add_(0, bucket_of_row, member_weights);
     return {sums / sizes.unsqueeze(1), bucket_weights};
@@ -104,6 +105,6 @@ BULWARK_PLUGIN(bulwark::Aggregator, Bucketing, "bucketing", "1.0.0",
                "Heterogeneous Datasets via Bucketing', ICLR 2022), a pre-aggregator: the rows are "
                "randomly permuted (context.generator) and split into ceil(n / s) buckets of s "
                "consecutive rows (the last may be smaller); each bucket is replaced by its mean. "
-               "Chain with pre = [\"bucketing\"]; alone it averages the bucket means. A NaN/Inf row "
-               "makes its bucket non-finite (the next rule excludes it).",
+               "Chain with pre = [\"bucketing\"]; alone it averages the bucket means. A NaN/Inf "
+               "row makes its bucket non-finite (the next rule excludes it).",
                kOptions)

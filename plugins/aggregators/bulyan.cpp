@@ -17,9 +17,9 @@
 // `f` = -1 (the default) takes the experiment's declared Byzantine bound (context.byzantine_bound).
 //
 // Non-finite rows: a row whose squared norm G_ii is not finite (a NaN/±Inf entry, or entries so
-// large that ‖u_i‖² overflows) is certainly Byzantine. The k such rows are removed and the rule runs
-// on the n' = n − k others with f' = max(f − k, 0); n' >= 4f' + 3 still holds. If no row is finite,
-// g = 0.
+// large that ‖u_i‖² overflows) is certainly Byzantine. The k such rows are removed and the rule
+// runs on the n' = n − k others with f' = max(f − k, 0); n' >= 4f' + 3 still holds. If no row is
+// finite, g = 0.
 //
 // Flags: every row not among the θ selected (reports_flags = true).
 #include <torch/torch.h>
@@ -149,10 +149,10 @@ class Bulyan final : public bulwark::Aggregator {
 BULWARK_PLUGIN(bulwark::Aggregator, Bulyan, "bulyan", "1.0.0",
                "Bulyan over Krum (El Mhamdi et al., ICML 2018)",
                "Bulyan (E. M. El Mhamdi, R. Guerraoui, S. Rouault, 'The Hidden Vulnerability of "
-               "Distributed Learning in Byzantium', ICML 2018): theta = n - 2f rows are selected by "
-               "iterated Krum (each step removes the selected row and re-runs Krum on the rest); "
-               "then, per coordinate, the beta = theta - 2f values closest to the median are "
-               "averaged. Needs n >= 4f + 3. f = -1 uses the declared Byzantine bound. Rows with a "
-               "non-finite squared norm are removed first (f lowered by their number). Flags every "
-               "row not selected.",
+               "Distributed Learning in Byzantium', ICML 2018): theta = n - 2f rows are selected "
+               "by iterated Krum (each step removes the selected row and re-runs Krum on the "
+               "rest); then, per coordinate, the beta = theta - 2f values closest to the median "
+               "are averaged. Needs n >= 4f + 3. f = -1 uses the declared Byzantine bound. Rows "
+               "with a non-finite squared norm are removed first (f lowered by their number). "
+               "Flags every row not selected.",
                kOptions)

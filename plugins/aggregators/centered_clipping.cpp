@@ -5,10 +5,11 @@
 //   v^{l+1} = v^l + (1/n) Σ_i (u_i − v^l) · min(1, τ / ‖u_i − v^l‖),   l = 0..L−1
 //   g = v^L
 //
-// Each update is clipped to a ball of radius τ around the current centre, so no single row moves the
-// centre by more than τ/n per iteration. The centre is the aggregate of the previous round, which the
-// plugin keeps between rounds and checkpoints through save_state/load_state (key "previous"). Round
-// 0 (context.round == 0) always starts from zero. Options: tau (τ) and iterations (L).
+// Each update is clipped to a ball of radius τ around the current centre, so no single row moves
+// the centre by more than τ/n per iteration. The centre is the aggregate of the previous round,
+// which the plugin keeps between rounds and checkpoints through save_state/load_state (key
+// "previous"). Round 0 (context.round == 0) always starts from zero. Options: tau (τ) and
+// iterations (L).
 //
 // Non-finite rows: a row with any NaN or ±Inf entry has no direction to clip along; it is dropped
 // and the average runs over the n' remaining rows (1/n' instead of 1/n). With no finite row the
@@ -50,9 +51,10 @@ class CenteredClipping final : public bulwark::Aggregator {
   explicit CenteredClipping(const bulwark::Options& options)
       : tau_(options.get<double>("tau")), iterations_(options.get<std::int64_t>("iterations")) {
     if (!(tau_ > 0)) {
-      throw bulwark::Error(bulwark::ErrorKind::Config,
-                           "centered_clipping: tau must be > 0 (the clipping radius); found tau = " +
-                               std::to_string(tau_));
+      throw bulwark::Error(
+          bulwark::ErrorKind::Config,
+          "centered_clipping: tau must be > 0 (the clipping radius); found tau = " +
+              std::to_string(tau_));
     }
   }
 

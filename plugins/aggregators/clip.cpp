@@ -95,7 +95,7 @@ BULWARK_PLUGIN(bulwark::Aggregator, Clip, "clip", "1.0.0",
                "Static norm clipping, a pre-aggregator: every row is scaled to norm at most C = "
                "threshold, u_i <- u_i min(1, C / ||u_i||), the fixed-threshold defence of e.g. Sun "
                "et al., 'Can You Really Backdoor Federated Learning?' (2019), and the baseline of "
-               "centered clipping (Karimireddy, He, Jaggi, ICML 2021). Chain with pre = [\"clip\"]; "
-               "alone it clips then averages. Rows with a NaN/Inf entry pass through unchanged (the "
-               "next rule handles them; the standalone mean skips them).",
+               "centered clipping (Karimireddy, He, Jaggi, ICML 2021). Chain with pre = "
+               "[\"clip\"]; alone it clips then averages. Rows with a NaN/Inf entry pass through "
+               "unchanged (the next rule handles them; the standalone mean skips them).",
                kOptions)

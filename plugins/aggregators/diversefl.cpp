@@ -12,8 +12,8 @@
 // them by returning `sample_fraction` from shared_sample_fraction(). Outside an experiment (for
 // example `bulwark aggregate`) there are no shared samples and aggregate() refuses to run.
 //
-// Non-finite rows: a NaN/±Inf in u_j (or z̃_j) makes the dot product or the norm ratio NaN/Inf, which
-// fails C1 or C2, so the row is rejected and flagged like any other rejected row.
+// Non-finite rows: a NaN/±Inf in u_j (or z̃_j) makes the dot product or the norm ratio NaN/Inf,
+// which fails C1 or C2, so the row is rejected and flagged like any other rejected row.
 //
 // Flags: every rejected row (reports_flags = true).
 #include <torch/torch.h>
@@ -123,9 +123,10 @@ class DiverseFL final : public bulwark::Aggregator {
 BULWARK_PLUGIN(bulwark::Aggregator, DiverseFL, "diversefl", "1.0.0",
                "DiverseFL: per-client guiding updates on shared samples (Prakash & Avestimehr)",
                "DiverseFL (S. Prakash, H. Hashemi, Y. Wang, M. Annavaram, S. Avestimehr, "
-               "'Mitigating Byzantine Attacks in Federated Learning', arXiv:2010.07541, 2020): each client shares a fraction sample_fraction of "
-               "its data with the server; every round the server computes the guiding update z_j "
-               "on client j's sample and accepts j iff <u_j, z_j> > 0 and epsilon1 < ||u_j|| / "
-               "||z_j|| < epsilon2; g is the mean of the accepted uploads (0 if none). Needs the "
-               "engine's shared samples (context.guiding_update). Flags every rejected row.",
+               "'Mitigating Byzantine Attacks in Federated Learning', arXiv:2010.07541, 2020): "
+               "each client shares a fraction sample_fraction of its data with the server; every "
+               "round the server computes the guiding update z_j on client j's sample and accepts "
+               "j iff <u_j, z_j> > 0 and epsilon1 < ||u_j|| / ||z_j|| < epsilon2; g is the mean of "
+               "the accepted uploads (0 if none). Needs the engine's shared samples "
+               "(context.guiding_update). Flags every rejected row.",
                kOptions)

@@ -124,8 +124,8 @@ BULWARK_PLUGIN(bulwark::Aggregator, GeometricMedian, "geometric_median", "1.0.0"
                "RFA geometric median (K. Pillutla, S. M. Kakade, Z. Harchaoui, 'Robust Aggregation "
                "for Federated Learning', IEEE Transactions on Signal Processing 2022, "
                "arXiv:1912.13445): argmin_v sum_i alpha_i ||v - u_i||, alpha_i proportional to the "
-               "sample counts (weighted = true), by the smoothed Weiszfeld iteration "
-               "beta_i = alpha_i / max(nu, ||v - u_i||), v = sum beta_i u_i / sum beta_i, from the "
-               "weighted mean, for at most max_iterations steps or until the objective changes by "
-               "at most tolerance times its value. Rows with a non-finite norm are dropped first.",
+               "sample counts (weighted = true), by the smoothed Weiszfeld iteration beta_i = "
+               "alpha_i / max(nu, ||v - u_i||), v = sum beta_i u_i / sum beta_i, from the weighted "
+               "mean, for at most max_iterations steps or until the objective changes by at most "
+               "tolerance times its value. Rows with a non-finite norm are dropped first.",
                kOptions)

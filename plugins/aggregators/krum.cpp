@@ -11,10 +11,10 @@
 // `f` = -1 (the default) takes the experiment's declared Byzantine bound (context.byzantine_bound).
 //
 // Non-finite rows: a row whose squared norm G_ii is not finite (a NaN/±Inf entry, or entries so
-// large that ‖u_i‖² overflows) is certainly Byzantine. The k such rows are removed and the rule runs
-// on the n' = n − k others with the bound lowered to f' = max(f − k, 0); the neighbourhood size
-// n' − f' − 2 then equals n − f − 2 and n' > 2f' + 2 still holds. (When k > f + 1 the neighbourhood is
-// capped at the n' − 1 available rows.) If no row is finite, g = 0.
+// large that ‖u_i‖² overflows) is certainly Byzantine. The k such rows are removed and the rule
+// runs on the n' = n − k others with the bound lowered to f' = max(f − k, 0); the neighbourhood
+// size n' − f' − 2 then equals n − f − 2 and n' > 2f' + 2 still holds. (When k > f + 1 the
+// neighbourhood is capped at the n' − 1 available rows.) If no row is finite, g = 0.
 //
 // Flags: every row except the selected one (reports_flags = true).
 #include <torch/torch.h>

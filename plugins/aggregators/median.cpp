@@ -67,9 +67,9 @@ class Median final : public bulwark::Aggregator {
 
 BULWARK_PLUGIN(bulwark::Aggregator, Median, "median", "1.0.0",
                "Coordinate-wise median (Yin et al., ICML 2018)",
-               "Coordinate-wise median (D. Yin, Y. Chen, K. Ramchandran, P. Bartlett, 'Byzantine-"
-               "Robust Distributed Learning: Towards Optimal Statistical Rates', ICML 2018): "
-               "g_k = median of u_1k..u_nk for every coordinate k. For an even number of rows the "
-               "median is the mean of the two middle values. Rows with any NaN/Inf entry are "
-               "dropped first (g = 0 if none is finite). Unweighted; no options.",
+               "Coordinate-wise median (D. Yin, Y. Chen, K. Ramchandran, P. Bartlett, "
+               "'Byzantine-Robust Distributed Learning: Towards Optimal Statistical Rates', ICML "
+               "2018): g_k = median of u_1k..u_nk for every coordinate k. For an even number of "
+               "rows the median is the mean of the two middle values. Rows with any NaN/Inf entry "
+               "are dropped first (g = 0 if none is finite). Unweighted; no options.",
                nullptr)

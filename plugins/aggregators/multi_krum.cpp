@@ -11,10 +11,10 @@
 // `f` = -1 (the default) takes the experiment's declared Byzantine bound (context.byzantine_bound).
 //
 // Non-finite rows: a row whose squared norm G_ii is not finite (a NaN/±Inf entry, or entries so
-// large that ‖u_i‖² overflows) is certainly Byzantine. The k such rows are removed and the rule runs
-// on the n' = n − k others with the bound lowered to f' = max(f − k, 0): the neighbourhood size
-// stays n − f − 2 (capped at n' − 1) and the default m = n' − f' stays n − f. At most n' rows can be
-// selected. If no row is finite, g = 0.
+// large that ‖u_i‖² overflows) is certainly Byzantine. The k such rows are removed and the rule
+// runs on the n' = n − k others with the bound lowered to f' = max(f − k, 0): the neighbourhood
+// size stays n − f − 2 (capped at n' − 1) and the default m = n' − f' stays n − f. At most n' rows
+// can be selected. If no row is finite, g = 0.
 //
 // Flags: every row not among the m selected (reports_flags = true).
 #include <torch/torch.h>
@@ -98,8 +98,16 @@ class MultiKrum final : public bulwark::Aggregator {
                               .sum(/*dim=*/1)
                         : torch::zeros({kept}, gram.options());
       auto order = std::get<1>(scores.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false));
-      auto chosen = good.index_select(0, order.narrow(0, 0, std::min(m, kept)));
-      result.aggregate = updates.index_select(0, chosen.to(updates.device())).mean(/*dim=*/0);
+      const auto selected = std::min(m, kept);
+      auto chosen = good.index_select(0, order.narrow(0, 0, selected));
+      if (kept == n) {
+        // Every row is finite, so a 0/(1/m) weight vector times U gives the mean of the chosen
+        // rows without copying them (0 · NaN would be NaN, hence only in this case).
+        auto mask = torch::zeros({n}, updates.options()).index_fill_(0, chosen, 1.0 / selected);
+        result.aggregate = torch::matmul(mask, updates);
+      } else {
+        result.aggregate = updates.index_select(0, chosen).mean(/*dim=*/0);
+      }
       is_selected.index_fill_(0, chosen.cpu(), true);
     }
     auto flagged = (~is_selected).nonzero().flatten().contiguous();
@@ -119,9 +127,9 @@ BULWARK_PLUGIN(bulwark::Aggregator, MultiKrum, "multi_krum", "1.0.0",
                "Multi-Krum (Blanchard et al., NeurIPS 2017)",
                "Multi-Krum (P. Blanchard, E. M. El Mhamdi, R. Guerraoui, J. Stainer, 'Machine "
                "Learning with Adversaries: Byzantine Tolerant Gradient Descent', NeurIPS 2017): "
-               "Krum scores (sum of squared distances to the n - f - 2 nearest other rows), then the "
-               "mean of the m lowest-scored rows (default m = n - f; m = 1 is Krum). Needs "
-               "n > 2f + 2. Distances come from one Gram matrix. f = -1 uses the declared Byzantine "
+               "Krum scores (sum of squared distances to the n - f - 2 nearest other rows), then "
+               "the mean of the m lowest-scored rows (default m = n - f; m = 1 is Krum). Needs n > "
+               "2f + 2. Distances come from one Gram matrix. f = -1 uses the declared Byzantine "
                "bound. Rows with a non-finite squared norm are removed first (f lowered by their "
                "number). Flags every row not selected.",
                kOptions)

@@ -5,11 +5,11 @@
 //   y_i = (1 / (n − f)) Σ_{j ∈ N_i} u_j,   N_i = the n − f rows closest to u_i, u_i itself included
 //
 // Every row is replaced by the mean of its n − f nearest neighbours; the mixed rows then go to the
-// robust rule after it (`pre = ["nnm"]`), which the paper shows makes rules such as Krum, the median
-// or the trimmed mean order-optimal under heterogeneity. Needs n > 2f. Distances come from one Gram
-// matrix G = U Uᵀ (‖u_i − u_j‖² = G_ii + G_jj − 2 G_ij, n×n arithmetic in float64), and the mixing is
-// a second matmul Y = M U with M_ij = 1/(n − f) for j ∈ N_i. Used alone, aggregate() mixes and then
-// takes the plain mean. Row weights pass through unchanged.
+// robust rule after it (`pre = ["nnm"]`), which the paper shows makes rules such as Krum, the
+// median or the trimmed mean order-optimal under heterogeneity. Needs n > 2f. Distances come from
+// one Gram matrix G = U Uᵀ (‖u_i − u_j‖² = G_ii + G_jj − 2 G_ij, n×n arithmetic in float64), and
+// the mixing is a second matmul Y = M U with M_ij = 1/(n − f) for j ∈ N_i. Used alone, aggregate()
+// mixes and then takes the plain mean. Row weights pass through unchanged.
 //
 // `f` = -1 (the default) takes the experiment's declared Byzantine bound (context.byzantine_bound).
 //
@@ -40,9 +40,9 @@ void check_updates(const torch::Tensor& updates) {
     std::ostringstream found;
     if (updates.defined()) found << updates.sizes() << " " << updates.scalar_type();
     else found << "an undefined tensor";
-    throw bulwark::Error(bulwark::ErrorKind::Data,
-                         "nnm: expected the update matrix U[n, d] (floating point, n >= 1); found " +
-                             found.str());
+    throw bulwark::Error(
+        bulwark::ErrorKind::Data,
+        "nnm: expected the update matrix U[n, d] (floating point, n >= 1); found " + found.str());
   }
 }
 
@@ -112,6 +112,7 @@ BULWARK_PLUGIN(bulwark::Aggregator, NearestNeighbourMixing, "nnm", "1.0.0",
                "Pinot, J. Stephan, 'Fixing by Mixing: A Recipe for Optimal Byzantine ML under "
                "Heterogeneity', AISTATS 2023), a pre-aggregator: every row is replaced by the mean "
                "of its n - f nearest rows, itself included (distances from one Gram matrix). Needs "
-               "n > 2f. f = -1 uses the declared Byzantine bound. Chain with pre = [\"nnm\"]; alone "
-               "it mixes then averages. Non-finite rows are nobody's neighbour and pass through.",
+               "n > 2f. f = -1 uses the declared Byzantine bound. Chain with pre = [\"nnm\"]; "
+               "alone it mixes then averages. Non-finite rows are nobody's neighbour and pass "
+               "through.",
                kOptions)

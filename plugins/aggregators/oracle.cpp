@@ -49,7 +49,8 @@ class Oracle final : public bulwark::Aggregator {
       if (row < 0 || row >= n) {
         throw bulwark::Error(bulwark::ErrorKind::Runtime,
                              "oracle: malicious row " + std::to_string(row) +
-                                 " is outside the n = " + std::to_string(n) + " rows of this round");
+                                 " is outside the n = " + std::to_string(n) +
+                                 " rows of this round");
       }
       honest[row] = false;
       result.flagged_rows.push_back(row);
@@ -61,10 +62,18 @@ class Oracle final : public bulwark::Aggregator {
     auto kept = honest.nonzero().flatten().to(updates.device());
     if (kept.numel() == 0) {
       result.aggregate = torch::zeros({updates.size(1)}, updates.options());
-    } else if (!weighted_ || !weights.defined()) {
-      result.aggregate = updates.index_select(0, kept).mean(/*dim=*/0);
+      return result;
+    }
+    auto w = weighted_ && weights.defined() ? weights.to(updates.device(), updates.scalar_type())
+                                            : torch::ones({n}, updates.options());
+    auto malicious = (~honest).nonzero().flatten().to(updates.device());
+    if (torch::isfinite(updates.index_select(0, malicious)).all().item<bool>()) {
+      // Zero weights drop the malicious rows without copying the honest ones; 0 · NaN would be
+      // NaN, hence only when the malicious rows are finite.
+      w = w.index_fill(0, malicious, 0);
+      result.aggregate = torch::matmul(w, updates) / w.sum();
     } else {
-      auto w = weights.to(updates.device(), updates.scalar_type()).index_select(0, kept);
+      w = w.index_select(0, kept);
       result.aggregate = torch::matmul(w, updates.index_select(0, kept)) / w.sum();
     }
     return result;
@@ -78,9 +87,9 @@ class Oracle final : public bulwark::Aggregator {
 
 BULWARK_PLUGIN(bulwark::Aggregator, Oracle, "oracle", "1.0.0",
                "Oracle: FedAvg over the truly honest rows (reference upper bound)",
-               "Oracle aggregation: the (weighted) mean of the rows that are truly honest, read from "
-               "the ground truth (context.true_malicious_rows). Not a defence but the reference "
-               "upper bound of robustness studies, e.g. 'Oracle SGD' in DiverseFL (Prakash et al., "
-               "arXiv:2010.07541). weighted = true weights by sample counts as FedAvg (McMahan et "
-               "al., AISTATS 2017). Flags exactly the malicious rows.",
+               "Oracle aggregation: the (weighted) mean of the rows that are truly honest, read "
+               "from the ground truth (context.true_malicious_rows). Not a defence but the "
+               "reference upper bound of robustness studies, e.g. 'Oracle SGD' in DiverseFL "
+               "(Prakash et al., arXiv:2010.07541). weighted = true weights by sample counts as "
+               "FedAvg (McMahan et al., AISTATS 2017). Flags exactly the malicious rows.",
                kOptions)

@@ -5,14 +5,15 @@
 //
 // where u_(1),k <= ... <= u_(n),k are the sorted values of coordinate k: the b largest and the b
 // smallest values of every coordinate are removed and the rest averaged. The paper writes the trim
-// as a fraction β (b = βn); here `b` gives the count directly, `beta` gives b = floor(β n), and with
-// neither set b is the declared Byzantine bound f (context.byzantine_bound). n > 2b is required.
+// as a fraction β (b = βn); here `b` gives the count directly, `beta` gives b = floor(β n), and
+// with neither set b is the declared Byzantine bound f (context.byzantine_bound). n > 2b is
+// required.
 //
-// Non-finite rows: a row with any NaN or ±Inf entry is certainly faulty. The k such rows are dropped
-// and count against the trimming budget: the remaining n - k rows are trimmed by b' = max(b - k, 0)
-// from each end. If b was at least the number of bad rows, b' is at least the number of bad rows
-// left, so the guarantee is kept, and n - k > 2b' always holds. With no finite row left, g = 0.
-// The rule is unweighted: sample counts are ignored, as in the paper.
+// Non-finite rows: a row with any NaN or ±Inf entry is certainly faulty. The k such rows are
+// dropped and count against the trimming budget: the remaining n - k rows are trimmed by b' = max(b
+// - k, 0) from each end. If b was at least the number of bad rows, b' is at least the number of bad
+// rows left, so the guarantee is kept, and n - k > 2b' always holds. With no finite row left, g =
+// 0. The rule is unweighted: sample counts are ignored, as in the paper.
 //
 // Cost: one sort along dim 0 of U[n, d] (none when b' = 0).
 #include <torch/torch.h>
@@ -107,5 +108,6 @@ BULWARK_PLUGIN(bulwark::Aggregator, TrimmedMean, "trimmed_mean", "1.0.0",
                "2018): for every coordinate, drop the b largest and b smallest values and average "
                "the remaining n - 2b. b is given directly (b), as a fraction (beta: b = floor(beta "
                "n)), or defaults to the declared Byzantine bound f; n > 2b is required. Rows with "
-               "any NaN/Inf entry are dropped and each reduces the trim by one (b' = max(b - k, 0)).",
+               "any NaN/Inf entry are dropped and each reduces the trim by one (b' = max(b - k, "
+               "0)).",
                kOptions)

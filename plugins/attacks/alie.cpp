@@ -1,5 +1,5 @@
 // "A little is enough" (Baruch, Baruch, Goldberg, "A Little Is Enough: Circumventing Defenses For
-// Distributed Learning", NeurIPS 2019, Algorithm 3):
+// Distributed Learning", NeurIPS 2019):
 //
 //   u_mal,j = μ_j − z · σ_j        for every coordinate j and every malicious row,
 //

@@ -6,7 +6,7 @@
 //     Learning", arXiv:2010.07541; a label-level variant of the semantic backdoors of
 //     Bagdasaryan et al. 2020).
 // (b) pixel pattern (mode = "trigger"): Bagdasaryan, Veit, Hua, Estrin, Shmatikov, "How To
-//     Backdoor Federated Learning", AISTATS 2020, §4: a small pattern stamped on a share of each
+//     Backdoor Federated Learning", AISTATS 2020: a small pattern stamped on a share of each
 //     malicious batch, those examples labelled `target_label`. Here the pattern is a
 //     trigger_size × trigger_size square of value `trigger_value` (the pixel maximum, 1 for the
 //     idx loader's [0, 1] pixels) in one corner of every channel; flat inputs [B, F] get
@@ -17,7 +17,7 @@
 // poison_fraction = −1 picks the paper's value: 1 for semantic (every source example relabelled),
 // 20/64 for trigger (Bagdasaryan et al. mix 20 backdoored images into each batch of 64).
 //
-// Model replacement (Bagdasaryan et al. §3.2): the attacker submits X = γ(L − G) + G, i.e. its
+// Model replacement (Bagdasaryan et al.): the attacker submits X = γ(L − G) + G, i.e. its
 // update Δ = L − G scaled by γ = `boost` (γ ≈ n/η makes X replace the global model). With
 // boost ≠ 1 the attack also rewrites its own rows: u_mal = γ · u (non-omniscient).
 //

@@ -20,8 +20,9 @@
 //
 // When the threat model grants the labels (problem.known_labels), y' is fixed to them and only x'
 // is optimised. The attack stops early once the matching loss falls below
-// tolerance·‖g‖² (the reconstruction has converged); it returns the iterate with the lowest
-// matching loss it saw, so a diverging run (NaN) still returns its best point.
+// tolerance·‖g‖² (the reconstruction has converged), and gives up when the loss turns NaN (L-BFGS
+// without line search can diverge, as in the reference); `iterations` in the result counts the
+// steps taken until then, and the returned iterate is the one with the lowest matching loss seen.
 #include <torch/torch.h>
 
 #include <cmath>
@@ -132,17 +133,15 @@ class Dlg final : public bulwark::Attack {
     double best = std::numeric_limits<double>::infinity();
     auto best_x = x.detach().clone();
     auto best_y = y.detach().clone();
-    std::int64_t best_iteration = 0;
-    std::vector<double> trace;
-    auto keep_if_best = [&](double loss, const torch::Tensor& at_x, const torch::Tensor& at_y, std::int64_t it) {
+    auto keep_if_best = [&](double loss, const torch::Tensor& at_x, const torch::Tensor& at_y) {
       if (loss < best) {
         best = loss;
         best_x = at_x;
         best_y = at_y;
-        best_iteration = it;
       }
     };
-    bool stopped = false;
+    std::vector<double> trace;
+    std::int64_t used = iterations_;  // steps taken until convergence, divergence or the budget
     for (std::int64_t it = 0; it < iterations_; ++it) {
       auto x_before = x.detach().clone();
       auto y_before = y.detach().clone();
@@ -150,25 +149,25 @@ class Dlg final : public bulwark::Attack {
       const double loss = optimizer.step(closure).item<double>();
       trace.push_back(loss);
       if (!std::isfinite(loss)) {
-        stopped = true;
+        used = it;
         break;
       }
-      keep_if_best(loss, x_before, y_before, it);
+      keep_if_best(loss, x_before, y_before);
       if (loss <= stop_at) {
-        stopped = true;
+        used = it;
         break;
       }
     }
-    if (!stopped) {  // the last step's result has not been scored yet
+    if (used == iterations_) {  // the last step's result has not been scored yet
       const double loss = matching_loss(/*with_grad=*/false).item<double>();
       trace.push_back(loss);
-      keep_if_best(loss, x.detach().clone(), y.detach().clone(), iterations_);
+      keep_if_best(loss, x.detach().clone(), y.detach().clone());
     }
 
     bulwark::LeakageResult result;
     result.inputs = best_x;
     result.labels = known ? problem.known_labels.to(torch::kLong) : best_y.argmax(1);
-    result.iterations = best_iteration;
+    result.iterations = used;
     result.distance_trace = torch::tensor(trace, torch::kDouble);
     return result;
   }

@@ -1,6 +1,6 @@
 // Full-knowledge attack on trimmed mean and median (Fang, Cao, Jia, Gong, "Local Model Poisoning
-// Attacks to Byzantine-Robust Federated Learning", USENIX Security 2020, §4.3 "Attacking Trimmed
-// Mean", which the paper also uses against the median).
+// Attacks to Byzantine-Robust Federated Learning", USENIX Security 2020: the attack on trimmed
+// mean, which the paper also uses against the median).
 //
 // The paper, on local model parameters w: let s_j be the sign of the change of the j-th global
 // parameter without attack, and w_max,j / w_min,j the largest / smallest j-th parameter of the

@@ -18,7 +18,8 @@
 // The rule needs batch size 1; larger batches need the labels from the threat model
 // (problem.known_labels), in which case they are used and nothing is inferred. One attack
 // iteration is one L-BFGS step (up to 20 inner iterations); the attack stops once the matching
-// loss is below tolerance·‖g‖² and returns the iterate with the lowest loss it saw.
+// loss is below tolerance·‖g‖² or turns NaN, reports the steps taken until then, and returns the
+// iterate with the lowest loss it saw.
 #include <torch/torch.h>
 
 #include <cmath>
@@ -143,41 +144,36 @@ class Idlg final : public bulwark::Attack {
     const double stop_at = tolerance_ * observed.pow(2).sum().item<double>();
     double best = std::numeric_limits<double>::infinity();
     auto best_x = x.detach().clone();
-    std::int64_t best_iteration = 0;
     std::vector<double> trace;
-    bool stopped = false;
+    std::int64_t used = iterations_;  // steps taken until convergence, divergence or the budget
     for (std::int64_t it = 0; it < iterations_; ++it) {
       auto x_before = x.detach().clone();
       // step() returns the loss at the point it started from: the iterate after `it` steps.
       const double loss = optimizer.step(closure).item<double>();
       trace.push_back(loss);
       if (!std::isfinite(loss)) {
-        stopped = true;
+        used = it;
         break;
       }
       if (loss < best) {
         best = loss;
         best_x = x_before;
-        best_iteration = it;
       }
       if (loss <= stop_at) {
-        stopped = true;
+        used = it;
         break;
       }
     }
-    if (!stopped) {  // the last step's result has not been scored yet
+    if (used == iterations_) {  // the last step's result has not been scored yet
       const double loss = matching_loss(/*with_grad=*/false).item<double>();
       trace.push_back(loss);
-      if (loss < best) {
-        best_x = x.detach().clone();
-        best_iteration = iterations_;
-      }
+      if (loss < best) best_x = x.detach().clone();
     }
 
     bulwark::LeakageResult result;
     result.inputs = best_x;
     result.labels = labels;
-    result.iterations = best_iteration;
+    result.iterations = used;
     result.distance_trace = torch::tensor(trace, torch::kDouble);
     return result;
   }

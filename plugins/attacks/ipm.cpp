@@ -1,5 +1,5 @@
 // Inner-product manipulation (Xie, Koyejo, Gupta, "Fall of Empires: Breaking Byzantine-tolerant
-// SGD by Inner Product Manipulation", UAI 2019, PMLR 115, 2020, §4):
+// SGD by Inner Product Manipulation", UAI 2019, PMLR 115, 2020):
 //
 //   u_mal = −ε · (1/|H|) Σ_{i∈H} u_i      for every malicious row, H = the honest rows
 //

@@ -1,5 +1,5 @@
 // Min-Max attack (Shejwalkar, Houmansadr, "Manipulating the Byzantine: Optimizing Model Poisoning
-// Attacks and Defenses for Federated Learning", NDSS 2021, §IV, the AGR-agnostic Min-Max):
+// Attacks and Defenses for Federated Learning", NDSS 2021, the AGR-agnostic Min-Max):
 //
 //   u_mal = μ + γ* · p,
 //   γ* = max γ  s.t.  max_{i∈H} ‖u_mal − u_i‖² ≤ max_{i,j∈H} ‖u_i − u_j‖²
@@ -10,7 +10,7 @@
 // Every malicious row gets the same u_mal: it is no farther from any benign update than the two
 // farthest benign updates are from each other, so distance-based rules cannot single it out.
 //
-// γ* is found by the paper's binary search (Algorithm 1, as in the authors' code): start at
+// γ* is found by the paper's binary search (as in the authors' code): start at
 // γ = gamma_init with step s = gamma_init; while |γ_succ − γ| > tolerance: if γ satisfies the
 // constraint, γ_succ = γ and γ += s/2, else γ −= s/2; s /= 2. The result is μ + γ_succ·p, so γ*
 // is found to within the tolerance when it lies below 2·gamma_init (otherwise ≈ 2·gamma_init).

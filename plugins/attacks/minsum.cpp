@@ -1,5 +1,5 @@
 // Min-Sum attack (Shejwalkar, Houmansadr, "Manipulating the Byzantine: Optimizing Model Poisoning
-// Attacks and Defenses for Federated Learning", NDSS 2021, §IV, the AGR-agnostic Min-Sum):
+// Attacks and Defenses for Federated Learning", NDSS 2021, the AGR-agnostic Min-Sum):
 //
 //   u_mal = μ + γ* · p,
 //   γ* = max γ  s.t.  Σ_{i∈H} ‖u_mal − u_i‖² ≤ max_{i∈H} Σ_{j∈H} ‖u_i − u_j‖²
@@ -13,7 +13,7 @@
 // `bound`: "max" is the paper's right-hand side above; "min" uses min_{i∈H} Σ_j ‖u_i − u_j‖²
 // instead, as the authors' released code does (a stealthier, smaller γ*).
 //
-// γ* is found by the paper's binary search (Algorithm 1, as in the authors' code): start at
+// γ* is found by the paper's binary search (as in the authors' code): start at
 // γ = gamma_init with step s = gamma_init; while |γ_succ − γ| > tolerance: if γ satisfies the
 // constraint, γ_succ = γ and γ += s/2, else γ −= s/2; s /= 2. The result is μ + γ_succ·p.
 //

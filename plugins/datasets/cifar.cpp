@@ -61,13 +61,22 @@ struct Layout {
 Layout layout_for(const std::string& variant, const std::string& label) {
   if (variant == "cifar100") {
     const bool fine = label == "fine";
-    return {2, fine ? 1 : 0, fine ? 100 : 20, {"train.bin"}, {"test.bin"},
-            fine ? "CIFAR-100" : "CIFAR-100 (coarse labels)", "/usr/share/datasets/cifar-100-binary"};
+    return {2,
+            fine ? 1 : 0,
+            fine ? 100 : 20,
+            {"train.bin"},
+            {"test.bin"},
+            fine ? "CIFAR-100" : "CIFAR-100 (coarse labels)",
+            "/usr/share/datasets/cifar-100-binary"};
   }
-  return {1, 0, 10,
+  return {1,
+          0,
+          10,
           {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin",
            "data_batch_5.bin"},
-          {"test_batch.bin"}, "CIFAR-10", "/usr/share/datasets/cifar-10-batches-bin"};
+          {"test_batch.bin"},
+          "CIFAR-10",
+          "/usr/share/datasets/cifar-10-batches-bin"};
 }
 
 // Reads `files` (in order) into one uint8 [N, record] tensor, checking each file's size and labels
@@ -115,7 +124,8 @@ torch::Tensor read_records(const fs::path& folder, const std::vector<std::string
       const auto index = bad[0][0].item<std::int64_t>();
       data_error(path.string() + ": label out of range in record " + std::to_string(index) +
                  " (expected 0.." + std::to_string(layout.classes - 1) + ", found " +
-                 std::to_string(labels[index].item<int>()) + "); the file is corrupt, or `variant` "
+                 std::to_string(labels[index].item<int>()) +
+                 "); the file is corrupt, or `variant` "
                  "does not match it");
     }
     row += counts[f];
@@ -182,12 +192,12 @@ class CifarDataset final : public bulwark::DatasetLoader {
 
 }  // namespace
 
-BULWARK_PLUGIN(bulwark::DatasetLoader, CifarDataset, "cifar", "1.0.0",
-               "CIFAR-10 / CIFAR-100 binary files",
-               "Reads the binary version of CIFAR-10 (data_batch_1..5.bin, test_batch.bin; one "
-               "label byte + 3072 pixel bytes per record) and CIFAR-100 (train.bin, test.bin; "
-               "coarse and fine label bytes + 3072 pixels), Krizhevsky, 'Learning Multiple Layers "
-               "of Features from Tiny Images', 2009. Images become float32 [N, 3, 32, 32] in [0, 1] "
-               "or standardised per channel (normalize = true); labels int64. A truncated file, a "
-               "label out of range or a missing file is reported by name.",
-               kOptions)
+BULWARK_PLUGIN(
+    bulwark::DatasetLoader, CifarDataset, "cifar", "1.0.0", "CIFAR-10 / CIFAR-100 binary files",
+    "Reads the binary version of CIFAR-10 (data_batch_1..5.bin, test_batch.bin; one "
+    "label byte + 3072 pixel bytes per record) and CIFAR-100 (train.bin, test.bin; "
+    "coarse and fine label bytes + 3072 pixels), Krizhevsky, 'Learning Multiple Layers "
+    "of Features from Tiny Images', 2009. Images become float32 [N, 3, 32, 32] in [0, 1] "
+    "or standardised per channel (normalize = true); labels int64. A truncated file, a "
+    "label out of range or a missing file is reported by name.",
+    kOptions)

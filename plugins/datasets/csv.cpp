@@ -43,7 +43,8 @@ constexpr bulwark::OptionSpec kOptions[] = {
     {"path", bulwark::OptType::String, nullptr, -bulwark::kInf, bulwark::kInf,
      "CSV file with the training rows (or all rows, when test_path is empty).", nullptr},
     {"test_path", bulwark::OptType::String, "\"\"", -bulwark::kInf, bulwark::kInf,
-     "CSV file with the test rows, same columns; empty = hold out test_fraction of `path`.", nullptr},
+     "CSV file with the test rows, same columns; empty = hold out test_fraction of `path`.",
+     nullptr},
     {"test_fraction", bulwark::OptType::Float, "0.2", 0.0, 0.9,
      "Share of the rows held out for testing when test_path is empty (seeded shuffle).", nullptr},
     {"label_column", bulwark::OptType::String, "\"\"", -bulwark::kInf, bulwark::kInf,
@@ -165,12 +166,13 @@ std::size_t find_label_column(const Table& table, const std::string& wanted) {
   if (wanted.empty()) return table.columns.size() - 1;
   const auto named = std::find(table.columns.begin(), table.columns.end(), wanted);
   if (named != table.columns.end()) return named - table.columns.begin();
-  if (std::all_of(wanted.begin(), wanted.end(), [](unsigned char c) { return std::isdigit(c); })) {
-    const auto index = std::stoull(wanted);
-    if (index < table.columns.size()) return index;
+  const bool digits =
+      std::all_of(wanted.begin(), wanted.end(), [](unsigned char c) { return std::isdigit(c); });
+  if (digits && wanted.size() < 10 && std::stoull(wanted) < table.columns.size()) {
+    return std::stoull(wanted);
   }
-  data_error(table.file + ": label column '" + wanted + "' not found (expected a column name or a "
-             "0-based index below " + std::to_string(table.columns.size()) + "; columns: " +
+  data_error(table.file + ": label column '" + wanted + "' not found (expected a column name or " +
+             "a 0-based index below " + std::to_string(table.columns.size()) + "; columns: " +
              c10::Join(", ", table.columns) + "); set label_column");
 }
 
@@ -180,7 +182,7 @@ struct Column {
   bool numeric = true;
   double mean = 0.0, scale = 1.0;
   std::unordered_map<std::string, std::int64_t> categories;  // value -> one-hot slot
-  std::int64_t offset = 0;                                    // first feature of this column
+  std::int64_t offset = 0;                                   // first feature of this column
   std::int64_t width() const { return numeric ? 1 : static_cast<std::int64_t>(categories.size()); }
 };
 
@@ -208,7 +210,7 @@ std::vector<Column> learn_columns(const Rows& train, std::size_t label, std::siz
       values.push_back(value);
     }
     if (column.numeric && !values.empty()) {
-      // Two passes: exact enough for columns like Adult's fnlwgt (~1e5) where sum-of-squares is not.
+      // Two passes: sum-of-squares loses digits on columns like Adult's fnlwgt (~1e5).
       const auto count = static_cast<double>(values.size());
       double sum = 0.0, squares = 0.0;
       for (double v : values) sum += v;
@@ -252,8 +254,10 @@ torch::Tensor encode(const Rows& rows, const std::vector<Column>& columns, std::
         x[column.offset] = static_cast<float>((value - column.mean) / column.scale);
       } else {
         data_error(rows.table->file + ":" + std::to_string(rows.table->lines[r]) + ": column '" +
-                   rows.table->columns[column.field] + "' expected a number (it is numeric in the "
-                   "training rows), found '" + cell + "'; fix the value or mark it missing with '?'");
+                   rows.table->columns[column.field] +
+                   "' expected a number (it is numeric in the "
+                   "training rows), found '" +
+                   cell + "'; fix the value or mark it missing with '?'");
       }
     }
   }
@@ -300,8 +304,9 @@ class CsvDataset final : public bulwark::DatasetLoader {
   bulwark::Dataset load(const bulwark::DatasetContext& context) override {
     const auto train_table = read_table(path_, header_, delimiter_, comment_);
     if (train_table.columns.size() < 2) {
-      data_error(path_ + ": " + (train_table.columns.empty() ? std::string("no data rows")
-                                                            : std::string("only one column")) +
+      data_error(path_ + ": " +
+                 (train_table.columns.empty() ? std::string("no data rows")
+                                              : std::string("only one column")) +
                  " (expected features and a label per row); check `path` and `delimiter`");
     }
     const auto label = find_label_column(train_table, label_column_);
@@ -325,7 +330,8 @@ class CsvDataset final : public bulwark::DatasetLoader {
     const auto columns = learn_columns(train, label, train_table.columns.size());
     const std::int64_t width = columns.empty() ? 0 : columns.back().offset + columns.back().width();
     if (width == 0) {
-      data_error(path_ + ": no usable feature (every feature column is empty in the training "
+      data_error(path_ +
+                 ": no usable feature (every feature column is empty in the training "
                  "rows); check the file");
     }
 
@@ -384,11 +390,13 @@ class CsvDataset final : public bulwark::DatasetLoader {
   Rows hold_out(Rows& train, std::uint64_t seed) const {
     const auto n = static_cast<std::int64_t>(train.index.size());
     if (n < 2) {
-      data_error(path_ + ": only " + std::to_string(n) + " usable row (expected at least 2 to "
+      data_error(path_ + ": only " + std::to_string(n) +
+                 " usable row (expected at least 2 to "
                  "hold out a test set); add rows or set test_path");
     }
     const auto n_test = std::clamp<std::int64_t>(std::llround(test_fraction_ * n), 1, n - 1);
-    auto gen = bulwark::stream_generator(seed, /*round=*/0, bulwark::kServer, bulwark::Stream::Dataset);
+    auto gen =
+        bulwark::stream_generator(seed, /*round=*/0, bulwark::kServer, bulwark::Stream::Dataset);
     auto perm = torch::randperm(n, gen, torch::kLong);
     auto is_test = torch::zeros({n}, torch::kBool);
     is_test.index_put_({perm.narrow(0, 0, n_test)}, true);

@@ -101,7 +101,8 @@ class IdxFile {
     const auto got = read(raw.data(), want);
     if (got < want) {
       data_error(path_.string() + ": truncated header (expected " + std::to_string(want) +
-                 " bytes, found " + std::to_string(got) + "); the file is incomplete, download it again");
+                 " bytes, found " + std::to_string(got) +
+                 "); the file is incomplete, download it again");
     }
     auto word = [&](int i) {
       return (std::uint32_t{raw[4 * i]} << 24) | (std::uint32_t{raw[4 * i + 1]} << 16) |
@@ -119,8 +120,8 @@ class IdxFile {
 
   // Reads exactly `count` records of `record` bytes into a uint8 [count, record] tensor; with
   // `whole` set, bytes after them are an error too (the header's count must describe the file).
-  torch::Tensor records(std::int64_t count, std::int64_t record, std::int64_t declared,
-                        bool whole, const char* what) {
+  torch::Tensor records(std::int64_t count, std::int64_t record, std::int64_t declared, bool whole,
+                        const char* what) {
     auto out = torch::empty({count, record}, torch::kUInt8);
     const std::int64_t want = count * record;
     const std::int64_t got = read(out.data_ptr(), want);
@@ -174,14 +175,16 @@ Split read_split(const fs::path& folder, const std::string& prefix, std::int64_t
   const auto label_count = labels.header(kLabelMagic, 1, "labels")[0];
   const std::int64_t n = dims[0], rows = dims[1], cols = dims[2];
   if (rows == 0 || cols == 0 || rows > 4096 || cols > 4096) {
-    data_error(images.path().string() + ": implausible image size (expected rows and cols in "
-               "1..4096, found " + std::to_string(rows) + " x " + std::to_string(cols) +
-               "); the header is corrupt");
+    data_error(images.path().string() +
+               ": implausible image size (expected rows and cols in "
+               "1..4096, found " +
+               std::to_string(rows) + " x " + std::to_string(cols) + "); the header is corrupt");
   }
   if (label_count != n) {
     data_error(labels.path().string() + ": label count does not match the images (expected " +
                std::to_string(n) + " as in " + images.path().filename().string() + ", found " +
-               std::to_string(label_count) + "); the two files come from different data sets, "
+               std::to_string(label_count) +
+               "); the two files come from different data sets, "
                "download both again");
   }
   const std::int64_t keep = limit > 0 ? std::min(limit, n) : n;
@@ -204,7 +207,8 @@ Split read_split(const fs::path& folder, const std::string& prefix, std::int64_t
 std::string display_name(const fs::path& folder) {
   auto stem = folder.filename().string();
   if (stem.empty()) stem = folder.parent_path().filename().string();
-  if (stem == "fashion-mnist" || stem == "fashion_mnist" || stem == "fmnist") return "Fashion-MNIST";
+  if (stem == "fashion-mnist" || stem == "fashion_mnist" || stem == "fmnist")
+    return "Fashion-MNIST";
   if (stem == "mnist") return "MNIST";
   if (stem == "kmnist") return "KMNIST";
   return stem;
@@ -225,15 +229,17 @@ class IdxDataset final : public bulwark::DatasetLoader {
     const bool default_folder = path_ == kDefaultPath;
     if (!fs::is_directory(folder)) {
       data_error(path_ + ": dataset folder not found; " +
-                 (default_folder ? std::string("install it with `apt-get install dataset-fashion-mnist`")
-                                 : std::string("set `path` to the folder with the IDX files")));
+                 (default_folder
+                      ? std::string("install it with `apt-get install dataset-fashion-mnist`")
+                      : std::string("set `path` to the folder with the IDX files")));
     }
     auto train = read_split(folder, "train", limit_train_, num_classes_, default_folder);
     auto test = read_split(folder, "t10k", limit_test_, num_classes_, default_folder);
     if (!train.images.sizes().slice(1).equals(test.images.sizes().slice(1))) {
       data_error(path_ + ": training and test images differ in size (" +
                  c10::str(train.images.sizes().slice(1)) + " vs " +
-                 c10::str(test.images.sizes().slice(1)) + "); the files come from different data sets");
+                 c10::str(test.images.sizes().slice(1)) +
+                 "); the files come from different data sets");
     }
     if (train.images.size(0) == 0) data_error(path_ + ": the training files hold no examples");
 

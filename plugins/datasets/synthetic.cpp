@@ -46,9 +46,9 @@ std::vector<std::int64_t> example_shape(const bulwark::Options& options) {
   std::vector<std::int64_t> shape;
   for (double extent : listed) {
     if (extent != std::floor(extent)) {
-      throw bulwark::Error(bulwark::ErrorKind::Config,
-                           "synthetic: `shape` entries must be whole numbers; found " +
-                               std::to_string(extent));
+      throw bulwark::Error(
+          bulwark::ErrorKind::Config,
+          "synthetic: `shape` entries must be whole numbers; found " + std::to_string(extent));
     }
     shape.push_back(static_cast<std::int64_t>(extent));
   }

@@ -13,7 +13,7 @@
 // so that the pair is exactly as private as one Gaussian mechanism with noise multiplier σ;
 // σ_b > σ/2 is required. The accountant composes one step per round at q = K_t/K with noise
 // multiplier σ: client-level DP, sensitivity C_t (the clip in force that round). σ_b defaults to
-// m/20, the paper's recommendation.
+// m/20, the paper's recommendation (count_noise = -1).
 //
 // State across rounds: C_t (save_state/load_state under "clip", with the in-round count). The
 // aggregate must be the plain mean of the uploads: use [aggregator] plugin = "fedavg" with
@@ -42,8 +42,9 @@ constexpr bulwark::OptionSpec kOptions[] = {
      "gamma: the fraction of updates that should end up unclipped."},
     {"clip_lr", bulwark::OptType::Float, "0.2", 0, bulwark::kInf,
      "eta_C: step of the geometric update C <- C exp(-eta_C (b - gamma)) (paper: 0.2)."},
-    {"count_noise", bulwark::OptType::Float, "0", 0, bulwark::kInf,
-     "sigma_b: std of the noise on the unclipped count; 0 = m/20 for m clients in the round (the paper's choice)."},
+    {"count_noise", bulwark::OptType::Float, "-1", -1, bulwark::kInf,
+     "sigma_b: std of the noise on the unclipped count; -1 = m/20 for m clients in the round (the paper's "
+     "choice); 0 = none (only with noise_multiplier = 0)."},
     {"secure_rng", bulwark::OptType::Bool, "false", 0, 1,
      "Draw noise from an OS-entropy-seeded generator (not reproducible)."},
 };
@@ -121,7 +122,7 @@ class DpFedAvgAdaptive final : public bulwark::PrivacyMechanism {
 
  private:
   double count_std(std::int64_t clients) const {
-    return count_noise_ > 0 ? count_noise_ : static_cast<double>(clients) / 20.0;
+    return count_noise_ >= 0 ? count_noise_ : static_cast<double>(clients) / 20.0;
   }
 
   /// σ_Δ = (σ^-2 − (2σ_b)^-2)^-1/2: the update noise that leaves the pair at noise multiplier σ.

@@ -16,7 +16,9 @@
 //
 // Protects: one training example (example-level DP), at the sampling rate the host derives from
 // [privacy] example_rate (B/N_i of the client, or B·K_t/N), `local_steps` compositions per round.
-// The clipped, un-noised rows stay in G (what a per-example leakage observer would see).
+// The clipped, un-noised rows stay in G (what a per-example leakage observer would see); when the
+// host says nobody observes them (PrivacyStepContext::rows_observed = false, its training loop),
+// the clipped sum is computed without writing them back.
 //
 // per_layer_adaptive caveat: the thresholds depend on the batch's own gradients and are not
 // privatised, so the reported ε does not cover them (a strict guarantee needs M_j from public
@@ -109,27 +111,34 @@ class DpSgd final : public bulwark::PrivacyMechanism {
                                                             std::to_string(layout.total) + "], found " + found.str());
     }
     torch::NoGradGuard no_grad;
-    if (clipping_ == Clipping::Flat) {
-      auto norms = grads.norm(2, /*dim=*/1);
-      grads.mul_(clip_factors(norms, torch::full_like(norms, clip_)).unsqueeze(1));
-    } else {
-      const auto spans = layer_spans(layout);
-      std::vector<torch::Tensor> columns;
-      for (const auto& s : spans) columns.push_back(grads.narrow(1, s.offset, s.length).norm(2, /*dim=*/1));
-      auto norms = torch::stack(columns, /*dim=*/1);  // [B, m]
-      const auto m = static_cast<double>(spans.size());
-      auto bounds = torch::full({norms.size(1)}, clip_ / std::sqrt(m), norms.options());
-      if (clipping_ == Clipping::PerLayerAdaptive) {
-        auto maxima = std::get<0>(norms.max(/*dim=*/0));
-        const double total = maxima.norm().item<double>();
-        if (total > 0 && std::isfinite(total)) bounds = maxima * (clip_ / total);
-      }
-      auto factors = clip_factors(norms, bounds.unsqueeze(0));
+    // Flat clipping is per-layer clipping with one layer spanning θ.
+    const auto spans = clipping_ == Clipping::Flat ? std::vector<Span>{{0, layout.total}} : layer_spans(layout);
+    std::vector<torch::Tensor> columns;
+    for (const auto& s : spans) columns.push_back(grads.narrow(1, s.offset, s.length).norm(2, /*dim=*/1));
+    auto norms = torch::stack(columns, /*dim=*/1);  // [B, m]
+    const auto m = static_cast<double>(spans.size());
+    auto bounds = torch::full({norms.size(1)}, clip_ / std::sqrt(m), norms.options());
+    if (clipping_ == Clipping::PerLayerAdaptive) {
+      auto maxima = std::get<0>(norms.max(/*dim=*/0));
+      const double total = maxima.norm().item<double>();
+      if (total > 0 && std::isfinite(total)) bounds = maxima * (clip_ / total);
+    }
+    auto factors = clip_factors(norms, bounds.unsqueeze(0));
+    torch::Tensor sum;
+    if (context.rows_observed) {
       for (std::size_t j = 0; j < spans.size(); ++j) {
         grads.narrow(1, spans[j].offset, spans[j].length).mul_(factors.select(1, j).unsqueeze(1));
       }
+      sum = grads.sum(/*dim=*/0);
+    } else {
+      // Nobody reads the rows: Σ_b factor_b,j g_b,j as one matrix-vector product per layer,
+      // one pass over [B, d] instead of scaling it in place and summing it.
+      sum = torch::empty({layout.total}, grads.options());
+      for (std::size_t j = 0; j < spans.size(); ++j) {
+        auto out = sum.narrow(0, spans[j].offset, spans[j].length);
+        torch::mv_out(out, grads.narrow(1, spans[j].offset, spans[j].length).t(), factors.select(1, j).contiguous());
+      }
     }
-    auto sum = grads.sum(/*dim=*/0);
     if (sigma_ > 0) {
       sum.add_(torch::empty_like(sum).normal_(0.0, sigma_ * clip_, noise_generator(secure_, context.generator)));
     }

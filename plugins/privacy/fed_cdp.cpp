@@ -7,7 +7,10 @@
 //   g     = (1/B) Σ_b g̃_b                        what the local optimiser applies
 //
 // The noised rows g̃_b stay in the [B, d] matrix: that is what a type-2 (per-example) gradient
-// leakage observer sees, and the point of the method.
+// leakage observer sees, and the point of the method. When the host says nobody observes the rows
+// (PrivacyStepContext::rows_observed = false: its training loop), the B per-example noises are
+// drawn as their exact sum, N(0, B σ² C_t² I): the returned g has the same distribution, at d
+// Gaussian draws instead of B·d.
 //
 // Clip schedule C_t over rounds t = 1..T (Fed-CDP(decay), §V of the paper; the noise std σ·C_t
 // follows C_t, so σ/sensitivity and hence ε do not change):
@@ -134,6 +137,23 @@ class FedCdp final : public bulwark::PrivacyMechanism {
     auto norms = torch::stack(columns, /*dim=*/1);  // [B, M]
     // Exactly 1 where a layer already fits, so gradients below the bound are untouched.
     auto factors = torch::where(norms <= clip, torch::ones_like(norms), clip / norms);
+    const auto batch = static_cast<double>(grads.size(0));
+    if (!context.rows_observed) {
+      // Nobody reads the noised rows (the host's training loop): the mean of B rows each with
+      // its own N(0, σ²C²) noise is the mean of the clipped rows plus N(0, σ²C²/B) — the same
+      // distribution, with d Gaussian draws instead of B·d.
+      auto mean = torch::empty({layout.total}, grads.options());
+      for (std::size_t j = 0; j < spans.size(); ++j) {
+        auto out = mean.narrow(0, spans[j].offset, spans[j].length);
+        torch::mv_out(out, grads.narrow(1, spans[j].offset, spans[j].length).t(), factors.select(1, j).contiguous());
+      }
+      mean.div_(batch);
+      if (sigma_ > 0) {
+        mean.add_(torch::empty_like(mean).normal_(0.0, sigma_ * clip / std::sqrt(batch),
+                                                  noise_generator(secure_, context.generator)));
+      }
+      return mean;
+    }
     for (std::size_t j = 0; j < spans.size(); ++j) {
       grads.narrow(1, spans[j].offset, spans[j].length).mul_(factors.select(1, j).unsqueeze(1));
     }

@@ -31,7 +31,7 @@ TEST_CASE("bulwark validate accepts a good file and names the bad key in a bad o
   test::write_file(dir / "bad.toml", test::tiny_experiment("\n[aggregator]\nplugin = \"fedavg\"\nweigted = true\n"));
   auto bad = test::run_bulwark({"validate", (dir / "bad.toml").string()});
   CHECK(bad.exit_code == 2);
-  CHECK(bad.output.find("bad.toml:39:11: error: unknown option 'weigted' for aggregator 'fedavg'; did you mean 'weighted'?") !=
+  CHECK(bad.output.find("bad.toml:30:1: error: unknown option 'weigted' for aggregator 'fedavg'; did you mean 'weighted'?") !=
         std::string::npos);
 }
 
@@ -47,7 +47,7 @@ TEST_CASE("bulwark run: malformed TOML reports line and column") {
   test::write_file(dir / "broken.toml", "[experiment]\nname = \"x\"\nrounds = [1,\n");
   auto result = test::run_bulwark({"run", (dir / "broken.toml").string()});
   CHECK(result.exit_code == 2);
-  CHECK(result.output.find("broken.toml:4:") != std::string::npos);
+  CHECK(result.output.find("broken.toml:3:14") != std::string::npos);
   CHECK(result.output.find("malformed TOML") != std::string::npos);
 }
 

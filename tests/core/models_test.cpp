@@ -23,7 +23,8 @@ namespace {
 using torch::Tensor;
 namespace F = torch::nn::functional;
 
-std::unique_ptr<bulwark::Model> make(const std::string& toml, const std::vector<std::int64_t>& shape,
+std::unique_ptr<bulwark::Model> make(const std::string& toml,
+                                     const std::vector<std::int64_t>& shape,
                                      std::int64_t classes = 10) {
   auto options = bulwark::options_from_string(toml, bulwark::model_option_specs(), "model");
   return bulwark::build_model(options, shape, classes);
@@ -41,11 +42,14 @@ Tensor labels_of(std::int64_t batch, std::int64_t classes, std::uint64_t seed) {
   return torch::randint(classes, {batch}, generator, torch::kLong);
 }
 
-Tensor summed_loss(const bulwark::Model& model, const Tensor& params, const Tensor& x, const Tensor& y) {
-  return F::cross_entropy(model.forward(params, x), y, F::CrossEntropyFuncOptions().reduction(torch::kSum));
+Tensor summed_loss(const bulwark::Model& model, const Tensor& params, const Tensor& x,
+                   const Tensor& y) {
+  return F::cross_entropy(model.forward(params, x), y,
+                          F::CrossEntropyFuncOptions().reduction(torch::kSum));
 }
 
-Tensor gradient(const bulwark::Model& model, const Tensor& theta, const Tensor& x, const Tensor& y) {
+Tensor gradient(const bulwark::Model& model, const Tensor& theta, const Tensor& x,
+                const Tensor& y) {
   auto p = theta.detach().requires_grad_(true);
   return torch::autograd::grad({summed_loss(model, p, x, y)}, {p})[0];
 }
@@ -58,7 +62,9 @@ std::size_t entry(const bulwark::ParamLayout& layout, const std::string& name) {
   return 0;
 }
 
-double max_abs(const Tensor& t) { return t.abs().max().item<double>(); }
+double max_abs(const Tensor& t) {
+  return t.abs().max().item<double>();
+}
 
 struct ZooCase {
   std::string toml;
@@ -114,8 +120,10 @@ TEST_CASE("model zoo: logits shape, layout covering d exactly, and the descripti
   }
   CHECK(make("arch = \"cnn\"", {1, 28, 28})->describe() ==
         "cnn (2 conv + 3 linear, GroupNorm, tanh), d = 107,722");
-  CHECK(make("arch = \"softmax\"", {1, 28, 28})->describe() == "softmax (linear 784 -> 10), d = 7,850");
-  CHECK(make("arch = \"mlp\"", {1, 28, 28})->describe() == "mlp (784-200-200-10, relu), d = 199,210");
+  CHECK(make("arch = \"softmax\"", {1, 28, 28})->describe() ==
+        "softmax (linear 784 -> 10), d = 7,850");
+  CHECK(make("arch = \"mlp\"", {1, 28, 28})->describe() ==
+        "mlp (784-200-200-10, relu), d = 199,210");
   CHECK(make("arch = \"cnn\"\nactivation = \"relu\"", {1, 28, 28})->describe().find("relu") !=
         std::string::npos);
   CHECK(make("arch = \"cnn\"\ngroups = 8", {1, 28, 28})->layout().total == 107722);
@@ -130,8 +138,9 @@ TEST_CASE("model zoo: the [model] schema documents every option and defaults to 
   auto defaults = bulwark::options_from_string("", bulwark::model_option_specs(), "model");
   CHECK(defaults.get<std::string>("arch") == "cnn");
   CHECK(defaults.get<std::vector<double>>("hidden") == std::vector<double>{200, 200});
-  CHECK_THROWS_AS(bulwark::options_from_string("arch = \"resnet\"", bulwark::model_option_specs(), "model"),
-                  bulwark::Error);
+  CHECK_THROWS_AS(
+      bulwark::options_from_string("arch = \"resnet\"", bulwark::model_option_specs(), "model"),
+      bulwark::Error);
 }
 
 TEST_CASE("model zoo: initial parameters are deterministic per seed and differ across seeds") {
@@ -150,10 +159,11 @@ TEST_CASE("model zoo: PyTorch's default initialisation, layer by layer") {
   const auto& layout = model->layout();
   auto theta = model->initial_parameters(3);
   // kaiming_uniform(a = √5) and the bias both give U(±1/√fan_in): fan_in of conv1 is 1·3·3 = 9,
-  // of conv2 16·3·3 = 144, of fc1 1,568. The largest draw of a few hundred comes close to the bound.
+  // of conv2 16·3·3 = 144, of fc1 1,568. The largest draw of a few hundred comes close to the
+  // bound.
   const std::vector<std::pair<std::string, double>> fan_ins = {
-      {"conv1.weight", 9}, {"conv2.weight", 144}, {"fc1.weight", 1568}, {"fc1.bias", 1568},
-      {"fc2.weight", 64}, {"fc3.weight", 32}};
+      {"conv1.weight", 9}, {"conv2.weight", 144}, {"fc1.weight", 1568},
+      {"fc1.bias", 1568},  {"fc2.weight", 64},    {"fc3.weight", 32}};
   for (const auto& [name, fan_in] : fan_ins) {
     CAPTURE(name);
     const double bound = 1.0 / std::sqrt(fan_in);
@@ -171,7 +181,8 @@ TEST_CASE("model zoo: PyTorch's default initialisation, layer by layer") {
   CHECK(max_abs(dlg) > 0.49);
 }
 
-TEST_CASE("model zoo: an SGD step on the flat buffer changes θ and lowers the loss on a fixed batch") {
+TEST_CASE(
+    "model zoo: an SGD step on the flat buffer changes θ and lowers the loss on a fixed batch") {
   for (const auto& c : zoo()) {
     CAPTURE(c.toml);
     auto model = make(c.toml, c.shape);
@@ -193,7 +204,8 @@ TEST_CASE("model zoo: an SGD step on the flat buffer changes θ and lowers the l
   }
 }
 
-TEST_CASE("model zoo: the last bias's gradient is the summed softmax residual (layout addresses θ)") {
+TEST_CASE(
+    "model zoo: the last bias's gradient is the summed softmax residual (layout addresses θ)") {
   // For summed cross-entropy, ∂L/∂b = Σ_b (softmax(z_b) − onehot(y_b)) for the output bias b.
   auto model = make("arch = \"cnn\"", {1, 28, 28});
   auto theta = model->initial_parameters(1);
@@ -209,7 +221,8 @@ TEST_CASE("model zoo: the last bias's gradient is the summed softmax residual (l
 TEST_CASE("model zoo: the cnn equals the same network written with plain ATen ops") {
   // Ties on flat backgrounds (zeroed rows give equal conv outputs in a pooling window) and odd
   // sizes (27 -> 13 -> 6, floor mode) exercise the pooling's index bookkeeping.
-  for (const std::vector<std::int64_t> shape : {std::vector<std::int64_t>{1, 28, 28}, {3, 32, 32}, {1, 27, 27}}) {
+  for (const std::vector<std::int64_t> shape :
+       {std::vector<std::int64_t>{1, 28, 28}, {3, 32, 32}, {1, 27, 27}}) {
     CAPTURE(shape[1]);
     auto model = make("arch = \"cnn\"", shape);
     const auto& layout = model->layout();
@@ -220,9 +233,11 @@ TEST_CASE("model zoo: the cnn equals the same network written with plain ATen op
     auto reference = [&](const Tensor& p) {
       auto v = [&](const std::string& name) { return layout.view(p, entry(layout, name)); };
       auto h = torch::conv2d(x, v("conv1.weight"), v("conv1.bias"), 1, 1);
-      h = torch::tanh(torch::group_norm(torch::max_pool2d(h, {2, 2}), 4, v("gn1.weight"), v("gn1.bias")));
+      h = torch::tanh(
+          torch::group_norm(torch::max_pool2d(h, {2, 2}), 4, v("gn1.weight"), v("gn1.bias")));
       h = torch::conv2d(h, v("conv2.weight"), v("conv2.bias"), 1, 1);
-      h = torch::tanh(torch::group_norm(torch::max_pool2d(h, {2, 2}), 4, v("gn2.weight"), v("gn2.bias")));
+      h = torch::tanh(
+          torch::group_norm(torch::max_pool2d(h, {2, 2}), 4, v("gn2.weight"), v("gn2.bias")));
       h = torch::tanh(torch::linear(h.flatten(1), v("fc1.weight"), v("fc1.bias")));
       h = torch::tanh(torch::linear(h, v("fc2.weight"), v("fc2.bias")));
       return torch::linear(h, v("fc3.weight"), v("fc3.bias"));
@@ -230,9 +245,11 @@ TEST_CASE("model zoo: the cnn equals the same network written with plain ATen op
     auto p = theta.detach().requires_grad_(true);
     auto expected_logits = reference(p);
     auto expected_grad = torch::autograd::grad(
-        {F::cross_entropy(expected_logits, y, F::CrossEntropyFuncOptions().reduction(torch::kSum))}, {p})[0];
+        {F::cross_entropy(expected_logits, y, F::CrossEntropyFuncOptions().reduction(torch::kSum))},
+        {p})[0];
     CHECK(max_abs(model->forward(theta, x) - expected_logits) < 1e-5);
-    CHECK(max_abs(gradient(*model, theta, x, y) - expected_grad) < 1e-5 * std::max(1.0, max_abs(expected_grad)));
+    CHECK(max_abs(gradient(*model, theta, x, y) - expected_grad) <
+          1e-5 * std::max(1.0, max_abs(expected_grad)));
   }
 }
 
@@ -247,22 +264,25 @@ void check_double_backward(const bulwark::Model& model, const std::vector<std::i
   auto v = batch_of(shape, 2, 12).to(torch::kDouble) - 0.5;
   auto grad_norm = [&](const Tensor& input, bool create_graph) {
     auto p = theta.detach().requires_grad_(true);
-    auto g = torch::autograd::grad({summed_loss(model, p, input, y)}, {p}, {}, create_graph, create_graph)[0];
+    auto g = torch::autograd::grad({summed_loss(model, p, input, y)}, {p}, {}, create_graph,
+                                   create_graph)[0];
     return g.pow(2).sum();
   };
   auto input = x.detach().requires_grad_(true);
   auto dx = torch::autograd::grad({grad_norm(input, true)}, {input})[0];
   const double analytic = (dx * v).sum().item<double>();
   const double eps = 1e-5;
-  const double numeric =
-      (grad_norm(x + eps * v, false).item<double>() - grad_norm(x - eps * v, false).item<double>()) / (2 * eps);
+  const double numeric = (grad_norm(x + eps * v, false).item<double>() -
+                          grad_norm(x - eps * v, false).item<double>()) /
+                         (2 * eps);
   CHECK(std::abs(analytic) > 1e-8);
   CHECK(analytic == doctest::Approx(numeric).epsilon(1e-4));
 }
 
 }  // namespace
 
-TEST_CASE("model zoo: lenet is twice differentiable (gradient matching differentiates through ∇θ)") {
+TEST_CASE(
+    "model zoo: lenet is twice differentiable (gradient matching differentiates through ∇θ)") {
   check_double_backward(*make("arch = \"lenet\"", {1, 28, 28}), {1, 28, 28});
   check_double_backward(*make("arch = \"lenet\"", {3, 32, 32}), {3, 32, 32});
   check_double_backward(*make("arch = \"mlp\"\nactivation = \"sigmoid\"", {1, 8, 8}), {1, 8, 8});
@@ -286,16 +306,20 @@ TEST_CASE("model zoo: forward is safe to call from several threads at once") {
   for (int t = 0; t < 4; ++t) CHECK(torch::equal(got[t], expected[t]));
 }
 
-TEST_CASE("model zoo: inputs the architecture cannot take are configuration errors that say what to use") {
-  CHECK_THROWS_WITH_AS(make("arch = \"cnn\"", {54}),
-                       doctest::Contains("[model] arch = \"cnn\" needs image inputs [C, H, W], but the "
-                                         "dataset's examples have shape [54]; use arch = \"mlp\""),
+TEST_CASE(
+    "model zoo: inputs the architecture cannot take are configuration errors that say what to "
+    "use") {
+  CHECK_THROWS_WITH_AS(
+      make("arch = \"cnn\"", {54}),
+      doctest::Contains("[model] arch = \"cnn\" needs image inputs [C, H, W], but the "
+                        "dataset's examples have shape [54]; use arch = \"mlp\""),
+      bulwark::Error);
+  CHECK_THROWS_WITH_AS(make("arch = \"lenet\"", {54}), doctest::Contains("needs image inputs"),
                        bulwark::Error);
-  CHECK_THROWS_WITH_AS(make("arch = \"lenet\"", {54}), doctest::Contains("needs image inputs"), bulwark::Error);
   CHECK_THROWS_WITH_AS(make("arch = \"cnn\"\ngroups = 3", {1, 28, 28}),
                        doctest::Contains("3 groups do not divide 16 channels"), bulwark::Error);
-  CHECK_THROWS_WITH_AS(make("arch = \"cnn\"", {1, 2, 2}), doctest::Contains("smaller than the window"),
-                       bulwark::Error);
+  CHECK_THROWS_WITH_AS(make("arch = \"cnn\"", {1, 2, 2}),
+                       doctest::Contains("smaller than the window"), bulwark::Error);
   CHECK_THROWS_WITH_AS(make("arch = \"mlp\"\nhidden = [16.5]", {54}),
                        doctest::Contains("widths must be whole numbers"), bulwark::Error);
   try {
@@ -307,7 +331,8 @@ TEST_CASE("model zoo: inputs the architecture cannot take are configuration erro
   auto model = make("arch = \"cnn\"", {1, 28, 28});
   auto theta = model->initial_parameters(1);
   CHECK_THROWS_WITH_AS(model->forward(theta, torch::zeros({2, 784})),
-                       doctest::Contains("takes inputs [B, 1, 28, 28], got [2, 784]"), bulwark::Error);
+                       doctest::Contains("takes inputs [B, 1, 28, 28], got [2, 784]"),
+                       bulwark::Error);
   CHECK_THROWS_WITH_AS(model->forward(theta.narrow(0, 0, 100), torch::zeros({2, 1, 28, 28})),
                        doctest::Contains("takes parameters [107722], got [100]"), bulwark::Error);
 }
@@ -383,7 +408,9 @@ TEST_CASE("model torchscript: parameters become the layout and forward reads the
   CHECK(max_abs(model->forward(theta, x) - tiny_reference(*model, theta, x)) < 1e-6);
 }
 
-TEST_CASE("model torchscript: training through θ, and the batch-size-1 fallback for per-example gradients") {
+TEST_CASE(
+    "model torchscript: training through θ, and the batch-size-1 fallback for per-example "
+    "gradients") {
   auto model = load_tiny(save_tiny_module("ts_train"));
   auto theta = model->initial_parameters(1);
   auto x = batch_of({3, 4}, 9, 4);
@@ -391,14 +418,16 @@ TEST_CASE("model torchscript: training through θ, and the batch-size-1 fallback
   auto g = gradient(*model, theta, x, y);
   // Autograd through the module equals autograd through the reference written with θ's views.
   auto p = theta.detach().requires_grad_(true);
-  auto expected = torch::autograd::grad(
-      {F::cross_entropy(tiny_reference(*model, p, x), y, F::CrossEntropyFuncOptions().reduction(torch::kSum))},
-      {p})[0];
+  auto expected =
+      torch::autograd::grad({F::cross_entropy(tiny_reference(*model, p, x), y,
+                                              F::CrossEntropyFuncOptions().reduction(torch::kSum))},
+                            {p})[0];
   CHECK(max_abs(g - expected) < 1e-5);
   {
     torch::NoGradGuard no_grad;
     auto stepped = theta - 0.05 * g / 9;
-    CHECK(summed_loss(*model, stepped, x, y).item<double>() < summed_loss(*model, theta, x, y).item<double>());
+    CHECK(summed_loss(*model, stepped, x, y).item<double>() <
+          summed_loss(*model, theta, x, y).item<double>());
   }
   auto per_example = model->per_example_gradients(theta, x, y);
   REQUIRE(per_example.sizes() == torch::IntArrayRef{9, 293});
@@ -410,7 +439,8 @@ TEST_CASE("model torchscript: training through θ, and the batch-size-1 fallback
   check_double_backward(*model, {3, 4}, kTsClasses);
 }
 
-TEST_CASE("model torchscript: concurrent calls each see their own θ (one module clone per thread)") {
+TEST_CASE(
+    "model torchscript: concurrent calls each see their own θ (one module clone per thread)") {
   auto model = load_tiny(save_tiny_module("ts_threads"));
   std::vector<Tensor> thetas, inputs;
   for (int t = 0; t < 4; ++t) {
@@ -436,28 +466,31 @@ TEST_CASE("model torchscript: concurrent calls each see their own θ (one module
 TEST_CASE("model torchscript: files that cannot be loaded or used give one clear error") {
   auto dir = bulwark::test::scratch_dir("ts_errors");
   const auto missing = (dir / "missing.pt").string();
-  CHECK_THROWS_WITH_AS(load_tiny(missing),
-                       doctest::Contains((missing + ": cannot load TorchScript model: no such file; save it "
-                                                    "with torch.jit.script(model).save(path)")
-                                             .c_str()),
-                       bulwark::Error);
+  CHECK_THROWS_WITH_AS(
+      load_tiny(missing),
+      doctest::Contains((missing + ": cannot load TorchScript model: no such file; save it "
+                                   "with torch.jit.script(model).save(path)")
+                            .c_str()),
+      bulwark::Error);
   try {
     load_tiny(missing);
   } catch (const bulwark::Error& e) {
     CHECK((e.kind() == bulwark::ErrorKind::Data));
   }
   bulwark::test::write_file(dir / "garbage.pt", "this is not a TorchScript archive");
-  CHECK_THROWS_WITH_AS(load_tiny(dir / "garbage.pt"), doctest::Contains("cannot load TorchScript model: "),
-                       bulwark::Error);
+  CHECK_THROWS_WITH_AS(load_tiny(dir / "garbage.pt"),
+                       doctest::Contains("cannot load TorchScript model: "), bulwark::Error);
   CHECK_THROWS_WITH_AS(load_tiny(dir), doctest::Contains("not a regular file"), bulwark::Error);
   CHECK_THROWS_WITH_AS(make("arch = \"torchscript\"", {3, 4}), doctest::Contains("needs path = "),
                        bulwark::Error);
   auto path = save_tiny_module("ts_mismatch");
-  CHECK_THROWS_WITH_AS(load_tiny(path, {3, 4}, 7),
-                       doctest::Contains("returns shape [1, 5] for inputs [1, 3, 4]; expected [1, 7] logits"),
-                       bulwark::Error);
-  CHECK_THROWS_WITH_AS(load_tiny(path, {5}),
-                       doctest::Contains("cannot take the dataset's inputs [1, 5]: forward() failed: "
-                                         "RuntimeError: mat1 and mat2 shapes cannot be multiplied"),
-                       bulwark::Error);
+  CHECK_THROWS_WITH_AS(
+      load_tiny(path, {3, 4}, 7),
+      doctest::Contains("returns shape [1, 5] for inputs [1, 3, 4]; expected [1, 7] logits"),
+      bulwark::Error);
+  CHECK_THROWS_WITH_AS(
+      load_tiny(path, {5}),
+      doctest::Contains("cannot take the dataset's inputs [1, 5]: forward() failed: "
+                        "RuntimeError: mat1 and mat2 shapes cannot be multiplied"),
+      bulwark::Error);
 }

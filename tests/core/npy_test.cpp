@@ -1,8 +1,9 @@
 #include <cstdint>
 #include <string>
 
-#include <doctest/doctest.h>
+// LibTorch first: it pulls in glog, whose CHECK macro would otherwise replace doctest's.
 #include <torch/torch.h>
+#include <doctest/doctest.h>
 
 #include "bulwark/error.hpp"
 #include "npy.hpp"
@@ -23,7 +24,9 @@ std::string npy_bytes(const std::string& dict, const std::string& data, int majo
   std::string out("\x93NUMPY", 6);
   out += static_cast<char>(major);
   out += '\0';
-  for (std::size_t i = 0; i < length_bytes; ++i) out += static_cast<char>((header.size() >> (8 * i)) & 0xff);
+  for (std::size_t i = 0; i < length_bytes; ++i) {
+    out += static_cast<char>((header.size() >> (8 * i)) & 0xff);
+  }
   return out + header + data;
 }
 
@@ -88,7 +91,8 @@ TEST_CASE("npy: write then read gives the same tensor and dtype") {
 TEST_CASE("npy: the written header is byte-for-byte what numpy writes") {
   auto dir = test::scratch_dir("npy-bytes");
   write_npy(dir / "a.npy", torch::tensor({{1.f, 2.f, 3.f}, {4.f, 5.f, 6.5f}}));
-  // np.save('a.npy', np.array([[1, 2, 3], [4, 5, 6.5]], dtype='<f4')): a 128-byte preamble + header.
+  // np.save('a.npy', np.array([[1, 2, 3], [4, 5, 6.5]], dtype='<f4')): a 128-byte preamble +
+  // header.
   const auto expected = npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }",
                                   raw<float>({1, 2, 3, 4, 5, 6.5f}));
   CHECK(expected.size() == 128 + 24);
@@ -139,8 +143,8 @@ TEST_CASE("npy: malformed files get a clear Data error naming the file") {
   expect_error(put("big", npy_bytes("{'descr': '>f4', 'fortran_order': False, 'shape': (2, 2), }",
                                     data)),
                "unsupported dtype '>f4' (big-endian)");
-  expect_error(put("fortran", npy_bytes("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }",
-                                        data)),
+  expect_error(put("fortran",
+                   npy_bytes("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }", data)),
                "Fortran (column-major) order");
   expect_error(put("3d", npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2, 2), }",
                                    data)),
@@ -151,7 +155,8 @@ TEST_CASE("npy: malformed files get a clear Data error naming the file") {
                                        data)),
                "malformed .npy header");
   expect_error(put("truncated", npy_bytes(f4, data.substr(0, 12))),
-               "truncated data: shape (2, 2) of <f4 needs 16 bytes after the header, the file has 12");
+               "truncated data: shape (2, 2) of <f4 needs 16 bytes after the header, the file "
+               "has 12");
   expect_error(put("trailing", npy_bytes(f4, data + "xx")), "unexpected trailing data");
   expect_error(put("header", std::string("\x93NUMPY\x01\x00\xff\x00{'descr'", 16)),
                "truncated .npy header");

@@ -45,7 +45,8 @@ std::vector<std::int64_t> sizes(const bulwark::Partition& p) {
 
 // Mean over clients of the largest class share: 1 / classes for perfectly mixed clients, 1 for
 // single-class ones.
-double mean_top_share(const bulwark::Partition& p, const torch::Tensor& labels, std::int64_t classes) {
+double mean_top_share(const bulwark::Partition& p, const torch::Tensor& labels,
+                      std::int64_t classes) {
   double total = 0.0;
   std::int64_t counted = 0;
   for (std::int64_t i = 0; i < p.num_clients(); ++i) {
@@ -175,7 +176,7 @@ TEST_CASE("partition: dirichlet skew grows as alpha shrinks") {
   const double s_medium = mean_top_share(medium, labels, 10);
   const double s_mild = mean_top_share(mild, labels, 10);
   MESSAGE("mean largest class share: alpha 0.1 -> " << s_extreme << ", 1 -> " << s_medium
-                                                      << ", 1000 -> " << s_mild);
+                                                    << ", 1000 -> " << s_mild);
   CHECK(s_extreme > s_medium);
   CHECK(s_medium > s_mild);
   CHECK(s_extreme > 0.5);
@@ -188,7 +189,8 @@ TEST_CASE("partition: dirichlet honours min_samples or says what to change") {
   check_exactly_once(p, 2000, 40);
   for (auto size : sizes(p)) CHECK(size >= 10);
   // alpha = 0.01 puts each class on one or two clients: 100 clients never all reach 15.
-  auto message = partition_error(labels, 10, 100, "scheme = \"dirichlet\"\nalpha = 0.01\nmin_samples = 15");
+  auto message =
+      partition_error(labels, 10, 100, "scheme = \"dirichlet\"\nalpha = 0.01\nmin_samples = 15");
   CHECK(message.find("dirichlet") != std::string::npos);
   CHECK(message.find("min_samples = 15") != std::string::npos);
   CHECK(message.find("raise alpha") != std::string::npos);
@@ -196,7 +198,8 @@ TEST_CASE("partition: dirichlet honours min_samples or says what to change") {
 
 TEST_CASE("partition: quantity skews sizes, keeps min_samples, and leaves labels mixed") {
   auto labels = cyclic_labels(10000, 10);
-  auto even = split(labels, 10, 10, "scheme = \"quantity\"\ndistribution = \"lognormal\"\nlognormal_sigma = 0.0");
+  auto even = split(labels, 10, 10,
+                    "scheme = \"quantity\"\ndistribution = \"lognormal\"\nlognormal_sigma = 0.0");
   for (auto size : sizes(even)) CHECK(size == 1000);  // equal weights share 10000 exactly
 
   auto heavy = split(labels, 10, 100, "scheme = \"quantity\"\nmin_samples = 5");
@@ -205,7 +208,9 @@ TEST_CASE("partition: quantity skews sizes, keeps min_samples, and leaves labels
   const auto [smallest, largest] = std::minmax_element(s.begin(), s.end());
   CHECK(*smallest >= 5);
   CHECK(*largest > 4 * *smallest);  // a Pareto(2) draw of 100 weights spans far more than 4x
-  auto lognormal = split(labels, 10, 100, "scheme = \"quantity\"\ndistribution = \"lognormal\"\nlognormal_sigma = 1.5");
+  auto lognormal =
+      split(labels, 10, 100,
+            "scheme = \"quantity\"\ndistribution = \"lognormal\"\nlognormal_sigma = 1.5");
   check_exactly_once(lognormal, 10000, 100);
   auto t = sizes(lognormal);
   CHECK(*std::max_element(t.begin(), t.end()) > 5 * *std::min_element(t.begin(), t.end()));
@@ -216,7 +221,8 @@ TEST_CASE("partition: full gives every client the whole training set") {
   auto labels = cyclic_labels(50, 5);
   auto p = split(labels, 5, 4, "scheme = \"full\"");
   REQUIRE(p.num_clients() == 4);
-  for (std::int64_t i = 0; i < 4; ++i) CHECK(torch::equal(p.client(i), torch::arange(50, torch::kLong)));
+  for (std::int64_t i = 0; i < 4; ++i)
+    CHECK(torch::equal(p.client(i), torch::arange(50, torch::kLong)));
 }
 
 TEST_CASE("partition: impossible requests are configuration errors") {
@@ -232,7 +238,7 @@ TEST_CASE("partition: impossible requests are configuration errors") {
   CHECK(message.find("labels must lie in [0, 2)") != std::string::npos);
 }
 
-TEST_CASE("partition: 100,000 clients over 1,000,000 examples") {
+TEST_CASE("partition: 100000 clients over 1000000 examples") {
   auto labels = torch::randint(0, 10, {1000000}, bulwark::make_generator(9), torch::kLong);
   for (const std::string toml :
        {"scheme = \"iid\"", "scheme = \"shards\"", "scheme = \"sorted\"", "scheme = \"quantity\"",

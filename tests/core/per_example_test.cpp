@@ -19,7 +19,8 @@ namespace {
 using torch::Tensor;
 namespace F = torch::nn::functional;
 
-std::unique_ptr<bulwark::Model> make(const std::string& toml, const std::vector<std::int64_t>& shape) {
+std::unique_ptr<bulwark::Model> make(const std::string& toml,
+                                     const std::vector<std::int64_t>& shape) {
   auto options = bulwark::options_from_string(toml, bulwark::model_option_specs(), "model");
   return bulwark::build_model(options, shape, 10);
 }
@@ -40,16 +41,20 @@ Tensor labels(std::int64_t batch, std::uint64_t seed) {
 }
 
 // The definition: ∇θ of the summed cross-entropy on the given examples, by plain autograd.
-Tensor batch_gradient(const bulwark::Model& model, const Tensor& theta, const Tensor& x, const Tensor& y) {
+Tensor batch_gradient(const bulwark::Model& model, const Tensor& theta, const Tensor& x,
+                      const Tensor& y) {
   auto p = theta.detach().requires_grad_(true);
-  auto loss = F::cross_entropy(model.forward(p, x), y, F::CrossEntropyFuncOptions().reduction(torch::kSum));
+  auto loss =
+      F::cross_entropy(model.forward(p, x), y, F::CrossEntropyFuncOptions().reduction(torch::kSum));
   return torch::autograd::grad({loss}, {p})[0];
 }
 
-double max_abs(const Tensor& t) { return t.numel() == 0 ? 0.0 : t.abs().max().item<double>(); }
+double max_abs(const Tensor& t) {
+  return t.numel() == 0 ? 0.0 : t.abs().max().item<double>();
+}
 
-void check_against_loop(const bulwark::Model& model, const Tensor& theta, const Tensor& x, const Tensor& y,
-                        const Tensor& per_example) {
+void check_against_loop(const bulwark::Model& model, const Tensor& theta, const Tensor& x,
+                        const Tensor& y, const Tensor& per_example) {
   const auto batch = x.size(0);
   REQUIRE(per_example.sizes() == torch::IntArrayRef{batch, model.layout().total});
   CHECK((per_example.scalar_type() == torch::kFloat));
@@ -100,10 +105,12 @@ TEST_CASE("model per-example gradients equal the batch-size-1 loop and sum to th
   }
 }
 
-TEST_CASE("model per-example gradients: away from θ0, under NoGradGuard, and with θ requiring grad") {
+TEST_CASE(
+    "model per-example gradients: away from θ0, under NoGradGuard, and with θ requiring grad") {
   auto model = make("arch = \"cnn\"", {1, 28, 28});
   // A trained-looking θ: the GroupNorm affine parameters away from 1 and 0.
-  auto theta = model->initial_parameters(6) + 0.2 * torch::randn({model->layout().total}, bulwark::make_generator(7));
+  auto theta = model->initial_parameters(6) +
+               0.2 * torch::randn({model->layout().total}, bulwark::make_generator(7));
   auto x = inputs({1, 28, 28}, 5, 8);
   auto y = labels(5, 9);
   Tensor under_no_grad;
@@ -148,7 +155,8 @@ TEST_CASE("model per-example gradients: a result the caller still holds is never
   check_against_loop(*model, theta, x1, y, model->per_example_gradients(theta, x1, y));
 }
 
-TEST_CASE("model per-example gradients: concurrent calls from worker threads match sequential ones") {
+TEST_CASE(
+    "model per-example gradients: concurrent calls from worker threads match sequential ones") {
   auto model = make("arch = \"cnn\"", {1, 28, 28});
   std::vector<Tensor> thetas, xs, ys, expected(3), got(3);
   for (int t = 0; t < 3; ++t) {
@@ -160,7 +168,8 @@ TEST_CASE("model per-example gradients: concurrent calls from worker threads mat
   std::vector<std::thread> threads;
   for (int t = 0; t < 3; ++t) {
     threads.emplace_back([&, t] {
-      for (int i = 0; i < 4; ++i) got[t] = model->per_example_gradients(thetas[t], xs[t], ys[t]).clone();
+      for (int i = 0; i < 4; ++i)
+        got[t] = model->per_example_gradients(thetas[t], xs[t], ys[t]).clone();
     });
   }
   for (auto& thread : threads) thread.join();

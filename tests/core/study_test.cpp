@@ -35,10 +35,11 @@ std::vector<std::string> names_of(const Study& study) {
 }  // namespace
 
 TEST_CASE("a grid is the cartesian product of its keys in file order, then the seeds") {
-  // clients.lr is written first: it is the first (slowest) axis although toml++ sorts keys.
+  // clients.lr is written first: it is the first (slowest) axis although toml++ sorts keys. A
+  // bare dotted key (a nested table) names the same key as a quoted one.
   auto study = study_of("grid", R"(
 [sweep]
-"clients.lr" = [0.1, 0.05, 0.2]
+clients.lr = [0.1, 0.05, 0.2]
 "aggregator.plugin" = ["fedavg", "median"]
 seeds = [1, 2]
 )");

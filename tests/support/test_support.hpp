@@ -41,3 +41,9 @@ struct RunResult {
 RunResult run_bulwark(const std::vector<std::string>& args);
 
 }  // namespace bulwark::test
+
+// LibTorch pulls in glog, which defines CHECK too; whichever header comes last wins. Tests mean
+// doctest's, whatever the include order (and with or without precompiled headers).
+#include <doctest/doctest.h>
+#undef CHECK
+#define CHECK DOCTEST_CHECK

@@ -26,6 +26,10 @@ struct PrivacyStepContext {
   std::int64_t batch_size = 0;    ///< rows of the per-example gradient matrix
   const ParamLayout* layout = nullptr;
   at::Generator generator;        ///< seeded per (round, client); advance it, never reseed it
+  /// Whether anything reads `per_example_grads` after the hook (a type-2 leakage observation).
+  /// When false (the engine's training loop), a mechanism may leave the rows as they are and
+  /// compute the gradient it returns directly, provided its distribution is unchanged.
+  bool rows_observed = true;
 };
 
 /// A client's finished upload, before it leaves the client.

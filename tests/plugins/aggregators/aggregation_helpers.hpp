@@ -11,8 +11,9 @@
 #include <utility>
 #include <vector>
 
-#include <doctest/doctest.h>
+// LibTorch first: it pulls in glog, whose CHECK macro would otherwise replace doctest's.
 #include <torch/torch.h>
+#include <doctest/doctest.h>
 
 #include "bulwark/aggregator.hpp"
 #include "bulwark/error.hpp"
@@ -27,7 +28,9 @@ using Rows = std::initializer_list<std::initializer_list<double>>;
 /// A float64 matrix written row by row: matrix({{1, 2}, {3, 4}}).
 inline torch::Tensor matrix(Rows rows) {
   std::vector<torch::Tensor> out;
-  for (const auto& row : rows) out.push_back(torch::tensor(std::vector<double>(row), torch::kDouble));
+  for (const auto& row : rows) {
+    out.push_back(torch::tensor(std::vector<double>(row), torch::kDouble));
+  }
   return torch::stack(out);
 }
 

@@ -15,7 +15,7 @@ torch::Tensor seven_points() {
 }
 }  // namespace
 
-TEST_CASE("bulyan: iterated Krum selection, then the mean of the beta values closest to the median") {
+TEST_CASE("bulyan: iterated Krum selection, then the mean of the beta values nearest the median") {
   auto rule = load<Aggregator>("bulyan", "f = 1");
   // n = 7, f = 1: theta = 7 - 2 = 5 rows selected, beta = 5 - 2 = 3 values averaged per coordinate.
   // Squared distances: ab 5, ac 5, ad 34, ae 41, af 137, ag 4525, bc 2, bd 13, be 52, bf 104,

@@ -32,8 +32,9 @@ TEST_CASE("geometric_median: converges to the minimiser of the sum of distances"
   auto rule = load<Aggregator>("geometric_median", "max_iterations = 500\ntolerance = 0");
   // In 1-D the geometric median of {0, 1, 10} is the middle point 1 (the mean is 11/3).
   CHECK_TENSOR_CLOSE(run(rule, matrix({{0}, {1}, {10}})).aggregate, vec({1}), 1e-4);
-  // (0, 0) with weight 2 and (1, 0), (0, 1), (-1, 0) with weight 1: the unit vectors from (0, 0) to
-  // the others sum to (0, 1), of norm 1 < 2, so (0, 0) is the minimiser; the weighted mean is (0, 0.2).
+  // (0, 0) with weight 2 and (1, 0), (0, 1), (-1, 0) with weight 1: the unit vectors from (0, 0)
+  // to the others sum to (0, 1), of norm 1 < 2, so (0, 0) is the minimiser. (The weighted mean is
+  // (0, 0.2).)
   auto u = matrix({{0, 0}, {1, 0}, {0, 1}, {-1, 0}});
   CHECK_TENSOR_CLOSE(rule->aggregate(u, vec({2, 1, 1, 1}), context()).aggregate, vec({0, 0}), 1e-4);
 }

@@ -65,8 +65,9 @@ TEST_CASE("multi_krum: identical rows give that row") {
 TEST_CASE("multi_krum: NaN rows are excluded and flagged") {
   auto rule = load<Aggregator>("multi_krum", "f = 1");
   // The NaN row is removed (f' = 0); neighbours 6 - 1 - 2 = 3 on the five finite rows:
-  //   7: 101;  20: 819;  1: 41;  0: 59;  3: 29.  Default m = n - f = 5, capped at the 5 finite rows:
-  //   the mean of all five = (7 + 20 + 1 + 0 + 3) / 5 = 6.2.
+  //   7: 101;  20: 819;  1: 41;  0: 59;  3: 29.
+  // Default m = n - f = 5, capped at the 5 finite rows: the mean of all five,
+  // (7 + 20 + 1 + 0 + 3) / 5 = 6.2.
   auto u = torch::cat({line_points(), matrix({{kNaN, 0}})});
   auto result = run(rule, u);
   CHECK_TENSOR_CLOSE(result.aggregate, vec({6.2, 0}), 1e-15);

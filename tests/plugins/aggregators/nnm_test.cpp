@@ -41,7 +41,8 @@ TEST_CASE("nnm: permuting the rows permutes the mixed rows") {
   auto u = random_rows(9, 5, 111);
   auto order = torch::randperm(9, make_generator(112), torch::kLong);
   auto mixed = rule->preprocess(u, unit_weights(u), context()).updates;
-  auto mixed_permuted = rule->preprocess(u.index_select(0, order), unit_weights(u), context()).updates;
+  auto mixed_permuted =
+      rule->preprocess(u.index_select(0, order), unit_weights(u), context()).updates;
   CHECK_TENSOR_CLOSE(mixed_permuted, mixed.index_select(0, order), 1e-14);
   CHECK_TENSOR_CLOSE(run(rule, u.index_select(0, order)).aggregate, run(rule, u).aggregate, 1e-14);
 }

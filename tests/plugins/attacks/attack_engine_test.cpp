@@ -43,18 +43,22 @@ std::vector<double> column(const RunSummary& summary, const std::string& name) {
 
 TEST_CASE("sign flipping with 40% malicious clients: FedAvg falls far below the clean run, the median does not") {
   // 10 clients, all in every round, 4 of them flipping their update (k = 2: the mean of the round
-  // becomes 0.6 h - 0.8 h = -0.2 h, an ascent step). Five rounds of the tiny task.
-  const std::vector<std::string> sizes = {"clients.count=10", "clients.per_round=10", "experiment.rounds=5"};
+  // becomes 0.6 h - 0.8 h = -0.2 h, an ascent step). 300 examples per client keep the honest
+  // updates close together, so the median's bias towards the attackers stays small. With seeds
+  // 1-4 and 7 the clean run ends at 0.92-0.95, FedAvg under attack at 0.01-0.10, the median at
+  // 0.83-0.95 (within 0.09 of clean).
+  const std::vector<std::string> sizes = {"clients.count=10", "clients.per_round=10", "experiment.rounds=10",
+                                          "data.train_size=3000", "clients.batch_size=32"};
   const std::string attack = "\n[attack]\nplugin = \"sign_flip\"\nk = 2.0\nbyzantine_fraction = 0.4\n";
   auto clean = run("sf_clean", "\n[aggregator]\nplugin = \"fedavg\"\n", sizes);
   auto fedavg = run("sf_fedavg", "\n[aggregator]\nplugin = \"fedavg\"\n" + attack, sizes);
   auto median = run("sf_median", "\n[aggregator]\nplugin = \"median\"\n" + attack, sizes);
   INFO("clean " << clean.final_accuracy << ", fedavg " << fedavg.final_accuracy << ", median " << median.final_accuracy);
-  CHECK(clean.final_accuracy > 0.8);
-  CHECK(fedavg.final_accuracy < clean.final_accuracy - 0.3);
+  CHECK(clean.final_accuracy > 0.85);
+  CHECK(fedavg.final_accuracy < clean.final_accuracy - 0.5);
   CHECK(median.final_accuracy > clean.final_accuracy - 0.1);
-  CHECK(column(fedavg, "malicious") == std::vector<double>(5, 4.0));
-  CHECK(column(clean, "malicious") == std::vector<double>(5, 0.0));
+  CHECK(column(fedavg, "malicious") == std::vector<double>(10, 4.0));
+  CHECK(column(clean, "malicious") == std::vector<double>(10, 0.0));
 }
 
 TEST_CASE("nan faults: the run continues and nonfinite_updates counts the malicious rows") {

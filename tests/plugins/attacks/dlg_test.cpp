@@ -5,6 +5,7 @@
 
 #include "bulwark/attack.hpp"
 #include "bulwark/error.hpp"
+#include "bulwark/privacy.hpp"
 #include "leakage_helpers.hpp"
 #include "test_support.hpp"
 
@@ -67,6 +68,28 @@ TEST_CASE("dlg fails under Fed-CDP noise (C = 4, sigma = 6)") {
   auto result = dlg->reconstruct(test::leakage_problem(*v.model, v.theta, noised, 1, 3, 5));
   // The default success threshold of [leakage] is an MSE of 0.01 per feature.
   CHECK(test::mse(result.inputs, v.x) > 0.01);
+}
+
+TEST_CASE("dlg fails on what the fed_cdp plugin leaves, and recovers when its noise is off") {
+  Victim v;
+  auto observe = [&](const std::string& options) {
+    auto fed_cdp = test::load<PrivacyMechanism>("fed_cdp", options);
+    auto rows = v.model->per_example_gradients(v.theta, v.x, v.y).clone();
+    PrivacyStepContext context{/*round=*/1, /*total_rounds=*/1, /*client=*/0, /*step=*/0, /*steps=*/1,
+                               /*batch_size=*/1, &v.model->layout(), make_generator(98)};
+    auto applied = fed_cdp->privatize_gradients(rows, context);
+    return std::make_pair(rows[0].clone(), applied.clone());  // type 2 row, type 1 gradient
+  };
+  auto dlg = test::load<Attack>("dlg", "iterations = 100");
+  auto [row, applied] = observe("clip = 4.0\nnoise_multiplier = 6.0");
+  for (const auto& observed : {row, applied}) {
+    auto result = dlg->reconstruct(test::leakage_problem(*v.model, v.theta, observed, 1, 3, 5));
+    CHECK(test::mse(result.inputs, v.x) > 0.01);
+  }
+  // Control: σ = 0 and a bound the gradient never reaches leave the gradient as it was.
+  auto [clean_row, clean_applied] = observe("clip = 1e6\nnoise_multiplier = 0.0");
+  auto result = dlg->reconstruct(test::leakage_problem(*v.model, v.theta, clean_row, 1, 3, 5));
+  CHECK(test::mse(result.inputs, v.x) < 1e-3);
 }
 
 TEST_CASE("dlg with granted labels optimises the input only and returns those labels") {

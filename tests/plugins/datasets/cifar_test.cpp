@@ -38,9 +38,9 @@ fs::path cifar10_dir(const std::string& name) {
     }
     bulwark::test::write_file(dir / ("data_batch_" + std::to_string(batch) + ".bin"), bytes);
   }
-  bulwark::test::write_file(dir / "test_batch.bin",
-                            record({3}, 1, 2, 3, 100) + record({5}, 1, 2, 3, 101) +
-                                record({9}, 1, 2, 3, 102));
+  bulwark::test::write_file(
+      dir / "test_batch.bin",
+      record({3}, 1, 2, 3, 100) + record({5}, 1, 2, 3, 101) + record({9}, 1, 2, 3, 102));
   return dir;
 }
 
@@ -99,7 +99,8 @@ TEST_CASE("cifar: normalize standardises each channel with training statistics")
 
 TEST_CASE("cifar: CIFAR-100 fine and coarse labels") {
   auto dir = bulwark::test::scratch_dir("cifar/c100");
-  bulwark::test::write_file(dir / "train.bin", record({19, 99}, 0, 0, 0, 0) + record({4, 42}, 0, 0, 0, 1));
+  bulwark::test::write_file(dir / "train.bin",
+                            record({19, 99}, 0, 0, 0, 0) + record({4, 42}, 0, 0, 0, 1));
   bulwark::test::write_file(dir / "test.bin", record({0, 7}, 0, 0, 0, 2));
   auto fine = load(dir, "variant = \"cifar100\"");
   CHECK(fine.num_classes == 100);

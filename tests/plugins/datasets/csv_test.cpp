@@ -107,7 +107,7 @@ TEST_CASE("csv: quoted fields may hold the delimiter") {
   auto path = write("quoted", "q.csv", "name,x,y\n\"Smith, J\",1,a\n\"O\"\"Brien\",2,b\n");
   auto data = load(paths(path, path));
   CHECK(data.input_shape == std::vector<std::int64_t>{3});  // 2 names + x
-  CHECK(data.train_inputs[0][1].item<float>() == 1.0f);      // "Smith, J" sorts after "O\"Brien"
+  CHECK(data.train_inputs[0][1].item<float>() == 1.0f);     // "Smith, J" sorts after "O\"Brien"
 }
 
 TEST_CASE("csv: missing values are dropped or zeroed; a missing label always drops the row") {
@@ -126,13 +126,15 @@ TEST_CASE("csv: missing values are dropped or zeroed; a missing label always dro
   CHECK(zeroed.train_inputs.size(0) == 5);
   CHECK(torch::equal(zeroed.train_labels, torch::tensor({0, 1, 0, 0, 1}, torch::kLong)));
   const float sd = std::sqrt(14.75f / 4.0f);
-  CHECK(torch::allclose(zeroed.train_inputs[0], torch::tensor({(1 - 3.25f) / sd, 0.f, 0.f}), 1e-5, 1e-6));
+  CHECK(torch::allclose(zeroed.train_inputs[0], torch::tensor({(1 - 3.25f) / sd, 0.f, 0.f}), 1e-5,
+                        1e-6));
   CHECK(torch::allclose(zeroed.train_inputs[2], torch::tensor({0.f, 0.f, 1.f}), 1e-5, 1e-6));
 }
 
 TEST_CASE("csv: without test_path a seeded test_fraction is held out, no row lost or repeated") {
   std::string text = "x,id\n";
-  for (int i = 0; i < 100; ++i) text += std::to_string(i % 7) + ",r" + std::to_string(1000 + i) + "\n";
+  for (int i = 0; i < 100; ++i)
+    text += std::to_string(i % 7) + ",r" + std::to_string(1000 + i) + "\n";
   auto path = write("split", "all.csv", text);
   const std::string options = "path = \"" + path.string() + "\"\ntest_fraction = 0.25";
   auto a = load(options, 1), b = load(options, 1), c = load(options, 2);

@@ -83,8 +83,10 @@ Files good_files() {
 fs::path write_set(const std::string& name, const Files& files, bool gzipped) {
   auto dir = bulwark::test::scratch_dir("idx/" + name);
   auto put = [&](const char* stem, const std::string& bytes) {
-    if (gzipped) bulwark::test::write_file(dir / (std::string(stem) + ".gz"), gzip(bytes));
-    else bulwark::test::write_file(dir / stem, bytes);
+    if (gzipped)
+      bulwark::test::write_file(dir / (std::string(stem) + ".gz"), gzip(bytes));
+    else
+      bulwark::test::write_file(dir / stem, bytes);
   };
   put("train-images-idx3-ubyte", files.train_images);
   put("train-labels-idx1-ubyte", files.train_labels);
@@ -257,7 +259,8 @@ TEST_CASE("idx: missing folder and missing files are reported") {
 
 TEST_CASE("idx: the real Fashion-MNIST files (60000 / 10000, balanced labels 0..9)") {
   const fs::path fmnist = "/usr/share/datasets/fashion-mnist";
-  if (!fs::exists(fmnist / "train-images-idx3-ubyte.gz") && !fs::exists(fmnist / "train-images-idx3-ubyte")) {
+  if (!fs::exists(fmnist / "train-images-idx3-ubyte.gz") &&
+      !fs::exists(fmnist / "train-images-idx3-ubyte")) {
     MESSAGE("Fashion-MNIST not installed at " << fmnist << "; checking the install hint instead");
     CHECK(load_error(fmnist).find("apt-get install dataset-fashion-mnist") != std::string::npos);
     return;

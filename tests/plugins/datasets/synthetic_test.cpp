@@ -59,7 +59,8 @@ TEST_CASE("synthetic: classes are balanced to within one example, in random orde
 TEST_CASE("synthetic: class means lie `separation` apart and the noise has std `noise`") {
   // 4000 examples per class in 20 dimensions: each empirical mean is off by about
   // noise * sqrt(20 / 4000) = 0.14 in norm, so pairwise distances land within 0.35 of 4.
-  auto data = make("classes = 5\nseparation = 4.0\nnoise = 0.5\ntrain_size = 20000\ntest_size = 10");
+  auto data =
+      make("classes = 5\nseparation = 4.0\nnoise = 0.5\ntrain_size = 20000\ntest_size = 10");
   std::vector<torch::Tensor> means;
   std::vector<torch::Tensor> residuals;
   for (int c = 0; c < 5; ++c) {

@@ -1,0 +1,64 @@
+// `bulwark privacy`, the epsilon calculator, and ε in the progress line of a private run.
+#include <doctest/doctest.h>
+
+#include "test_support.hpp"
+#include "tiny_experiment.hpp"
+
+using namespace bulwark;
+
+TEST_CASE("bulwark privacy prints epsilon (Opacus's published example)") {
+  // pytorch/opacus opacus/tests/accountants_test.py: sigma = 1.5, q = 0.04, 2250 steps, delta = 1e-5
+  // -> epsilon 7.32911117143 with the default orders.
+  auto result = test::run_bulwark({"privacy", "--sampling-rate", "0.04", "--noise-multiplier", "1.5", "--steps", "2250",
+                                   "--delta", "1e-5"});
+  INFO(result.output);
+  CHECK(result.exit_code == 0);
+  CHECK(result.output.find("epsilon              7.32911") != std::string::npos);
+  CHECK(result.output.find("improved conversion") != std::string::npos);
+}
+
+TEST_CASE("bulwark privacy --conversion standard reproduces TF-Privacy's compute_dp_sgd_privacy example") {
+  // N = 60000, B = 256, sigma = 1.12, 60 epochs: q = 0.0042667, 14063 steps -> (2.92, 1e-5)-DP.
+  // The script's orders: 1.25, 1.5, 1.75, 2, 2.25, 2.5, 3, 3.5, 4, 4.5, 5..63, 128, 256, 512.
+  std::vector<std::string> args = {"privacy", "-q", "0.004266666666666667", "-s", "1.12", "-T", "14063",
+                                   "--conversion", "standard", "--orders", "1.25", "1.5", "1.75", "2", "2.25",
+                                   "2.5", "3", "3.5", "4", "4.5"};
+  for (int order = 5; order < 64; ++order) args.push_back(std::to_string(order));
+  for (const char* order : {"128", "256", "512"}) args.emplace_back(order);
+  auto result = test::run_bulwark(args);
+  INFO(result.output);
+  CHECK(result.exit_code == 0);
+  CHECK(result.output.find("epsilon              2.92") != std::string::npos);
+}
+
+TEST_CASE("bulwark privacy --target-epsilon prints the noise multiplier") {
+  // Opacus test_get_noise_multiplier_rdp_steps: epsilon 8, delta 1e-5, q = 0.04, 2000 steps -> 1.3562.
+  auto result = test::run_bulwark({"privacy", "-q", "0.04", "-T", "2000", "--target-epsilon", "8"});
+  INFO(result.output);
+  CHECK(result.exit_code == 0);
+  CHECK(result.output.find("noise multiplier     1.35") != std::string::npos);
+  CHECK(result.output.find("solved for target epsilon 8") != std::string::npos);
+}
+
+TEST_CASE("bulwark privacy: missing noise, a bad delta or a bad rate are usage errors") {
+  auto none = test::run_bulwark({"privacy", "-q", "0.01", "-T", "100"});
+  CHECK(none.exit_code == 2);
+  CHECK(none.output.find("give --noise-multiplier") != std::string::npos);
+  auto delta = test::run_bulwark({"privacy", "-q", "0.01", "-T", "100", "-s", "1", "--delta", "2"});
+  CHECK(delta.exit_code == 2);
+  CHECK(delta.output.find("--delta = 2 must be in (0, 1)") != std::string::npos);
+  auto rate = test::run_bulwark({"privacy", "-q", "1.5", "-T", "100", "-s", "1"});
+  CHECK(rate.exit_code == 2);
+}
+
+TEST_CASE("bulwark run: a private run shows epsilon per round and why it stopped") {
+  auto dir = test::scratch_dir("cli_private_run");
+  test::write_file(dir / "dp.toml", test::tiny_experiment("\n[privacy]\nplugin = \"dp_sgd\"\nnoise_multiplier = 1.0\n"
+                                                          "max_epsilon = 6.0\n"));
+  auto result = test::run_bulwark({"run", (dir / "dp.toml").string(), "--out", (dir / "out").string(), "--set",
+                                   "experiment.rounds=20", "--verbose"});
+  INFO(result.output);
+  CHECK(result.exit_code == 0);
+  CHECK(result.output.find("eps ") != std::string::npos);
+  CHECK(result.output.find("max_epsilon = 6") != std::string::npos);
+}

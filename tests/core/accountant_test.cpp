@@ -1,0 +1,197 @@
+// The RDP accountant (accountant.hpp): closed forms, monotonicity, published values of the
+// reference implementations, and the noise-multiplier solver.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "accountant.hpp"
+#include "bulwark/error.hpp"
+#include "config.hpp"
+#include "experiment.hpp"
+
+using namespace bulwark;
+
+namespace {
+
+double epsilon(double q, double sigma, std::int64_t steps, double delta = 1e-5,
+               EpsilonConversion conversion = EpsilonConversion::Improved) {
+  RdpAccountant accountant;
+  accountant.compose(q, sigma, steps);
+  return accountant.spent(delta, conversion).epsilon;
+}
+
+std::vector<double> range(double from, double to) {  // from, from + 1, ..., to
+  std::vector<double> values;
+  for (double v = from; v <= to; v += 1) values.push_back(v);
+  return values;
+}
+
+}  // namespace
+
+TEST_CASE("accountant: without sampling (q = 1) each step costs exactly alpha / (2 sigma^2)") {
+  RdpAccountant accountant;
+  accountant.compose(/*q=*/1.0, /*sigma=*/2.0, /*steps=*/3);
+  const auto& orders = accountant.orders();
+  REQUIRE(orders.size() == 99 + 52);  // 1.1..10.9 and 12..63
+  CHECK(orders.front() == doctest::Approx(1.1));
+  CHECK(orders.back() == 63);
+  for (std::size_t k = 0; k < orders.size(); ++k) {
+    // 3 steps · α / (2 · 2²)
+    CHECK(accountant.rdp()[k] == orders[k] / (2 * 2.0 * 2.0) * 3);
+  }
+}
+
+TEST_CASE("accountant: no sampling costs nothing, no noise costs everything") {
+  CHECK(subsampled_gaussian_rdp(/*q=*/0.0, 1.0, 2.5) == 0.0);
+  CHECK(std::isinf(subsampled_gaussian_rdp(0.1, /*sigma=*/0.0, 2.5)));
+  CHECK(epsilon(0.0, 1.0, 100) == 0.0);
+  CHECK(std::isinf(epsilon(0.1, 0.0, 1)));
+  RdpAccountant nothing;
+  nothing.compose(0.1, 1.0, /*steps=*/0);
+  CHECK(nothing.spent(1e-5, EpsilonConversion::Improved).epsilon == 0.0);
+}
+
+TEST_CASE("accountant: epsilon decreases with sigma and increases with steps and q") {
+  double previous = INFINITY;
+  for (double sigma : {0.6, 0.8, 1.0, 1.5, 2.0, 4.0, 8.0}) {
+    const double e = epsilon(0.01, sigma, 1000);
+    CHECK(e < previous);
+    previous = e;
+  }
+  previous = 0;
+  for (std::int64_t steps : {1, 10, 100, 1000, 10000}) {
+    const double e = epsilon(0.01, 1.1, steps);
+    CHECK(e > previous);
+    previous = e;
+  }
+  previous = 0;
+  for (double q : {0.0005, 0.001, 0.01, 0.05, 0.2, 1.0}) {
+    const double e = epsilon(q, 1.1, 100);
+    CHECK(e > previous);
+    previous = e;
+  }
+  // The improved conversion (Balle et al. 2020) never certifies more than the standard one.
+  CHECK(epsilon(0.01, 1.1, 10000) < epsilon(0.01, 1.1, 10000, 1e-5, EpsilonConversion::Standard));
+}
+
+TEST_CASE("accountant: fractional and integer orders match numerical integration of A_alpha") {
+  // Reference: RDP(α) = log(A_α)/(α − 1), A_α = ∫ μ0(z) ((1 − q) + q e^{(2z − 1)/(2σ²)})^α dz with
+  // μ0 = N(0, σ²), integrated with mpmath.quad at 40 digits (the check TF-Privacy's
+  // rdp_accountant_test.py test_compute_log_a_equals_mp makes, with our own parameters).
+  struct Case {
+    double q, sigma, alpha, rdp;
+  };
+  const Case cases[] = {
+      {0.01, 1.1, 1.5, 9.55452857187483e-5},  {0.01, 1.1, 7.3, 0.000523174930582304},
+      {0.1, 2.0, 2.5, 0.00359407719941323},   {0.001, 0.8, 10.9, 0.910340275291523},
+      {0.04, 1.5, 3.7, 0.00172981249000544},  {0.5, 3.0, 12.5, 0.253134031232937},
+      {0.01, 1.1, 8, 0.000584070335520251},   {0.1, 2.0, 32, 1.62720230101944},
+  };
+  for (const auto& c : cases) {
+    INFO("q = ", c.q, " sigma = ", c.sigma, " alpha = ", c.alpha);
+    CHECK(subsampled_gaussian_rdp(c.q, c.sigma, c.alpha) == doctest::Approx(c.rdp).epsilon(1e-6));
+  }
+}
+
+TEST_CASE("accountant: TF-Privacy's published RDP values (rdp_accountant_test.py)") {
+  // tensorflow/privacy, tensorflow_privacy/privacy/analysis/rdp_accountant_test.py:
+  // test_compute_rdp_scalar: compute_rdp(q=0.1, noise_multiplier=2, steps=10, orders=5) = 0.07737.
+  CHECK(subsampled_gaussian_rdp(0.1, 2.0, 5) * 10 == doctest::Approx(0.07737).epsilon(1e-4));
+  // test_compute_rdp_sequence: q = 0.01, sigma = 2.5, 50 steps at orders 1.5, 2.5, 5, 50.
+  const double orders[] = {1.5, 2.5, 5, 50};
+  const double expected[] = {0.00065, 0.001085, 0.00218075, 0.023846};
+  for (int k = 0; k < 4; ++k) {
+    INFO("order ", orders[k]);
+    CHECK(std::abs(subsampled_gaussian_rdp(0.01, 2.5, orders[k]) * 50 - expected[k]) < 1e-5);
+  }
+}
+
+TEST_CASE("accountant: TF-Privacy's published epsilons (standard conversion)") {
+  SUBCASE("rdp_accountant_test.py test_get_privacy_spent_check_target_delta") {
+    // orders 2..32, q = 0.01, sigma = 4, 10000 steps, delta = 1e-5: eps = 1.258575 at order 20.
+    RdpAccountant accountant(range(2, 32));
+    accountant.compose(0.01, 4.0, 10000);
+    auto spent = accountant.spent(1e-5, EpsilonConversion::Standard);
+    CHECK(spent.epsilon == doctest::Approx(1.258575).epsilon(1e-6));
+    CHECK(spent.order == 20);
+  }
+  SUBCASE("rdp_accountant_test.py test_check_composition (varying q and sigma)") {
+    // 40000 steps at q = 1e-4, sigma = 0.4, then 100 steps at q = 0.1, sigma = 2; delta = 1e-5:
+    // eps = 8.509656 at order 2.5 ("compare with Mathematica" in the source).
+    RdpAccountant accountant({1.25, 1.5, 1.75, 2., 2.5, 3., 4., 5., 6., 7., 8., 10., 12., 14., 16., 20., 24., 28.,
+                              32., 64., 256.});
+    accountant.compose(1e-4, 0.4, 40000);
+    accountant.compose(0.1, 2.0, 100);
+    auto spent = accountant.spent(1e-5, EpsilonConversion::Standard);
+    CHECK(spent.epsilon == doctest::Approx(8.509656).epsilon(1e-6));
+    CHECK(spent.order == 2.5);
+  }
+  SUBCASE("compute_dp_sgd_privacy.py docstring: N = 60000, B = 256, sigma = 1.12, 60 epochs -> (2.92, 1e-5)") {
+    // q = 256/60000, steps = ceil(60 · 60000 / 256) = 14063, the script's orders.
+    std::vector<double> orders = {1.25, 1.5, 1.75, 2., 2.25, 2.5, 3., 3.5, 4., 4.5};
+    for (double a : range(5, 63)) orders.push_back(a);
+    for (double a : {128., 256., 512.}) orders.push_back(a);
+    RdpAccountant accountant(orders);
+    accountant.compose(256.0 / 60000.0, 1.12, 14063);
+    CHECK(accountant.spent(1e-5, EpsilonConversion::Standard).epsilon == doctest::Approx(2.92).epsilon(0.005));
+  }
+}
+
+TEST_CASE("accountant: Opacus's published epsilon and noise multiplier (improved conversion)") {
+  // pytorch/opacus, opacus/tests/accountants_test.py test_rdp_accountant: sigma = 1.5, q = 0.04,
+  // int(90 / 0.04) = 2250 steps, delta = 1e-5, default orders: epsilon = 7.32911117143.
+  CHECK(epsilon(0.04, 1.5, 2250) == doctest::Approx(7.32911117143).epsilon(1e-7));
+  // test_get_noise_multiplier_rdp_steps: target epsilon 8, delta 1e-5, q = 0.04, 2000 steps ->
+  // 1.3562 (Opacus stops its bisection within 0.01 of the target epsilon, so compare to 3e-3).
+  const double sigma = solve_noise_multiplier([](double s) { return epsilon(0.04, s, 2000); }, 8.0);
+  CHECK(sigma == doctest::Approx(1.3562).epsilon(3e-3));
+  CHECK(epsilon(0.04, sigma, 2000) <= 8.0);
+  CHECK(epsilon(0.04, sigma * 0.999, 2000) > 8.0);  // the smallest such sigma, to solver precision
+}
+
+TEST_CASE("accountant: vanishing RDP certifies epsilon = 0, not a rounding artefact") {
+  // Below RDP = -log(1 - delta^2) ≈ 1e-10 an order certifies epsilon = 0 (Canonne, Kamath & Steinke
+  // 2020); just above it the improved conversion gives about 0.103 at order 63 (delta = 1e-5):
+  // log(62/63) - (log 1e-5 + log 63)/62.
+  const std::vector<double> orders = {2.0, 63.0};
+  CHECK(rdp_to_epsilon(orders, {-1e-17, -1e-17}, 1e-5, EpsilonConversion::Improved).epsilon == 0.0);
+  CHECK(rdp_to_epsilon(orders, {1e-9, 1e-9}, 1e-5, EpsilonConversion::Improved).epsilon ==
+        doctest::Approx(std::log(62.0 / 63.0) - (std::log(1e-5) + std::log(63.0)) / 62.0 + 1e-9));
+  // Noise large enough to make the per-step RDP vanish reaches any target.
+  const double sigma = solve_noise_multiplier([](double s) { return epsilon(0.01, s, 100); }, 0.05);
+  CHECK(epsilon(0.01, sigma, 100) <= 0.05);
+}
+
+TEST_CASE("accountant: the solver reports a target that no noise can reach") {
+  CHECK_THROWS_WITH_AS(solve_noise_multiplier([](double s) { return 1.0 + 1.0 / s; }, 0.5),
+                       doctest::Contains("cannot be reached"), Error);
+  CHECK_THROWS_WITH_AS(solve_noise_multiplier([](double) { return std::nan(""); }, 1.0),
+                       doctest::Contains("no accounting events"), Error);
+}
+
+TEST_CASE("privacy ledger: levels, look-ahead, checkpoint state and option errors") {
+  auto options = [](const std::string& text) {
+    return options_from_string(text, accounting_option_specs(), "[privacy] accounting");
+  };
+  PrivacyLedger ledger(options(""));
+  CHECK(std::isnan(ledger.epsilon().example));
+  CHECK(std::isnan(ledger.epsilon().max()));
+  const std::vector<AccountingEvent> round = {{PrivacyLevel::Example, 0.01, 1.1, 100}};
+  const auto ahead = ledger.epsilon_after(round);
+  CHECK(std::isnan(ledger.epsilon().example));  // look-ahead leaves the ledger as it was
+  ledger.add(round);
+  CHECK(ledger.epsilon().example == ahead.example);
+  CHECK(ledger.epsilon().example == doctest::Approx(epsilon(0.01, 1.1, 100)));
+  CHECK(std::isnan(ledger.epsilon().client));
+  CHECK(ledger.epsilon().max() == ledger.epsilon().example);
+
+  PrivacyLedger restored(options(""));
+  restored.load(ledger.state());
+  CHECK(restored.epsilon().example == ledger.epsilon().example);
+  PrivacyLedger other_orders(options("orders = [2.0, 4.0]"));
+  CHECK_THROWS_WITH_AS(other_orders.load(ledger.state()), doctest::Contains("RDP orders"), Error);
+
+  CHECK_THROWS_WITH_AS(PrivacyLedger(options("delta = 0.0")), doctest::Contains("delta = 0 must be in (0, 1)"), Error);
+  CHECK_THROWS_WITH_AS(PrivacyLedger(options("orders = [1.0, 2.0]")), doctest::Contains("RDP order 1 is not > 1"), Error);
+}
