@@ -82,14 +82,14 @@ torch::Tensor stacked_losses(const bulwark::ParamLayout& layout, const torch::Te
     }
     h = h.reshape({k, b, -1});
   } else {
-  h = x.transpose(0, 1).reshape({b, k * x.size(2), x.size(3), x.size(4)});
-  for (const char* stage : {"1", "2"}) {
-    const std::string conv = std::string("conv") + stage, gn = std::string("gn") + stage;
-    h = torch::conv2d(h, flat(conv + ".weight"), flat(conv + ".bias"), 1, 1, 1, k);
-    h = torch::max_pool2d(h, 2);
-    h = torch::tanh(torch::group_norm(h, k * kGroups, flat(gn + ".weight"), flat(gn + ".bias"), 1e-5));
-  }
-  h = h.reshape({b, k, -1}).transpose(0, 1);  // [K, B, C·H·W], per-client flatten order
+    h = x.transpose(0, 1).reshape({b, k * x.size(2), x.size(3), x.size(4)});
+    for (const char* stage : {"1", "2"}) {
+      const std::string conv = std::string("conv") + stage, gn = std::string("gn") + stage;
+      h = torch::conv2d(h, flat(conv + ".weight"), flat(conv + ".bias"), 1, 1, 1, k);
+      h = torch::max_pool2d(h, 2);
+      h = torch::tanh(torch::group_norm(h, k * kGroups, flat(gn + ".weight"), flat(gn + ".bias"), 1e-5));
+    }
+    h = h.reshape({b, k, -1}).transpose(0, 1);  // [K, B, C·H·W], per-client flatten order
   }
   for (const char* fc : {"fc1", "fc2", "fc3"}) {
     h = torch::baddbmm(entry(layout, stacked, std::string(fc) + ".bias").unsqueeze(1), h,
@@ -117,46 +117,48 @@ int main(int argc, char** argv) {
     std::printf("GroupNorm CNN (d = %lld), B = %lld, one local SGD step per client, 1 intra-op thread\n",
                 static_cast<long long>(layout.total), static_cast<long long>(kBatch));
     std::printf("%6s %-8s %14s %14s %10s %14s\n", "K", "conv as", "one-by-one ms", "stacked ms", "speed-up", "max |diff|");
-    for (auto k : sizes) for (bool unfold : {false, true}) {
+    for (auto k : sizes) {
       const auto x = torch::rand({k, kBatch, 1, 28, 28});
       const auto y = torch::randint(10, {k, kBatch}, torch::kLong);
       // Different parameters per client, as after a few local steps.
       const auto start = theta.unsqueeze(0) + 0.01 * torch::randn({k, layout.total});
-
-      double diff = 0;
-      {
-        auto stacked = start.clone().requires_grad_(true);
-        auto losses = stacked_losses(layout, stacked, x, y, unfold);
-        auto grads = torch::autograd::grad({losses.sum()}, {stacked})[0];
-        for (std::int64_t c = 0; c < k; ++c) {
-          auto local = start[c].clone().requires_grad_(true);
-          auto loss = torch::cross_entropy_loss(model->forward(local, x[c]), y[c]);
-          auto grad = torch::autograd::grad({loss}, {local})[0];
-          diff = std::max({diff, std::abs(loss.item<double>() - losses[c].item<double>()),
-                           (grad - grads[c]).abs().max().item<double>()});
+      for (bool unfold : {false, true}) {
+        double diff = 0;
+        {
+          auto stacked = start.clone().requires_grad_(true);
+          auto losses = stacked_losses(layout, stacked, x, y, unfold);
+          auto grads = torch::autograd::grad({losses.sum()}, {stacked})[0];
+          for (std::int64_t c = 0; c < k; ++c) {
+            auto local = start[c].clone().requires_grad_(true);
+            auto loss = torch::cross_entropy_loss(model->forward(local, x[c]), y[c]);
+            auto grad = torch::autograd::grad({loss}, {local})[0];
+            diff = std::max({diff, std::abs(loss.item<double>() - losses[c].item<double>()),
+                             (grad - grads[c]).abs().max().item<double>()});
+          }
         }
-      }
 
-      const double one_by_one = seconds([&] {
-        for (std::int64_t c = 0; c < k; ++c) {
-          auto local = start[c].clone().requires_grad_(true);
-          auto loss = torch::cross_entropy_loss(model->forward(local, x[c]), y[c]);
-          auto grad = torch::autograd::grad({loss}, {local})[0];
-          loss.item<double>();
+        const double one_by_one = seconds([&] {
+          for (std::int64_t c = 0; c < k; ++c) {
+            auto local = start[c].clone().requires_grad_(true);
+            auto loss = torch::cross_entropy_loss(model->forward(local, x[c]), y[c]);
+            auto grad = torch::autograd::grad({loss}, {local})[0];
+            loss.item<double>();
+            torch::NoGradGuard no_grad;
+            local.sub_(lr * grad);
+          }
+        });
+        const double stacked_time = seconds([&] {
+          auto stacked = start.clone().requires_grad_(true);
+          auto losses = stacked_losses(layout, stacked, x, y, unfold);
+          auto grads = torch::autograd::grad({losses.sum()}, {stacked})[0];
+          losses.sum().item<double>();
           torch::NoGradGuard no_grad;
-          local.sub_(lr * grad);
-        }
-      });
-      const double stacked_time = seconds([&] {
-        auto stacked = start.clone().requires_grad_(true);
-        auto losses = stacked_losses(layout, stacked, x, y, unfold);
-        auto grads = torch::autograd::grad({losses.sum()}, {stacked})[0];
-        losses.sum().item<double>();
-        torch::NoGradGuard no_grad;
-        stacked.sub_(lr * grads);
-      });
-      std::printf("%6lld %-8s %14.3f %14.3f %9.2fx %14.2e\n", static_cast<long long>(k), unfold ? "im2col" : "grouped", 1e3 * one_by_one,
-                  1e3 * stacked_time, one_by_one / stacked_time, diff);
+          stacked.sub_(lr * grads);
+        });
+        std::printf("%6lld %-8s %14.3f %14.3f %9.2fx %14.2e\n", static_cast<long long>(k),
+                    unfold ? "im2col" : "grouped", 1e3 * one_by_one, 1e3 * stacked_time,
+                    one_by_one / stacked_time, diff);
+      }
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "batched_step_bench: %s\n", e.what());

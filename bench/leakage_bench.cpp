@@ -50,7 +50,8 @@ int main(int argc, char** argv) {
     auto theta = model->initial_parameters(/*seed=*/1);
 
     std::printf("DLG, 300 iterations, %s, %d intra-op threads\n", model->describe().c_str(), at::get_num_threads());
-    std::printf("%6s %12s %14s %16s %12s\n", "batch", "attack [s]", "per iter [ms]", "gradient [ms]", "ratio");
+    std::printf("%6s %11s %14s %14s %12s %14s\n", "batch", "attack [s]", "per iter [ms]", "gradient [ms]",
+                "iter/grad", "attack/grad");
     double first = 0.0;
     for (std::int64_t batch : {1, 4}) {
       auto generator = bulwark::make_generator(/*seed=*/2);
@@ -81,8 +82,10 @@ int main(int argc, char** argv) {
       const double attack = seconds([&] { result = dlg->reconstruct(problem); });
       const double mse = (result.inputs - x).pow(2).mean().item<double>();
       if (batch == 1) first = attack;
-      std::printf("%6lld %12.2f %14.2f %16.3f %12.0f   (reconstruction MSE %.2e%s)\n", static_cast<long long>(batch),
-                  attack, attack / 300 * 1e3, step * 1e3, attack / step, mse,
+      const double per_iteration = attack / 300;
+      std::printf("%6lld %11.2f %14.2f %14.3f %12.1f %14.0f   (reconstruction MSE %.2e%s)\n",
+                  static_cast<long long>(batch), attack, per_iteration * 1e3, step * 1e3, per_iteration / step,
+                  attack / step, mse,
                   batch == 1 ? "" : (", " + std::to_string(attack / first).substr(0, 4) + "x batch 1").c_str());
     }
   } catch (const std::exception& e) {

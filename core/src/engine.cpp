@@ -144,6 +144,7 @@ struct Engine::Impl {
   int threads = 1;
   ByzantineSchedule schedule;                // who is malicious when (schedule.hpp)
   std::optional<PrivacyLedger> ledger;       // ε per level, round by round (accountant.hpp)
+  double solved_noise_multiplier = std::nan("");  // [privacy] target_epsilon's solution
 
   Impl(ExperimentConfig c, PluginRegistry& r) : config(std::move(c)), registry(r) { open_plugins(); }
 
@@ -208,8 +209,10 @@ struct Engine::Impl {
       privacy = open<PrivacyMechanism>(config.privacy.component, "privacy", &section, &privacy_options);
       privacy_label = "privacy '" + privacy.name() + "'";
       for (auto&& [k, v] : options_table(config.privacy.accounting)) section.insert_or_assign(k, v);
-      resolved.insert("privacy", section);
       check_accounting_options();
+      // With target_epsilon the noise multiplier is solved at run time (summary.json records it).
+      if (config.privacy.accounting.get<double>("target_epsilon") > 0) section.erase(kNoiseMultiplierOption);
+      resolved.insert("privacy", section);
     }
 
     if (auto spec = parse_leakage(*config.root, config.file, total_rounds())) {
@@ -349,8 +352,9 @@ struct Engine::Impl {
   /// budget over the projected run (every round as accounting_info() sees it over all clients, so
   /// the real run spends at most the target): bisection on throw-away instances of the mechanism
   /// with noise_multiplier overridden (privacy.hpp), then the mechanism re-created with the
-  /// solution, which config.toml records.
-  void start_accounting(const fs::path& out) {
+  /// solution. The solution is derived, not configuration: summary.json records it, config.toml
+  /// (the fingerprint studies and --resume compare) stays as written.
+  void start_accounting() {
     ledger.emplace(config.privacy.accounting);
     const double target = config.privacy.accounting.get<double>("target_epsilon");
     if (!(target > 0)) return;
@@ -372,10 +376,7 @@ struct Engine::Impl {
     const double sigma = solve_noise_multiplier(epsilon_of, target);
     privacy_options.set(kNoiseMultiplierOption, sigma);
     privacy = PluginHandle<PrivacyMechanism>(library, privacy_options);
-    resolved["privacy"].as_table()->insert_or_assign(kNoiseMultiplierOption, sigma);
-    std::stringstream text;
-    text << resolved;
-    write_file_atomic(out / "config.toml", text.str() + "\n");
+    solved_noise_multiplier = sigma;
   }
 
   // ---- one round ---------------------------------------------------------------------------
@@ -698,7 +699,7 @@ struct Engine::Impl {
     theta = model->initial_parameters(derive_seed(seed, 0, kServer, Stream::Init));
     resolve_attack_sets();
     share_samples();
-    if (privacy) start_accounting(out);
+    if (privacy) start_accounting();
     if (leakage) leakage->start(*model, data, partition, seed, out);
 
     MetricsLog log(out);
@@ -926,6 +927,7 @@ struct Engine::Impl {
     json["final_test_loss"] = summary.final_loss;
     json["wall_seconds"] = summary.wall_seconds;
     json["stopped_reason"] = summary.stopped_reason;
+    if (!std::isnan(solved_noise_multiplier)) json["solved_noise_multiplier"] = solved_noise_multiplier;
     json["threads"] = threads;
     json["dataset"] = data.description;
     json["model"] = model->describe();

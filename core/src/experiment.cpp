@@ -127,7 +127,7 @@ const std::vector<OptionSpec>& server_option_specs() {
 
 const std::vector<OptionSpec>& schedule_option_specs() {
   static const std::vector<OptionSpec> specs = {
-      {"byzantine", OptType::Int, "0", 0, kInf, "Number of malicious clients (of all K for fixed/markov, of the round's participants for per_round).", nullptr},
+      {"byzantine", OptType::Int, "0", 0, kInf, "Malicious clients: of all K for fixed; for markov the pool of clients that may turn malicious (0 = every client); of the round's participants for per_round.", nullptr},
       {"byzantine_fraction", OptType::Float, "0", 0, 1, "Malicious fraction, instead of byzantine.", nullptr},
       {"schedule", OptType::String, "\"fixed\"", 0, 0,
        "fixed: the same clients all run; per_round: a fresh random set among each round's participants; "
@@ -135,7 +135,7 @@ const std::vector<OptionSpec>& schedule_option_specs() {
        "fixed|per_round|markov"},
       {"start_round", OptType::Int, "1", 1, kInf, "First round in which the attack is active.", nullptr},
       {"markov_p", OptType::Float, "0.1", 0, 1, "markov: probability that a benign client turns malicious in a round.", nullptr},
-      {"markov_k", OptType::Int, "1", 1, kInf, "markov: rounds a client stays malicious once it turned.", nullptr},
+      {"markov_k", OptType::Int, "1", 1, kInf, "markov: length of each malicious spell (exactly k rounds, then at least one benign round).", nullptr},
   };
   return specs;
 }

@@ -97,7 +97,7 @@ nlohmann::ordered_json json_number(double value) {
 const char* point_name(int point) {
   switch (point) {
     case 0: return "type 0 (what the server receives)";
-    case 1: return "type 1 (the client's update before the client-level hook)";
+    case 1: return "type 1 (the client's local update, after its client-level hook)";
     default: return "type 2 (a per-example gradient during local training)";
   }
 }
@@ -163,7 +163,7 @@ const std::vector<OptionSpec>& leakage_option_specs() {
        nullptr},
       {"point", OptType::List, "[0]", 0, 2,
        "Observation point(s), an integer or a list: 0 = the upload the server receives (after client-level "
-       "privacy), 1 = the client's gradient before the client-level hook, 2 = one example's gradient after the "
+       "privacy), 1 = the client's local update at the client (after its own client-level hook, as in the Fed-CDP paper), 2 = one example's gradient after the "
        "per-example hook.",
        nullptr},
       {"rounds", OptType::List, "[1]", 1, kInf,
@@ -214,7 +214,8 @@ std::optional<LeakageSpec> parse_leakage(const toml::table& root, const std::str
     spec.points.push_back(static_cast<int>(point));
   }
   spec.rounds = integer_list(*table, "rounds", 1, total_rounds,
-                             fmt::format("the run has rounds 1..{} ([experiment] rounds = {})", total_rounds, total_rounds),
+                             fmt::format("the run has rounds 1..{} ([experiment] rounds = {})", total_rounds,
+                                         total_rounds),
                              {1}, file);
 
   // The scalar keys through the common validator; `attack`, `point`, `rounds` and the plugin's own
@@ -400,8 +401,8 @@ struct LeakageStudy::Impl {
     auto y = data->train_labels.index_select(0, take);
     auto privacy_generator = stream_generator(seed, round, client, Stream::Privacy);
 
-    // The step's gradient as the local optimiser applies it (point 1), and the per-example rows
-    // as they stand after the per-example hook (point 2).
+    // The step's gradient as the local optimiser applies it, and the per-example rows as they
+    // stand after the per-example hook (point 2).
     torch::Tensor gradient, rows;
     if (privacy && privacy->per_example()) {
       auto per_example = model->per_example_gradients(theta, x, y);
@@ -420,9 +421,11 @@ struct LeakageStudy::Impl {
       rows = gradient.unsqueeze(0);  // batch size 1 (checked): the example's own gradient
     }
 
-    // Point 0: the upload after the client-level hook, turned back into a gradient.
+    // Points 0 and 1: the update after the client-level hook, turned back into a gradient. The
+    // client-level mechanism runs at the client (Fed-CDP paper, Algorithm 1), so the client's own
+    // copy (type 1) and what the server receives (type 0) carry the same noise.
     torch::Tensor uploaded;
-    if (wants(0)) {
+    if (wants(0) || wants(1)) {
       torch::NoGradGuard no_grad;
       auto upload = fedsgd ? gradient.clone() : -lr * (gradient + weight_decay * theta);
       if (privacy && privacy->on_client_update()) {
@@ -440,16 +443,18 @@ struct LeakageStudy::Impl {
       record.client = client;
       record.point = point;
       if (point < 2) {
-        // The same dummy initialisation for points 0 and 1: only the observation differs.
-        reconstructions[point].push_back(attack_one(record, theta, point == 0 ? uploaded : gradient, x, y,
+        // The same dummy initialisation for points 0 and 1.
+        reconstructions[point].push_back(attack_one(record, theta, uploaded, x, y,
                                                     make_generator(attack_seed)));
         continue;
       }
       std::vector<torch::Tensor> parts;
       for (std::int64_t b = 0; b < batch; ++b) {
         record.example = static_cast<double>(b);
+        // Example 0 shares the dummy initialisation of points 0 and 1.
+        const auto example_seed = b == 0 ? attack_seed : derive_seed(attack_seed, b, kServer, Stream::Leakage);
         parts.push_back(attack_one(record, theta, rows[b], x.narrow(0, b, 1), y.narrow(0, b, 1),
-                                   make_generator(b == 0 ? attack_seed : derive_seed(attack_seed, b, kServer, Stream::Leakage))));
+                                   make_generator(example_seed)));
       }
       reconstructions[point].push_back(torch::cat(parts));
     }
@@ -583,7 +588,8 @@ bool LeakageStudy::observes(std::int64_t round) const {
   return std::binary_search(rounds.begin(), rounds.end(), round);
 }
 
-void LeakageStudy::observe(std::int64_t round, const torch::Tensor& theta, const std::vector<std::int64_t>& candidates) {
+void LeakageStudy::observe(std::int64_t round, const torch::Tensor& theta,
+                           const std::vector<std::int64_t>& candidates) {
   auto& s = *impl_;
   std::vector<std::int64_t> eligible;
   for (auto client : candidates) {

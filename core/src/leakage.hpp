@@ -9,8 +9,11 @@
 //   point 0  at the server: the victim's upload after the client-level privacy hook (its row of U);
 //            in fedavg mode the upload is Δ = −lr·(g + λθ) (+ noise), which the server turns back
 //            into a gradient as −Δ/lr − λθ (it knows lr, the weight decay λ and θ);
-//   point 1  at the client: the gradient g the local optimiser applies, before the client-level
-//            hook (after the per-example hook, whose noised mean it is when one is configured);
+//   point 1  at the client: the client's local update as the client holds it, after its own
+//            client-level hook (Fed-SDP clips and noises at the client, Algorithm 1 of the paper),
+//            turned back into a gradient like point 0. With a client-level mechanism that only
+//            clips at the client and noises at the server, point 1 and point 0 differ in nothing
+//            but where the adversary sits;
 //   point 2  at the client during training: one example's gradient, after the per-example hook
 //            (Fed-CDP's clipped and noised rows; DP-SGD's clipped rows). Without a per-example
 //            mechanism it exists only at batch size 1, where the batch gradient is that example's.

@@ -384,7 +384,7 @@ std::optional<Figure> privacy_figure(const StudySummary& summary, const fs::path
   figure.stem = "privacy_utility";
   figure.title = "Privacy-utility: ε spent against final test accuracy (mean ± sample std over seeds)";
   figure.body = fmt::format(
-      "set title {}\nset grid\nset xlabel {}\nset ylabel \"final test accuracy\"\nset yrange [0:1]\n"
+      "set title {}\nset grid\nset offsets graph 0.08, graph 0.08, 0, 0\nset xlabel {}\nset ylabel \"final test accuracy\"\nset yrange [0:1]\n"
       "plot \"data/privacy_utility.dat\" using 1:2:3 with yerrorbars pt 7 lc 1 notitle, \\\n"
       "     \"data/privacy_utility.dat\" using 1:2:4 with labels offset char 0,1 font \",8\" notitle\n",
       gnuplot_string(manifest.name), gnuplot_string("ε spent (" + summary.extra_columns[column] + ")"));

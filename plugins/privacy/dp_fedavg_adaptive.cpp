@@ -49,6 +49,13 @@ constexpr bulwark::OptionSpec kOptions[] = {
      "Draw noise from an OS-entropy-seeded generator (not reproducible)."},
 };
 
+/// N(0, stddev²) noise shaped like `like`, drawn on the CPU from `generator` (a CPU generator), then
+/// moved to `like`'s device: the same noise whatever device the tensors live on.
+torch::Tensor gaussian_like(const torch::Tensor& like, double stddev, at::Generator generator) {
+  auto noise = torch::empty(like.sizes(), like.options().device(torch::kCPU)).normal_(0.0, stddev, std::move(generator));
+  return like.is_cpu() ? noise : noise.to(like.device());
+}
+
 at::Generator noise_generator(bool secure, const at::Generator& seeded) {
   if (!secure) return seeded;
   std::random_device device;
@@ -89,7 +96,7 @@ class DpFedAvgAdaptive final : public bulwark::PrivacyMechanism {
     const double sigma_b = count_std(context.clients_in_round);
     const double sigma_update = update_noise_multiplier(sigma_b);
     auto generator = noise_generator(secure_, context.generator);
-    if (sigma_update > 0) aggregate.add_(torch::empty_like(aggregate).normal_(0.0, sigma_update * clip_ / m, generator));
+    if (sigma_update > 0) aggregate.add_(gaussian_like(aggregate, sigma_update * clip_ / m, generator));
     double count = 0;
     {
       std::lock_guard<std::mutex> lock(mutex_);

@@ -77,6 +77,13 @@ torch::Tensor clip_factors(const torch::Tensor& norms, const torch::Tensor& boun
   return torch::where(norms <= bounds, torch::ones_like(norms), bounds / norms);
 }
 
+/// N(0, stddev²) noise shaped like `like`, drawn on the CPU from `generator` (a CPU generator), then
+/// moved to `like`'s device: the same noise whatever device the tensors live on.
+torch::Tensor gaussian_like(const torch::Tensor& like, double stddev, at::Generator generator) {
+  auto noise = torch::empty(like.sizes(), like.options().device(torch::kCPU)).normal_(0.0, stddev, std::move(generator));
+  return like.is_cpu() ? noise : noise.to(like.device());
+}
+
 at::Generator noise_generator(bool secure, const at::Generator& seeded) {
   if (!secure) return seeded;
   std::random_device device;
@@ -140,7 +147,7 @@ class DpSgd final : public bulwark::PrivacyMechanism {
       }
     }
     if (sigma_ > 0) {
-      sum.add_(torch::empty_like(sum).normal_(0.0, sigma_ * clip_, noise_generator(secure_, context.generator)));
+      sum.add_(gaussian_like(sum, sigma_ * clip_, noise_generator(secure_, context.generator)));
     }
     return sum.div_(static_cast<double>(grads.size(0)));
   }

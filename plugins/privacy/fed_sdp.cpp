@@ -47,6 +47,13 @@ constexpr bulwark::OptionSpec kOptions[] = {
      "Draw noise from an OS-entropy-seeded generator (not reproducible)."},
 };
 
+/// N(0, stddev²) noise shaped like `like`, drawn on the CPU from `generator` (a CPU generator), then
+/// moved to `like`'s device: the same noise whatever device the tensors live on.
+torch::Tensor gaussian_like(const torch::Tensor& like, double stddev, at::Generator generator) {
+  auto noise = torch::empty(like.sizes(), like.options().device(torch::kCPU)).normal_(0.0, stddev, std::move(generator));
+  return like.is_cpu() ? noise : noise.to(like.device());
+}
+
 at::Generator noise_generator(bool secure, const at::Generator& seeded) {
   if (!secure) return seeded;
   std::random_device device;
@@ -92,7 +99,7 @@ class FedSdp final : public bulwark::PrivacyMechanism {
       clip_to(update, clip_);
     }
     if (!at_server_ && sigma_ > 0) {
-      update.add_(torch::empty_like(update).normal_(0.0, sigma_ * clip_, noise_generator(secure_, context.generator)));
+      update.add_(gaussian_like(update, sigma_ * clip_, noise_generator(secure_, context.generator)));
     }
   }
 
@@ -100,7 +107,7 @@ class FedSdp final : public bulwark::PrivacyMechanism {
     if (sigma_ == 0 || context.clients_in_round == 0) return;
     torch::NoGradGuard no_grad;
     const double std = sigma_ * clip_ / static_cast<double>(context.clients_in_round);
-    aggregate.add_(torch::empty_like(aggregate).normal_(0.0, std, noise_generator(secure_, context.generator)));
+    aggregate.add_(gaussian_like(aggregate, std, noise_generator(secure_, context.generator)));
   }
 
   std::vector<bulwark::AccountingEvent> accounting(const bulwark::RoundAccountingInfo& info) const override {

@@ -37,6 +37,13 @@ constexpr bulwark::OptionSpec kOptions[] = {
      "Draw noise from an OS-entropy-seeded generator (not reproducible)."},
 };
 
+/// N(0, stddev²) noise shaped like `like`, drawn on the CPU from `generator` (a CPU generator), then
+/// moved to `like`'s device: the same noise whatever device the tensors live on.
+torch::Tensor gaussian_like(const torch::Tensor& like, double stddev, at::Generator generator) {
+  auto noise = torch::empty(like.sizes(), like.options().device(torch::kCPU)).normal_(0.0, stddev, std::move(generator));
+  return like.is_cpu() ? noise : noise.to(like.device());
+}
+
 at::Generator noise_generator(bool secure, const at::Generator& seeded) {
   if (!secure) return seeded;
   std::random_device device;
@@ -56,7 +63,7 @@ class LdpGaussian final : public bulwark::PrivacyMechanism {
       const double norm = update.norm().item<double>();
       if (norm > clip_) update.mul_(clip_ / norm);
     }
-    if (std_ > 0) update.add_(torch::empty_like(update).normal_(0.0, std_, noise_generator(secure_, context.generator)));
+    if (std_ > 0) update.add_(gaussian_like(update, std_, noise_generator(secure_, context.generator)));
   }
 
   std::vector<bulwark::AccountingEvent> accounting(const bulwark::RoundAccountingInfo&) const override {

@@ -188,16 +188,19 @@ TEST_CASE("[leakage] parsing: defaults, single integers, lists") {
   CHECK(spec->settings.get<std::int64_t>("batch_size") == 1);
   CHECK(spec->settings.get<double>("threshold") == 0.01);
   // The plugin's own options are left for its schema.
-  CHECK(std::find(spec->attack.ignored.begin(), spec->attack.ignored.end(), "iterations") == spec->attack.ignored.end());
+  const auto& ignored = spec->attack.ignored;
+  CHECK(std::find(ignored.begin(), ignored.end(), "iterations") == ignored.end());
   auto listed = parse("[leakage]\nattack = \"idlg\"\npoint = [2, 0, 2]\nrounds = 4\n");
   CHECK(listed->points == std::vector<int>{0, 2});
   CHECK(listed->rounds == std::vector<std::int64_t>{4});
 }
 
 TEST_CASE("[leakage] parsing errors say what, where and what to do") {
-  CHECK_THROWS_WITH_AS(parse("[leakage]\npoint = 1\n"), doctest::Contains("needs an attack: add attack = \"dlg\""), Error);
+  CHECK_THROWS_WITH_AS(parse("[leakage]\npoint = 1\n"), doctest::Contains("needs an attack: add attack = \"dlg\""),
+                       Error);
   CHECK_THROWS_WITH_AS(parse("[leakage]\nattack = \"dlg\"\npoint = 3\n"),
-                       doctest::Contains("study.toml:3:9: error: [leakage] point = 3 is out of range: 0 (what the server"),
+                       doctest::Contains("study.toml:3:9: error: [leakage] point = 3 is out of range: 0 (what "
+                                         "the server"),
                        Error);
   CHECK_THROWS_WITH_AS(parse("[leakage]\nattack = \"dlg\"\nrounds = [1, 12]\n", 10),
                        doctest::Contains("rounds = 12 is out of range: the run has rounds 1..10"), Error);
@@ -215,7 +218,8 @@ TEST_CASE("[leakage] parsing errors say what, where and what to do") {
 TEST_CASE("[leakage] configurations that cannot be observed are refused before the run") {
   // Point 2 at batch size 2 with no per-example mechanism: the client only holds the batch mean.
   CHECK(validation_error("type2_batch", leakage_experiment("", "batch_size = 2\n"))
-            .find("point 2 observes a per-example gradient, but no per-example privacy mechanism") != std::string::npos);
+            .find("point 2 observes a per-example gradient, but no per-example privacy mechanism") !=
+        std::string::npos);
   // The victim's batch must be the protocol's when a mechanism calibrates noise to it.
   CHECK(validation_error("batch_mismatch",
                          leakage_experiment("\n[privacy]\nplugin = \"fed_cdp\"\n", "batch_size = 2\n"))
@@ -225,7 +229,8 @@ TEST_CASE("[leakage] configurations that cannot be observed are refused before t
   CHECK(validation_error("victims", with(leakage_experiment(), "victims = 2", "victims = 9"))
             .find("victims = 9 exceeds [clients] count = 4") != std::string::npos);
   CHECK(validation_error("plugin_option", leakage_experiment("", "iteration = 5\n"))
-            .find("unknown option 'iteration' for leakage attack 'dlg'; did you mean 'iterations'?") != std::string::npos);
+            .find("unknown option 'iteration' for leakage attack 'dlg'; did you mean 'iterations'?") !=
+        std::string::npos);
 }
 
 TEST_CASE("without privacy every observation point leaks; the files say so") {
@@ -262,7 +267,9 @@ TEST_CASE("a leakage study gives the same numbers with 1 and 2 worker threads") 
   auto b = read_csv(two.output_dir / "leakage_attacks.csv");
   REQUIRE(a.size() == b.size());
   for (std::size_t i = 0; i < a.size(); ++i) {
-    for (const auto& column : {"client", "mse", "iterations", "psnr", "ssim"}) CHECK(a[i].at(column) == b[i].at(column));
+    for (const auto& column : {"client", "mse", "iterations", "psnr", "ssim"}) {
+      CHECK(a[i].at(column) == b[i].at(column));
+    }
   }
 }
 
