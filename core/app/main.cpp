@@ -19,6 +19,7 @@
 #include "config.hpp"
 #include "engine.hpp"
 #include "experiment.hpp"
+#include "leakage.hpp"
 #include "loader.hpp"
 #include "models.hpp"
 #include "npy.hpp"
@@ -286,7 +287,7 @@ int command_describe(const std::string& name, const std::string& kind) {
       {"experiment", experiment_option_specs}, {"clients", client_option_specs},
       {"server", server_option_specs},         {"model", model_option_specs},
       {"partition", partition_option_specs},   {"schedule", schedule_option_specs},
-      {"accounting", accounting_option_specs}};
+      {"accounting", accounting_option_specs}, {"leakage", leakage_option_specs}};
   for (const auto& [section, specs] : sections) {
     if (name == section) {
       fmt::print("[{}] options:\n", section);
@@ -315,7 +316,7 @@ int command_describe(const std::string& name, const std::string& kind) {
   std::string message = "error: no plugin or section named '" + name + "'";
   if (auto guess = nearest(name, everything)) message += "; did you mean '" + *guess + "'?";
   throw Error(ErrorKind::Plugin, message + " (`bulwark plugins` lists them; sections: experiment, clients, server, "
-                                           "model, partition, schedule, accounting)");
+                                           "model, partition, schedule, accounting, leakage)");
 }
 
 /// `bulwark privacy`: the calculator researchers know from TF-Privacy's compute_dp_sgd_privacy and
@@ -392,7 +393,7 @@ int main(int argc, char** argv) {
 
   auto* plugins = app.add_subcommand("plugins", "List the plugins found");
   auto* describe = app.add_subcommand("describe", "Print a plugin's (or a core section's) doc and options");
-  describe->add_option("name", name, "Plugin name or path, or a section: experiment, clients, server, model, partition, schedule, accounting")->required();
+  describe->add_option("name", name, "Plugin name or path, or a section: experiment, clients, server, model, partition, schedule, accounting, leakage")->required();
   describe->add_option("--kind", kind, "dataset, aggregator, attack or privacy (when names collide)");
 
   PrivacyQuery privacy_query;

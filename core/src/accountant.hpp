@@ -13,6 +13,9 @@
 // compute_dp_sgd_privacy used for its published examples:
 //   ε = min_α  RDP(α) + log(1/δ)/(α − 1)
 // Both are valid upper bounds; the improved one is never larger.
+//
+// Like Opacus and TF-Privacy, the analysis assumes Poisson sampling, while the engine draws
+// fixed-size client sets and shuffled fixed-size batches: the usual gap in DP-SGD practice.
 #include <cstdint>
 #include <functional>
 #include <limits>

@@ -282,12 +282,12 @@ TEST_CASE("fed_cdp (C = 4, sigma = 6) stops every point") {
   for (auto [point, success] : success_by_point(summary)) CHECK_MESSAGE(success == 0.0, "point ", point);
 }
 
-TEST_CASE("fed_sdp (C = 4, sigma = 6, noise at the client) stops point 0 only") {
+TEST_CASE("fed_sdp (C = 4, sigma = 6, noise at the client) stops points 0 and 1, not 2") {
   auto summary = run_study("fed_sdp", leakage_experiment(
                                            "\n[privacy]\nplugin = \"fed_sdp\"\nclip = 4.0\nnoise_multiplier = 6.0\n",
                                            "iterations = 100\n", "1"));
   auto success = success_by_point(summary);
   CHECK(success.at(0) == 0.0);  // the upload is clipped and noised before it leaves the client
-  CHECK(success.at(1) == 1.0);  // the client's own gradient, before its client-level hook
+  CHECK(success.at(1) == 0.0);  // the client's own update carries the same noise (Algorithm 1)
   CHECK(success.at(2) == 1.0);  // the per-example gradient is never touched by Fed-SDP
 }
