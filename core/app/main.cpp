@@ -191,6 +191,7 @@ int command_run(const std::string& file, const std::vector<std::string>& overrid
   const bool terminal = ::isatty(STDOUT_FILENO);
   const bool quiet = flags.verbosity == Verbosity::Quiet;
   if (!quiet) {
+    options.on_notice = [](const std::string& notice) { std::fprintf(stderr, "notice: %s\n", notice.c_str()); };
     options.on_round = [terminal, verbose = flags.verbosity == Verbosity::Verbose](const RoundProgress& p) {
       const auto line = round_line(p);
       // Terminals get one updating line per evaluation; logs (and --verbose) every round as a plain line.

@@ -139,6 +139,7 @@ struct Engine::Impl {
   Partition partition;
   Partition shared_samples;                  // DiverseFL: what each client shared with the server
   std::unique_ptr<Model> model;
+  std::vector<std::string> summary_notices;  // each said once, kept for summary.json
   torch::Tensor theta;                       // θ [d], the global model
   torch::Tensor server_momentum, adam_m, adam_v;
   int threads = 1;
@@ -696,6 +697,12 @@ struct Engine::Impl {
       model_options.set("path", (fs::path(config.file).parent_path() / model_path).string(), true);
     }
     model = build_model(model_options, data.input_shape, data.num_classes);
+    if (privacy && privacy->per_example() && !model->vectorised()) {
+      summary_notices.push_back("model '" + model_options.get<std::string>("arch") +
+                                "' has layers without a vectorised per-example rule: per-example gradients "
+                                "use a loop of batch-size-1 backward passes (correct, slower)");
+      if (options.on_notice) options.on_notice(summary_notices.back());
+    }
     theta = model->initial_parameters(derive_seed(seed, 0, kServer, Stream::Init));
     resolve_attack_sets();
     share_samples();
@@ -912,6 +919,7 @@ struct Engine::Impl {
 
     summary.wall_seconds = elapsed_before + seconds_since(start);
     summary.metrics = log.rows();
+    summary.notices = summary_notices;
     write_summary(out, summary);
     fs::remove(checkpoint_file, no_error);  // summary.json now marks the run as complete
     return summary;
@@ -927,6 +935,7 @@ struct Engine::Impl {
     json["final_test_loss"] = summary.final_loss;
     json["wall_seconds"] = summary.wall_seconds;
     json["stopped_reason"] = summary.stopped_reason;
+    json["notices"] = summary.notices;
     if (!std::isnan(solved_noise_multiplier)) json["solved_noise_multiplier"] = solved_noise_multiplier;
     json["threads"] = threads;
     json["dataset"] = data.description;

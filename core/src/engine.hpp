@@ -40,6 +40,8 @@ struct RunOptions {
   /// otherwise start at round 1. See checkpoint.hpp.
   bool resume = false;
   std::function<void(const RoundProgress&)> on_round;
+  /// Called once per kind of notice (e.g. a slow fallback was chosen); library code never prints.
+  std::function<void(const std::string&)> on_notice;
 };
 
 struct RunSummary {
@@ -48,6 +50,7 @@ struct RunSummary {
   double final_accuracy = 0.0, best_accuracy = 0.0, final_loss = 0.0;
   double wall_seconds = 0.0;
   std::string stopped_reason;  ///< empty when all rounds ran
+  std::vector<std::string> notices;  ///< each notice once, also in summary.json
   std::int64_t resumed_from = 0;  ///< the checkpoint's round when the run resumed, else 0
   std::vector<MetricsRow> metrics;
 };

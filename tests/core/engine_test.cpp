@@ -3,6 +3,8 @@
 
 #include <cmath>
 
+#include <torch/script.h>
+
 #include "engine.hpp"
 #include "test_support.hpp"
 #include "tiny_experiment.hpp"
@@ -90,4 +92,28 @@ TEST_CASE("outputs: config.toml, metrics.csv with one row per round, summary.jso
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {
     CHECK(entry.path().string().find(".tmp.") == std::string::npos);
   }
+}
+
+TEST_CASE("a model without vectorised per-example rules is noticed once when a per-example mechanism needs them") {
+  // A TorchScript model has no per-example rule: x [B, 12] -> logits (2).
+  torch::jit::Module net("Tiny");
+  net.register_parameter("weight", torch::zeros({2, 12}), /*is_buffer=*/false);
+  net.define("def forward(self, x):\n    return torch.matmul(x.flatten(1), self.weight.t())\n");
+  auto dir = test::scratch_dir("engine_notice");
+  net.save((dir / "tiny.pt").string());
+  test::write_file(dir / "experiment.toml",
+                   "[experiment]\nrounds = 1\n[data]\nplugin = \"synthetic\"\nclasses = 2\nfeatures = 12\n"
+                   "train_size = 40\ntest_size = 10\n[model]\narch = \"torchscript\"\npath = \"tiny.pt\"\n"
+                   "[clients]\ncount = 2\nbatch_size = 4\nlocal_iterations = 1\n"
+                   "[privacy]\nplugin = \"dp_sgd\"\nnoise_multiplier = 1.0\n");
+  Engine engine(load_experiment((dir / "experiment.toml").string()), test::registry());
+  std::vector<std::string> notices;
+  RunOptions options;
+  options.output_dir = dir / "out";
+  options.on_notice = [&](const std::string& notice) { notices.push_back(notice); };
+  auto summary = engine.run(options);
+  REQUIRE(notices.size() == 1);
+  CHECK(notices[0].find("loop of batch-size-1 backward passes") != std::string::npos);
+  CHECK(summary.notices == notices);
+  CHECK(test::read_file(dir / "out" / "summary.json").find("batch-size-1") != std::string::npos);
 }
