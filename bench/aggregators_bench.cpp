@@ -21,24 +21,14 @@
 #include "bulwark/rng.hpp"
 #include "config.hpp"
 #include "loader.hpp"
+#include "timing.hpp"
 
 namespace {
 
 constexpr std::int64_t kD = 1'000'000;
 constexpr int kRepetitions = 3;
 
-/// Best of kRepetitions runs, after one warm-up run (first-touch page faults, allocator growth).
-double seconds(const std::function<void()>& body) {
-  body();
-  double best = 1e300;
-  for (int r = 0; r < kRepetitions; ++r) {
-    const auto start = std::chrono::steady_clock::now();
-    body();
-    const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
-    best = std::min(best, elapsed.count());
-  }
-  return best;
-}
+double seconds(const std::function<void()>& body) { return bulwark::bench::best_seconds(body, kRepetitions, 0, kRepetitions); }
 
 struct Rule {
   std::string name;

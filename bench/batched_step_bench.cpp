@@ -23,23 +23,13 @@
 
 #include "config.hpp"
 #include "models.hpp"
+#include "timing.hpp"
 
 namespace {
 
 constexpr std::int64_t kBatch = 5, kGroups = 4;
 
-double seconds(const std::function<void()>& body) {
-  body();
-  double best = 1e300, total = 0;
-  for (int r = 0; r < 5 || (total < 0.5 && r < 100); ++r) {
-    const auto start = std::chrono::steady_clock::now();
-    body();
-    const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
-    best = std::min(best, elapsed.count());
-    total += elapsed.count();
-  }
-  return best;
-}
+double seconds(const std::function<void()>& body) { return bulwark::bench::best_seconds(body, 5, 0.5, 100); }
 
 /// Client-stacked view [K, ...shape] of the layout entry `name` of Θ [K, d].
 torch::Tensor entry(const bulwark::ParamLayout& layout, const torch::Tensor& stacked, const std::string& name) {

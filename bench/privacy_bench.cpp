@@ -23,23 +23,12 @@
 #include "bulwark/rng.hpp"
 #include "config.hpp"
 #include "loader.hpp"
+#include "timing.hpp"
 #include "models.hpp"
 
 namespace {
 
-/// Best time of several runs after a warm-up, repeating until ~0.3 s were spent (at least 5).
-double seconds(const std::function<void()>& body) {
-  body();
-  double best = 1e300, total = 0;
-  for (int r = 0; r < 5 || (total < 0.3 && r < 200); ++r) {
-    const auto start = std::chrono::steady_clock::now();
-    body();
-    const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
-    best = std::min(best, elapsed.count());
-    total += elapsed.count();
-  }
-  return best;
-}
+double seconds(const std::function<void()>& body) { return bulwark::bench::best_seconds(body, 5, 0.3, 200); }
 
 struct Mechanism {
   std::string label, plugin, options;
