@@ -14,6 +14,7 @@
 #include <cmath>
 #include <exception>
 #include <mutex>
+#include <map>
 #include <numeric>
 #include <set>
 #include <sstream>
@@ -37,6 +38,12 @@ namespace fs = std::filesystem;
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// clients.batching = "auto" batches models up to this size. A stacked step reads K separate
+// parameter sets, so on a CPU it pays while they are small and per-operation overhead dominates
+// (bench/batched_step_bench: softmax d = 7,850 3-5x, MLP d = 50,890 1.2-1.7x, MLP d = 199,210 and
+// the GroupNorm CNN d = 107,722 0.5-1x).
+constexpr std::int64_t kAutoBatchingMaxParameters = 65536;
 
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
@@ -143,11 +150,27 @@ struct Engine::Impl {
   torch::Tensor theta;                       // θ [d], the global model
   torch::Tensor server_momentum, adam_m, adam_v;
   int threads = 1;
+  const detail::StackedModel* stacked_model = nullptr;  // the model's client-batched form, if any
+  bool batching = false;                                // clients.batching resolved for this model
   ByzantineSchedule schedule;                // who is malicious when (schedule.hpp)
   std::optional<PrivacyLedger> ledger;       // ε per level, round by round (accountant.hpp)
   double solved_noise_multiplier = std::nan("");  // [privacy] target_epsilon's solution
 
-  Impl(ExperimentConfig c, PluginRegistry& r) : config(std::move(c)), registry(r) { open_plugins(); }
+  Impl(ExperimentConfig c, PluginRegistry& r) : config(std::move(c)), registry(r) {
+    check_device();
+    open_plugins();
+  }
+
+  // Every tensor of a run lives on the CPU; a GPU run needs the CUDA path of DESIGN.md §7, which
+  // is not built yet. Refuse rather than silently train on the CPU.
+  void check_device() const {
+    if (config.experiment.get<std::string>("device") == "cpu") return;
+    throw Error(ErrorKind::Config,
+                config.file + ": [experiment] device = \"cuda\": this version of Bulwark trains on the CPU only " +
+                    (torch::cuda::is_available() ? std::string("(a GPU is visible, but the CUDA path is not implemented yet)")
+                                                 : std::string("(and this LibTorch has no CUDA or sees no GPU)")) +
+                    "; set device = \"cpu\"");
+  }
 
   template <typename I>
   PluginHandle<I> open(const ComponentSpec& spec, const std::string& role, toml::table* resolved_section,
@@ -427,82 +450,164 @@ struct Engine::Impl {
     shared_samples.indices = torch::cat(pieces);
   }
 
-  /// One client's round: local training on its partition with every hook that applies to it.
-  /// Writes its upload into `row` and returns its mean train loss.
-  double train_client(std::int64_t round, std::int64_t client, int attack_index, torch::Tensor row) {
-    const auto indices = partition.client(client);
-    return train_local(indices, local_steps(indices.size(0)), round, client, attack_index,
-                       /*server_side=*/false, row);
-  }
+  /// One client's local training in a round: its examples, step count and upload row.
+  struct LocalJob {
+    torch::Tensor indices;
+    std::int64_t steps = 0;
+    std::int64_t client = 0;
+    int attack_index = -1;  // -1 = honest
+    torch::Tensor row;      // Δ (FedAvg) or the gradient (FedSGD), written by train_local
+  };
 
-  /// DiverseFL's guiding update for a client: the server repeats the client's local training
-  /// (same step count, so the norms are comparable) on the sample the client shared, honestly
-  /// and without privacy hooks.
-  torch::Tensor guiding_update(std::int64_t round, std::int64_t client) {
-    auto row = torch::empty({theta.size(0)}, theta.options());
-    train_local(shared_samples.client(client), local_steps(partition.size(client)), round, client,
-                /*attack_index=*/-1, /*server_side=*/true, row);
-    return row;
-  }
+  /// Rows of the round that train together, and how.
+  struct Chunk {
+    std::vector<std::int64_t> rows;
+    bool stacked = false;    // through the model's StackedModel form, even for one row
+    std::int64_t width = 0;  // stacked: rows per client in the stacked batch
+  };
 
-  /// Local SGD from θ on `indices` for `steps` steps; FedAvg writes Δ = θ_local − θ into `row`,
-  /// FedSGD the first gradient. `server_side` runs skip the attack and privacy hooks.
-  double train_local(const torch::Tensor& indices, std::int64_t steps, std::int64_t round,
-                     std::int64_t client, int attack_index, bool server_side, torch::Tensor row) {
-    const auto& c = config.clients;
-    const auto n = indices.size(0);
-    if (n == 0) {
-      row.zero_();
-      return std::nan("");
+  /// Client-batched training (DESIGN.md §7): rows with data and equal step counts form a group,
+  /// cut in row order into chunks of at most clients.batch_clients, and further so that every
+  /// worker has one. A client's stacked arithmetic depends on its own data and on the group's
+  /// batch width only, not on its chunk (engine_test holds that), so the cut may follow the
+  /// thread count. Without batching every row is a chunk of its own.
+  std::vector<Chunk> plan_chunks(const std::vector<std::int64_t>& participants) const {
+    std::vector<Chunk> chunks;
+    std::map<std::int64_t, std::vector<std::int64_t>> groups;  // step count -> rows
+    for (std::size_t i = 0; i < participants.size(); ++i) {
+      const auto n = partition.size(participants[i]);
+      const auto row = static_cast<std::int64_t>(i);
+      if (batching && n > 0) {
+        groups[local_steps(n)].push_back(row);
+      } else {
+        chunks.push_back({{row}});
+      }
     }
+    const auto batch_size = config.clients.get<std::int64_t>("batch_size");
+    const auto cap = config.clients.get<std::int64_t>("batch_clients");
+    for (const auto& [steps, rows] : groups) {
+      std::int64_t width = 0;
+      for (auto row : rows) width = std::max(width, std::min(batch_size, partition.size(participants[row])));
+      const auto size = static_cast<std::int64_t>(rows.size());
+      const auto count = std::min(size, std::max<std::int64_t>((size + cap - 1) / cap, threads));
+      for (std::int64_t c = 0; c < count; ++c) {
+        chunks.push_back({{rows.begin() + c * size / count, rows.begin() + (c + 1) * size / count}, true, width});
+      }
+    }
+    return chunks;
+  }
+
+  /// Local SGD of one or more clients from θ, each with every hook that applies to it. With
+  /// `width` > 0 the clients (equal step counts) train as one stacked model — Θ [K, d], the
+  /// model's StackedModel form, each client's batch padded to `width` rows with rows that carry no
+  /// loss — otherwise the single client trains on the model itself. Returns each client's mean
+  /// train loss. `server_side` runs (DiverseFL's guiding updates) skip the attack and privacy hooks.
+  std::vector<double> train_local(std::int64_t round, const std::vector<LocalJob>& jobs, bool server_side,
+                                  std::int64_t width = 0) {
+    const auto& c = config.clients;
+    const auto clients = static_cast<std::int64_t>(jobs.size());
+    const auto d = theta.size(0);
+    std::vector<double> losses(clients, 0.0);
+    if (clients == 1 && jobs[0].indices.size(0) == 0) {
+      jobs[0].row.zero_();
+      return {std::nan("")};
+    }
+    const bool stacked = width > 0;
     const bool fedsgd = config.experiment.get<std::string>("mode") == "fedsgd";
-    const auto batch = std::min<std::int64_t>(c.get<std::int64_t>("batch_size"), n);
-    const auto batches_per_epoch = (n + batch - 1) / batch;
     const double lr = c.get<double>("lr"), momentum = c.get<double>("momentum"),
                  weight_decay = c.get<double>("weight_decay");
-
-    auto batch_generator =
-        stream_generator(seed, round, client, server_side ? Stream::Aggregator : Stream::Batches);
-    auto attack_generator = stream_generator(seed, round, client, Stream::Attack);
-    auto privacy_generator = stream_generator(seed, round, client, Stream::Privacy);
-    Attack* attack = attack_index >= 0 && attacks[attack_index].plugin->poisons_data()
-                         ? &*attacks[attack_index].plugin : nullptr;
     PrivacyMechanism* mechanism = server_side ? nullptr : privacy.operator->();
     const bool per_example = mechanism && mechanism->per_example();
+    const auto steps = jobs[0].steps;
 
-    auto local = theta.clone().requires_grad_(true);
+    // Each client keeps its own random streams and epoch order: its numbers are those it would
+    // get training alone.
+    struct Cursor {
+      std::int64_t n, batch, batches_per_epoch;
+      at::Generator batches, attack, privacy;
+      Attack* data_attack;
+      torch::Tensor order;
+    };
+    std::vector<Cursor> cursors;
+    for (const auto& job : jobs) {
+      const auto n = job.indices.size(0);
+      const auto batch = std::min<std::int64_t>(c.get<std::int64_t>("batch_size"), n);
+      cursors.push_back({n, batch, (n + batch - 1) / batch,
+                         stream_generator(seed, round, job.client, server_side ? Stream::Aggregator : Stream::Batches),
+                         stream_generator(seed, round, job.client, Stream::Attack),
+                         stream_generator(seed, round, job.client, Stream::Privacy),
+                         job.attack_index >= 0 && attacks[job.attack_index].plugin->poisons_data()
+                             ? &*attacks[job.attack_index].plugin : nullptr,
+                         {}});
+    }
+    auto stacked_forward = [&](const torch::Tensor& params, const torch::Tensor& inputs) {
+      return stacked ? stacked_model->forward_stacked(params, inputs) : model->forward(params.view({d}), inputs);
+    };
+
+    auto local = theta.unsqueeze(0).repeat({clients, 1}).requires_grad_(true);  // Θ [K, d]
     torch::Tensor velocity;
-    torch::Tensor order;
-    double loss_sum = 0.0;
     for (std::int64_t step = 0; step < steps; ++step) {
-      const auto position = (step % batches_per_epoch) * batch;
-      if (position == 0) order = torch::randperm(n, batch_generator, torch::kLong);  // new epoch
-      auto take = indices.index_select(0, order.narrow(0, position, std::min(batch, n - position)));
-      auto inputs = data.train_inputs.index_select(0, take);
-      auto labels = data.train_labels.index_select(0, take);
-      if (attack) {
-        DataAttackContext context{round, client, data.num_classes, attack_generator};
-        guarded(attacks[attack_index].label, "poison_batch",
-                [&] { attack->poison_batch(inputs, labels, context); });
+      // Stacked, client k's batch fills rows [k·width, k·width + size_k) and zero rows that carry
+      // no loss pad it (short batches: an epoch's last, a client with fewer than B examples).
+      std::vector<torch::Tensor> input_parts, label_parts;
+      std::vector<std::int64_t> sizes;
+      for (std::int64_t k = 0; k < clients; ++k) {
+        auto& cursor = cursors[k];
+        const auto position = (step % cursor.batches_per_epoch) * cursor.batch;
+        if (position == 0) cursor.order = torch::randperm(cursor.n, cursor.batches, torch::kLong);  // new epoch
+        auto take = jobs[k].indices.index_select(
+            0, cursor.order.narrow(0, position, std::min(cursor.batch, cursor.n - position)));
+        auto inputs = data.train_inputs.index_select(0, take);
+        auto labels = data.train_labels.index_select(0, take);
+        if (cursor.data_attack) {
+          const auto& attack = attacks[jobs[k].attack_index];
+          DataAttackContext context{round, jobs[k].client, data.num_classes, cursor.attack};
+          guarded(attack.label, "poison_batch", [&] { cursor.data_attack->poison_batch(inputs, labels, context); });
+        }
+        sizes.push_back(inputs.size(0));
+        if (stacked && inputs.size(0) < width) {
+          auto padding_shape = inputs.sizes().vec();
+          padding_shape[0] = width - inputs.size(0);
+          inputs = torch::cat({inputs, torch::zeros(padding_shape, inputs.options())});
+          labels = torch::cat({labels, torch::zeros({padding_shape[0]}, labels.options())});
+        }
+        input_parts.push_back(inputs);
+        label_parts.push_back(labels);
       }
+      auto inputs = stacked ? torch::cat(input_parts) : input_parts[0];
+      auto labels = stacked ? torch::cat(label_parts) : label_parts[0];
+      // Each client's mean cross-entropy over its own rows; the sum's gradient is each client's own.
+      auto client_losses = [&](const torch::Tensor& logits) {
+        if (!stacked) return torch::cross_entropy_loss(logits, labels).view({1});
+        auto weight = torch::zeros({clients, width});
+        for (std::int64_t k = 0; k < clients; ++k) weight[k].narrow(0, 0, sizes[k]).fill_(1.0 / static_cast<double>(sizes[k]));
+        auto per_row = torch::cross_entropy_loss(logits, labels, {}, at::Reduction::None).view({clients, width});
+        return (per_row * weight).sum(1);
+      };
 
-      torch::Tensor gradient;
+      torch::Tensor gradient, step_losses;
       if (per_example) {
-        auto per_example_grads = model->per_example_gradients(local, inputs, labels);
-        PrivacyStepContext context{round, total_rounds(), client, step, steps, inputs.size(0),
-                                   &model->layout(), privacy_generator};
-        context.rows_observed = false;  // nothing reads the rows after the hook during training
-        gradient = guarded(privacy_label, "privatize_gradients",
-                           [&] { return privacy->privatize_gradients(per_example_grads, context); });
+        auto rows = stacked ? stacked_model->per_example_gradients_stacked(local, inputs, labels)
+                            : model->per_example_gradients(local.view({d}), inputs, labels);
+        gradient = torch::empty({clients, d});
+        for (std::int64_t k = 0; k < clients; ++k) {
+          PrivacyStepContext context{round, total_rounds(), jobs[k].client, step, steps, sizes[k],
+                                     &model->layout(), cursors[k].privacy};
+          context.rows_observed = false;  // nothing reads the rows after the hook during training
+          auto own = rows.narrow(0, k * width, sizes[k]);
+          gradient[k].copy_(guarded(privacy_label, "privatize_gradients",
+                                    [&] { return privacy->privatize_gradients(own, context); }));
+        }
         torch::NoGradGuard no_grad;
-        loss_sum += torch::cross_entropy_loss(model->forward(local, inputs), labels).item<double>();
+        step_losses = client_losses(stacked_forward(local, inputs));
       } else {
-        auto loss = torch::cross_entropy_loss(model->forward(local, inputs), labels);
-        gradient = torch::autograd::grad({loss}, {local})[0];
-        loss_sum += loss.item<double>();
+        step_losses = client_losses(stacked_forward(local, inputs));
+        gradient = torch::autograd::grad({step_losses.sum()}, {local})[0];
       }
+      const auto loss_values = step_losses.detach().to(torch::kDouble).contiguous();
+      for (std::int64_t k = 0; k < clients; ++k) losses[k] += loss_values[k].item<double>();
       if (fedsgd) {
-        row.copy_(gradient);
+        for (std::int64_t k = 0; k < clients; ++k) jobs[k].row.copy_(gradient[k]);
         break;
       }
       torch::NoGradGuard no_grad;
@@ -513,13 +618,29 @@ struct Engine::Impl {
       }
       local.sub_(lr * gradient);
     }
-    if (!fedsgd) row.copy_(local.detach() - theta);
 
-    if (mechanism && mechanism->on_client_update()) {
-      ClientUpdateContext context{round, total_rounds(), client, n, &model->layout(), privacy_generator};
-      guarded(privacy_label, "privatize_update", [&] { privacy->privatize_update(row, context); });
+    torch::NoGradGuard no_grad;
+    for (std::int64_t k = 0; k < clients; ++k) {
+      const auto& job = jobs[k];
+      auto row = job.row;  // a handle on the same storage, for the hook's non-const reference
+      if (!fedsgd) row.copy_(local[k] - theta);
+      if (mechanism && mechanism->on_client_update()) {
+        ClientUpdateContext context{round, total_rounds(), job.client, cursors[k].n, &model->layout(), cursors[k].privacy};
+        guarded(privacy_label, "privatize_update", [&] { privacy->privatize_update(row, context); });
+      }
+      losses[k] /= static_cast<double>(fedsgd ? 1 : steps);
     }
-    return loss_sum / static_cast<double>(fedsgd ? 1 : steps);
+    return losses;
+  }
+
+  /// DiverseFL's guiding update for a client: the server repeats the client's local training
+  /// (same step count, so the norms are comparable) on the sample the client shared, honestly
+  /// and without privacy hooks.
+  torch::Tensor guiding_update(std::int64_t round, std::int64_t client) {
+    auto row = torch::empty({theta.size(0)}, theta.options());
+    LocalJob job{shared_samples.client(client), local_steps(partition.size(client)), client, -1, row};
+    train_local(round, {job}, /*server_side=*/true);
+    return row;
   }
 
   /// Runs the pre-aggregators and the rule. With `probe`, stateful plugins are restored after.
@@ -703,6 +824,10 @@ struct Engine::Impl {
                                 "use a loop of batch-size-1 backward passes (correct, slower)");
       if (options.on_notice) options.on_notice(summary_notices.back());
     }
+    stacked_model = dynamic_cast<const detail::StackedModel*>(model.get());
+    const auto batching_mode = config.clients.get<std::string>("batching");
+    batching = stacked_model && (batching_mode == "on" ||
+                                 (batching_mode == "auto" && model->layout().total <= kAutoBatchingMaxParameters));
     theta = model->initial_parameters(derive_seed(seed, 0, kServer, Stream::Init));
     resolve_attack_sets();
     share_samples();
@@ -758,8 +883,15 @@ struct Engine::Impl {
       auto weights = torch::empty({n}, torch::kDouble);
       std::vector<double> client_loss(n);
       auto phase = Clock::now();
-      parallel_for(n, threads, [&](std::int64_t i) {
-        client_loss[i] = train_client(round, participants[i], owner[i], updates[i]);
+      const auto chunks = plan_chunks(participants);
+      parallel_for(static_cast<std::int64_t>(chunks.size()), threads, [&](std::int64_t c) {
+        std::vector<LocalJob> jobs;
+        for (auto i : chunks[c].rows) {
+          const auto indices = partition.client(participants[i]);
+          jobs.push_back({indices, indices.size(0) > 0 ? local_steps(indices.size(0)) : 0, participants[i], owner[i], updates[i]});
+        }
+        const auto losses = train_local(round, jobs, /*server_side=*/false, chunks[c].width);
+        for (std::size_t k = 0; k < chunks[c].rows.size(); ++k) client_loss[chunks[c].rows[k]] = losses[k];
       });
       for (std::int64_t i = 0; i < n; ++i) weights[i] = static_cast<double>(partition.size(participants[i]));
       const double time_train = seconds_since(phase);

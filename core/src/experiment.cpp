@@ -87,7 +87,7 @@ const std::vector<OptionSpec>& experiment_option_specs() {
        "fedavg: clients upload Δ = θ_local − θ after local training; fedsgd: one gradient at θ on one batch.",
        "fedavg|fedsgd"},
       {"eval_batch_size", OptType::Int, "1000", 1, kInf, "Batch size for evaluation.", nullptr},
-      {"device", OptType::String, "\"cpu\"", 0, 0, "cpu, or cuda when LibTorch has CUDA.", "cpu|cuda"},
+      {"device", OptType::String, "\"cpu\"", 0, 0, "cpu (cuda is reserved: this version refuses it with an error).", "cpu|cuda"},
       {"checkpoint_every", OptType::Int, "0", 0, kInf,
        "Save a checkpoint every k rounds (0 = never); `bulwark run --resume` continues from it with "
        "the same results as an uninterrupted run.",
@@ -108,6 +108,13 @@ const std::vector<OptionSpec>& client_option_specs() {
       {"lr", OptType::Float, "0.01", 0, kInf, "Local learning rate.", nullptr},
       {"momentum", OptType::Float, "0", 0, 1, "Local SGD momentum (PyTorch semantics, reset every round).", nullptr},
       {"weight_decay", OptType::Float, "0", 0, kInf, "Local L2 weight decay.", nullptr},
+      {"batching", OptType::String, "\"auto\"", 0, 0,
+       "Client-batched local training: clients of a round with equal step counts train as one stacked "
+       "model (the same numbers to float rounding). auto = on for zoo models with d <= 65,536 "
+       "parameters, where it is faster on a CPU; on; off = one client at a time.", "auto|on|off"},
+      {"batch_clients", OptType::Int, "32", 1, kInf,
+       "Most clients trained together in one stacked model (memory: K x (d + batch activations), and "
+       "K x B x d for per-example privacy).", nullptr},
   };
   return specs;
 }

@@ -19,6 +19,10 @@ std::string shape_string(const Shape& shape) {
 }
 
 Layer::~Layer() = default;
+torch::Tensor Layer::forward_stacked(const torch::Tensor& x, const std::vector<torch::Tensor>& params,
+                                     std::int64_t) const {
+  return forward(x, params);
+}
 void Layer::initialise(const std::vector<torch::Tensor>&, at::Generator&) const {}
 void Layer::per_example(const torch::Tensor&, const torch::Tensor&,
                         const std::vector<torch::Tensor>&) const {}
@@ -78,6 +82,13 @@ class Linear final : public Layer {
     return torch::linear(x, params[first_], params[first_ + 1]);
   }
 
+  torch::Tensor forward_stacked(const torch::Tensor& x, const std::vector<torch::Tensor>& params,
+                                std::int64_t clients) const override {
+    return torch::baddbmm(params[first_ + 1].unsqueeze(1), x.view({clients, -1, in_}),
+                          params[first_].transpose(1, 2))
+        .view({-1, out_});
+  }
+
   void initialise(const std::vector<torch::Tensor>& params,
                   at::Generator& generator) const override {
     default_uniform(params[first_], params[first_ + 1], in_, generator);
@@ -132,6 +143,21 @@ class Conv2d final : public Layer {
     }
     return torch::conv2d(x, params[first_], params[first_ + 1], {stride_, stride_},
                          {padding_, padding_});
+  }
+
+  // im2col + one matrix product per client: unlike a grouped convolution (groups = K), each
+  // client's arithmetic is the same whatever K is, so results do not depend on how clients are
+  // batched.
+  torch::Tensor forward_stacked(const torch::Tensor& x, const std::vector<torch::Tensor>& params,
+                                std::int64_t clients) const override {
+    const auto out_h = (x.size(2) + 2 * padding_ - kernel_) / stride_ + 1;
+    const auto out_w = (x.size(3) + 2 * padding_ - kernel_) / stride_ + 1;
+    auto columns = torch::im2col(x, {kernel_, kernel_}, {1, 1}, {padding_, padding_},
+                                 {stride_, stride_})
+                       .view({clients, -1, in_ * kernel_ * kernel_, out_h * out_w});
+    auto weight = params[first_].reshape({clients, 1, out_, in_ * kernel_ * kernel_});
+    auto y = torch::matmul(weight, columns) + params[first_ + 1].view({clients, 1, out_, 1});
+    return y.view({-1, out_, out_h, out_w});
   }
 
   void initialise(const std::vector<torch::Tensor>& params,
@@ -195,6 +221,16 @@ class GroupNorm final : public Layer {
   torch::Tensor forward(const torch::Tensor& x,
                         const std::vector<torch::Tensor>& params) const override {
     return torch::group_norm(x, groups_, params[first_], params[first_ + 1], kEps);
+  }
+
+  // Statistics are per example; only the affine γ, β differ between clients.
+  torch::Tensor forward_stacked(const torch::Tensor& x, const std::vector<torch::Tensor>& params,
+                                std::int64_t clients) const override {
+    auto normalised = torch::group_norm(x, groups_, {}, {}, kEps);
+    auto grouped = normalised.view({clients, x.size(0) / clients, channels_, -1});
+    return (grouped * params[first_].view({clients, 1, channels_, 1}) +
+            params[first_ + 1].view({clients, 1, channels_, 1}))
+        .view(x.sizes());
   }
 
   void initialise(const std::vector<torch::Tensor>& params, at::Generator&) const override {

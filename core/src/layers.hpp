@@ -37,6 +37,13 @@ class Layer {
   virtual torch::Tensor forward(const torch::Tensor& x,
                                 const std::vector<torch::Tensor>& params) const = 0;
 
+  /// The same layer for `clients` = K clients at once (client-batched training): `params` are
+  /// [K, ...entry shape] views of Θ [K, d] and x [K·B, ...input] holds client k's batch in rows
+  /// [k·B, (k+1)·B). The default serves layers without parameters, which act per example.
+  virtual torch::Tensor forward_stacked(const torch::Tensor& x,
+                                        const std::vector<torch::Tensor>& params,
+                                        std::int64_t clients) const;
+
   /// Writes PyTorch's default initialisation of this layer into its entries of `params` (views of
   /// θ, written in place), drawing from `generator` in entry order.
   virtual void initialise(const std::vector<torch::Tensor>& params, at::Generator& generator) const;

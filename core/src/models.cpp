@@ -43,6 +43,8 @@ const std::vector<OptionSpec>& model_option_specs() {
 
 namespace detail {
 
+StackedModel::~StackedModel() = default;
+
 std::string thousands(std::int64_t value) {
   auto digits = std::to_string(value < 0 ? -value : value);
   std::string out;
@@ -61,7 +63,7 @@ using detail::Layer;
 using detail::Shape;
 using detail::shape_string;
 
-class SequentialModel final : public Model {
+class SequentialModel final : public Model, public detail::StackedModel {
  public:
   SequentialModel(std::string arch, std::string summary, Shape input,
                   std::vector<std::unique_ptr<Layer>> layers, std::int64_t num_classes,
@@ -89,34 +91,79 @@ class SequentialModel final : public Model {
   const ParamLayout& layout() const override { return layout_; }
 
   torch::Tensor forward(const torch::Tensor& params, const torch::Tensor& inputs) const override {
-    check_inputs(inputs);
-    auto views = parameter_views(params);
-    auto h = inputs;
-    for (const auto& layer : layers_) h = layer->forward(h, views);
-    return h;
+    return run(params, inputs, /*clients=*/0);
+  }
+
+  torch::Tensor forward_stacked(const torch::Tensor& params, const torch::Tensor& inputs) const override {
+    return run(params, inputs, stacked_clients(params, inputs));
   }
 
   torch::Tensor per_example_gradients(const torch::Tensor& params, const torch::Tensor& inputs,
                                       const torch::Tensor& labels) const override {
+    return per_example(params, inputs, labels, /*clients=*/0);
+  }
+
+  torch::Tensor per_example_gradients_stacked(const torch::Tensor& params, const torch::Tensor& inputs,
+                                              const torch::Tensor& labels) const override {
+    return per_example(params, inputs, labels, stacked_clients(params, inputs));
+  }
+
+  bool vectorised() const override { return true; }
+
+  torch::Tensor initial_parameters(std::uint64_t seed) const override {
+    torch::NoGradGuard no_grad;
+    auto generator = make_generator(seed);
+    auto theta = torch::empty({layout_.total});
+    if (dlg_init_) {
+      theta.uniform_(-0.5, 0.5, generator);
+    } else {
+      auto views = parameter_views(theta);
+      for (const auto& layer : layers_) layer->initialise(views, generator);
+    }
+    return theta;
+  }
+
+  std::string describe() const override {
+    return summary_ + ", d = " + detail::thousands(layout_.total);
+  }
+
+ private:
+  // clients = 0: θ [d] and the layers' plain forward; clients = K: Θ [K, d] and their stacked one.
+  torch::Tensor layer_forward(const Layer& layer, const torch::Tensor& h,
+                              const std::vector<torch::Tensor>& views, std::int64_t clients) const {
+    return clients == 0 ? layer.forward(h, views) : layer.forward_stacked(h, views, clients);
+  }
+
+  torch::Tensor run(const torch::Tensor& params, const torch::Tensor& inputs, std::int64_t clients) const {
+    check_inputs(inputs);
+    auto views = parameter_views(params, clients);
+    auto h = inputs;
+    for (const auto& layer : layers_) h = layer_forward(*layer, h, views, clients);
+    return h;
+  }
+
+  torch::Tensor per_example(const torch::Tensor& params, const torch::Tensor& inputs,
+                            const torch::Tensor& labels, std::int64_t clients) const {
     check_inputs(inputs);
     const auto batch = inputs.size(0);
     if (batch == 0) return torch::zeros({0, layout_.total});
     torch::AutoGradMode grad_mode(true);
-    auto views = parameter_views(params.detach());
+    auto views = parameter_views(params.detach(), clients);
 
     // Inputs that require grad put every layer output in the graph while θ stays out of it:
     // the backward pass below then runs only what reaches the layer outputs, no weight-gradient
     // kernels, and the rules rebuild the [B, d] matrix from each layer's input and output grad.
+    // The rules need no parameters, so they serve stacked clients unchanged.
     auto h = inputs.detach().requires_grad_(true);
     std::vector<torch::Tensor> layer_inputs;
     std::vector<torch::Tensor> layer_outputs;
     for (const auto& layer : layers_) {
       if (!layer->has_parameters()) {
-        h = layer->forward(h, views);
+        h = layer_forward(*layer, h, views, clients);
         continue;
       }
       layer_inputs.push_back(h);
-      h = layer->forward(h, views);
+      h = layer_forward(*layer, h, views, clients);
       layer_outputs.push_back(h);
     }
     auto loss = torch::nn::functional::cross_entropy(
@@ -144,38 +191,35 @@ class SequentialModel final : public Model {
     return result;
   }
 
-  bool vectorised() const override { return true; }
-
-  torch::Tensor initial_parameters(std::uint64_t seed) const override {
-    torch::NoGradGuard no_grad;
-    auto generator = make_generator(seed);
-    auto theta = torch::empty({layout_.total});
-    if (dlg_init_) {
-      theta.uniform_(-0.5, 0.5, generator);
-    } else {
-      auto views = parameter_views(theta);
-      for (const auto& layer : layers_) layer->initialise(views, generator);
+  std::int64_t stacked_clients(const torch::Tensor& params, const torch::Tensor& inputs) const {
+    const auto clients = params.dim() == 2 ? params.size(0) : 0;
+    if (clients < 1 || inputs.size(0) % clients != 0) {
+      throw Error(ErrorKind::Runtime, "model '" + arch_ + "' takes stacked parameters [K, " +
+                                          std::to_string(layout_.total) + "] and K·B inputs, got " +
+                                          shape_string(params.sizes().vec()) + " and " +
+                                          std::to_string(inputs.size(0)) + " inputs");
     }
-    return theta;
+    return clients;
   }
 
-  std::string describe() const override {
-    return summary_ + ", d = " + detail::thousands(layout_.total);
-  }
-
- private:
   // One view per layout entry. split_with_sizes makes a single autograd node whose backward
   // concatenates the entry gradients into the flat [d] gradient (narrow() per entry would
   // materialise and add one [d] tensor per entry).
-  std::vector<torch::Tensor> parameter_views(const torch::Tensor& params) const {
-    if (params.dim() != 1 || params.size(0) != layout_.total) {
+  // With clients = K > 0, views [K, ...shape] of Θ [K, d].
+  std::vector<torch::Tensor> parameter_views(const torch::Tensor& params, std::int64_t clients = 0) const {
+    const std::int64_t dims = clients == 0 ? 1 : 2;
+    if (params.dim() != dims || params.size(dims - 1) != layout_.total) {
       throw Error(ErrorKind::Runtime, "model '" + arch_ + "' takes parameters [" +
                                           std::to_string(layout_.total) + "], got " +
                                           shape_string(params.sizes().vec()));
     }
-    auto parts = params.split_with_sizes(numels_);
-    for (std::size_t i = 0; i < parts.size(); ++i)
-      parts[i] = parts[i].view(layout_.entries[i].shape);
+    auto parts = params.split_with_sizes(numels_, dims - 1);
+    for (std::size_t i = 0; i < parts.size(); ++i) {
+      std::vector<std::int64_t> shape;
+      if (clients > 0) shape.push_back(clients);
+      shape.insert(shape.end(), layout_.entries[i].shape.begin(), layout_.entries[i].shape.end());
+      parts[i] = parts[i].view(shape);
+    }
     return parts;
   }
 

@@ -34,6 +34,23 @@ std::unique_ptr<Model> build_model(const Options& options,
 
 namespace detail {
 
+/// The client-batched form of a zoo model (DESIGN.md §7): K clients' parameters Θ [K, d] in one
+/// pass. Inputs [K·B, ...] hold client k's batch in rows [k·B, (k+1)·B), evaluated at Θ[k]. The
+/// layer models implement it; the engine trains clients one by one for models that do not.
+class StackedModel {
+ public:
+  virtual ~StackedModel();
+
+  /// logits [K·B, classes]; differentiable with respect to `params`.
+  virtual torch::Tensor forward_stacked(const torch::Tensor& params,
+                                        const torch::Tensor& inputs) const = 0;
+
+  /// Per-example gradients [K·B, d] of the summed cross-entropy, row r taken at Θ[r / B].
+  virtual torch::Tensor per_example_gradients_stacked(const torch::Tensor& params,
+                                                      const torch::Tensor& inputs,
+                                                      const torch::Tensor& labels) const = 0;
+};
+
 /// The TorchScript member of the zoo (model_torchscript.cpp). `path` must name a module saved by
 /// torch.jit.script(...).save() or torch::jit::Module::save(); Error(Data) otherwise.
 std::unique_ptr<Model> load_torchscript_model(const std::string& path,

@@ -1,0 +1,194 @@
+// Client-batched training (DESIGN.md §7): the stacked form of every zoo model against the model
+// evaluated client by client, and the engine with clients.batching on against off, with and
+// without privacy.
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <doctest/doctest.h>
+#include <torch/torch.h>
+
+#include "bulwark/rng.hpp"
+#include "config.hpp"
+#include "engine.hpp"
+#include "models.hpp"
+#include "test_support.hpp"
+#include "tiny_experiment.hpp"
+
+using namespace bulwark;
+using torch::Tensor;
+
+namespace {
+
+constexpr std::int64_t kClients = 3, kBatch = 4;
+
+double max_abs(const Tensor& t) { return t.abs().max().item<double>(); }
+
+/// ∇ of each client's mean cross-entropy, [K, d]: one autograd pass per client on the model.
+Tensor client_gradients(const Model& model, const Tensor& params, const Tensor& x, const Tensor& y) {
+  std::vector<Tensor> rows;
+  for (std::int64_t k = 0; k < params.size(0); ++k) {
+    auto p = params[k].detach().requires_grad_(true);
+    auto loss = torch::cross_entropy_loss(model.forward(p, x.narrow(0, k * kBatch, kBatch)),
+                                          y.narrow(0, k * kBatch, kBatch));
+    rows.push_back(torch::autograd::grad({loss}, {p})[0]);
+  }
+  return torch::stack(rows);
+}
+
+Tensor stacked_gradients(const bulwark::detail::StackedModel& model, const Tensor& params, const Tensor& x, const Tensor& y) {
+  auto p = params.detach().requires_grad_(true);
+  auto losses = torch::cross_entropy_loss(model.forward_stacked(p, x), y, {}, at::Reduction::None)
+                    .view({params.size(0), kBatch})
+                    .mean(1);
+  return torch::autograd::grad({losses.sum()}, {p})[0];
+}
+
+RunSummary run_tiny(const std::string& name, const std::string& extra,
+                    const std::vector<std::string>& overrides, int threads = 2) {
+  auto dir = test::scratch_dir("batching_" + name);
+  test::write_file(dir / "experiment.toml", test::tiny_experiment(extra));
+  Engine engine(load_experiment((dir / "experiment.toml").string(), overrides), test::registry());
+  RunOptions options;
+  options.output_dir = dir / "out";
+  options.threads = threads;
+  return engine.run(options);
+}
+
+double metric(const MetricsRow& row, const std::string& name) {
+  for (const auto& [key, value] : row) {
+    if (key == name) return value;
+  }
+  FAIL("no metric " << name);
+  return 0;
+}
+
+}  // namespace
+
+TEST_CASE("stacked zoo models: K clients at once equal each client on the model, and a client's numbers do not depend on K") {
+  struct Case {
+    std::string toml;
+    std::vector<std::int64_t> shape;
+  };
+  const std::vector<Case> cases = {
+      {"arch = \"softmax\"", {1, 28, 28}},
+      {"arch = \"mlp\"\nhidden = [24, 12]\nactivation = \"sigmoid\"", {54}},
+      {"arch = \"cnn\"", {1, 28, 28}},
+      {"arch = \"cnn\"\ngroups = 1\nactivation = \"relu\"", {3, 15, 15}},
+      {"arch = \"lenet\"", {3, 32, 32}},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.toml);
+    auto model = build_model(options_from_string(c.toml, model_option_specs(), "model"), c.shape, 10);
+    const auto* stacked = dynamic_cast<const bulwark::detail::StackedModel*>(model.get());
+    REQUIRE(stacked != nullptr);
+    const auto d = model->layout().total;
+    // Clients away from θ0 and from each other, as after some local steps.
+    auto params = model->initial_parameters(1).unsqueeze(0) + 0.1 * torch::randn({kClients, d}, make_generator(2));
+    std::vector<std::int64_t> sizes{kClients * kBatch};
+    sizes.insert(sizes.end(), c.shape.begin(), c.shape.end());
+    auto x = torch::rand(sizes, make_generator(3));
+    auto y = torch::randint(10, {kClients * kBatch}, make_generator(4), torch::kLong);
+
+    auto logits = stacked->forward_stacked(params, x);
+    auto per_example = stacked->per_example_gradients_stacked(params, x, y).clone();
+    for (std::int64_t k = 0; k < kClients; ++k) {
+      CAPTURE(k);
+      auto xk = x.narrow(0, k * kBatch, kBatch), yk = y.narrow(0, k * kBatch, kBatch);
+      CHECK(max_abs(logits.narrow(0, k * kBatch, kBatch) - model->forward(params[k], xk)) <= 1e-5);
+      auto expected = model->per_example_gradients(params[k], xk, yk);
+      CHECK(max_abs(per_example.narrow(0, k * kBatch, kBatch) - expected) <= 1e-5 * std::max(1.0, max_abs(expected)));
+    }
+    auto expected = client_gradients(*model, params, x, y);
+    auto gradients = stacked_gradients(*stacked, params, x, y);
+    CHECK(max_abs(gradients - expected) <= 1e-5 * std::max(1.0, max_abs(expected)));
+
+    // Client 1 alone (K = 1) and with two others (K = 3): bit for bit, which is what lets the
+    // engine cut a round into chunks by thread count.
+    auto alone_params = params.narrow(0, 1, 1), alone_x = x.narrow(0, kBatch, kBatch), alone_y = y.narrow(0, kBatch, kBatch);
+    CHECK(torch::equal(stacked->forward_stacked(alone_params, alone_x), logits.narrow(0, kBatch, kBatch)));
+    CHECK(torch::equal(stacked->per_example_gradients_stacked(alone_params, alone_x, alone_y),
+                       per_example.narrow(0, kBatch, kBatch)));
+    CHECK(torch::equal(stacked_gradients(*stacked, alone_params, alone_x, alone_y), gradients[1].unsqueeze(0)));
+  }
+}
+
+TEST_CASE("stacked zoo models: parameters and inputs that do not stack are refused") {
+  auto model = build_model(options_from_string("arch = \"softmax\"", model_option_specs(), "model"), {6}, 10);
+  const auto* stacked = dynamic_cast<const bulwark::detail::StackedModel*>(model.get());
+  REQUIRE(stacked != nullptr);
+  const auto d = model->layout().total;
+  CHECK_THROWS_WITH_AS(stacked->forward_stacked(torch::zeros({d}), torch::zeros({4, 6})),
+                       doctest::Contains("stacked parameters [K, 70]"), Error);
+  CHECK_THROWS_WITH_AS(stacked->forward_stacked(torch::zeros({3, d}), torch::zeros({4, 6})),
+                       doctest::Contains("K·B inputs"), Error);
+}
+
+TEST_CASE("client-batched training gives the one-by-one numbers to 1e-5, with and without privacy") {
+  struct Case {
+    std::string name, extra;
+    std::vector<std::string> overrides;
+  };
+  // The tiny run: 100 examples per client at B = 16, so every epoch ends on a short batch of 4
+  // (padded rows); dirichlet gives clients different sizes, hence step counts (several groups)
+  // and clients with fewer than B examples.
+  const std::vector<Case> cases = {
+      {"plain", "", {}},
+      {"decay_dirichlet", "weight_decay = 0.01\n", {"data.partition.scheme=\"dirichlet\"", "data.partition.alpha=0.3"}},
+      {"label_flip", "\n[[attack]]\nplugin = \"label_flip\"\nbyzantine = 2\n", {}},
+      {"fedsgd", "", {"experiment.mode=\"fedsgd\"", "clients.batch_size=40"}},
+      {"cnn", "", {"model.arch=\"cnn\"", "data.shape=[1, 8, 8]", "clients.local_iterations=3"}},
+      {"dp_sgd", "\n[privacy]\nplugin = \"dp_sgd\"\nclip = 0.5\nnoise_multiplier = 0.8\n", {}},
+      {"fed_cdp", "\n[privacy]\nplugin = \"fed_cdp\"\nclip = 1.0\nnoise_multiplier = 0.5\n", {"data.partition.scheme=\"dirichlet\""}},
+      {"fed_sdp", "\n[privacy]\nplugin = \"fed_sdp\"\nclip = 1.0\nnoise_multiplier = 0.3\n", {}},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.name);
+    auto off_overrides = c.overrides, on_overrides = c.overrides;
+    off_overrides.push_back("clients.batching=\"off\"");
+    on_overrides.push_back("clients.batching=\"on\"");
+    on_overrides.push_back("clients.batch_clients=3");  // 4 clients a round: chunks of several sizes
+    auto off = run_tiny(c.name + "_off", c.extra, off_overrides);
+    auto on = run_tiny(c.name + "_on", c.extra, on_overrides);
+    REQUIRE(off.metrics.size() == on.metrics.size());
+    for (std::size_t r = 0; r < off.metrics.size(); ++r) {
+      CAPTURE(r);
+      for (const char* name : {"train_loss", "test_loss"}) {
+        CAPTURE(name);
+        const double a = metric(off.metrics[r], name), b = metric(on.metrics[r], name);
+        CHECK(std::abs(a - b) <= 1e-5 * std::max(1.0, std::abs(a)));
+      }
+    }
+    // Training did something, so agreeing is not trivial.
+    CHECK(metric(off.metrics.back(), "train_loss") != metric(off.metrics.front(), "train_loss"));
+  }
+}
+
+TEST_CASE("client-batched training: the same numbers for any thread count and cap on K") {
+  const std::vector<std::string> cnn = {"model.arch=\"cnn\"", "data.shape=[1, 8, 8]", "clients.local_iterations=3",
+                                        "clients.batching=\"on\""};
+  auto reference = run_tiny("threads1", "", cnn, 1);
+  for (const auto& [threads, cap] : std::vector<std::pair<int, int>>{{2, 32}, {2, 1}, {1, 3}}) {
+    CAPTURE(threads);
+    CAPTURE(cap);
+    auto overrides = cnn;
+    overrides.push_back("clients.batch_clients=" + std::to_string(cap));
+    auto run = run_tiny("threads" + std::to_string(threads) + "_cap" + std::to_string(cap), "", overrides, threads);
+    REQUIRE(run.metrics.size() == reference.metrics.size());
+    for (std::size_t r = 0; r < run.metrics.size(); ++r) {
+      for (const char* name : {"train_loss", "test_loss", "test_accuracy"}) {
+        CAPTURE(name);
+        CHECK(metric(run.metrics[r], name) == metric(reference.metrics[r], name));  // bit for bit
+      }
+    }
+  }
+}
+
+TEST_CASE("experiment.device = \"cuda\" is refused with a clear error, not run on the CPU") {
+  auto dir = test::scratch_dir("batching_cuda");
+  test::write_file(dir / "experiment.toml", test::tiny_experiment());
+  CHECK_THROWS_WITH_AS(Engine(load_experiment((dir / "experiment.toml").string(), {"experiment.device=\"cuda\""}),
+                              test::registry()),
+                       doctest::Contains("set device = \"cpu\""), Error);
+}
