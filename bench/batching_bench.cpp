@@ -6,7 +6,9 @@
 // ratio of their time_train (best round after the first), and the largest difference of the
 // test loss between the two runs (the two forms agree to float rounding). Rows for the GroupNorm
 // CNN (d = 107,722), a one-hidden-layer MLP and softmax regression show where batching pays on
-// this machine. Asserts nothing.
+// this machine. First, the ceiling of any client batching on this machine: one local step of K
+// clients at B = 5 (K steps of the model) against one step of the model at B = 5K with shared
+// weights, which no stack of K different models can beat. Asserts nothing.
 //
 //   batching_bench [rounds=3] [local_iterations=100] [threads=2]
 #include <algorithm>
@@ -14,21 +16,19 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <string>
 #include <vector>
 
 #include <ATen/Parallel.h>
-#include <unistd.h>
 
-#include "engine.hpp"
-#include "loader.hpp"
+#include <torch/torch.h>
+
+#include "config.hpp"
+#include "engine_run.hpp"
+#include "models.hpp"
+#include "timing.hpp"
 
 namespace {
-
-namespace fs = std::filesystem;
-constexpr const char* kFashionMnist = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz";
 
 struct Row {
   std::string label, model, privacy;
@@ -42,24 +42,14 @@ struct Timing {
 
 Timing run(bulwark::PluginRegistry& registry, const Row& row, const std::string& batching,
            std::int64_t rounds, std::int64_t iterations, int threads) {
-  const bool real = fs::exists(kFashionMnist);
-  const auto dir = fs::temp_directory_path() / ("bulwark_batching_bench_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  std::ofstream(dir / "experiment.toml")
-      << "[experiment]\nname = \"batching_bench\"\nseed = 1\nrounds = " << rounds << "\nthreads = " << threads
-      << "\n\n"
-      << (real ? "[data]\nplugin = \"idx\"\n"
-               : "[data]\nplugin = \"synthetic\"\nshape = [1, 28, 28]\ntrain_size = 60000\ntest_size = 10000\n")
-      << "\n[data.partition]\nscheme = \"iid\"\n\n[model]\n" << row.model
-      << "\n\n[clients]\ncount = 100\nper_round = " << row.per_round << "\nlocal_iterations = " << iterations
-      << "\nbatch_size = 5\nlr = 0.05\nbatching = \"" << batching << "\"\n"
-      << row.privacy;
-  bulwark::Engine engine(bulwark::load_experiment((dir / "experiment.toml").string()), registry);
-  bulwark::RunOptions options;
-  options.output_dir = dir / "out";
-  options.threads = threads;
-  const auto summary = engine.run(options);
-  fs::remove_all(dir);
+  const auto summary = bulwark::bench::run_experiment(
+      registry,
+      "[experiment]\nname = \"batching_bench\"\nseed = 1\nrounds = " + std::to_string(rounds) + "\n\n" +
+          bulwark::bench::fashion_mnist_data_section() + "\n[data.partition]\nscheme = \"iid\"\n\n[model]\n" +
+          row.model + "\n\n[clients]\ncount = 100\nper_round = " + std::to_string(row.per_round) +
+          "\nlocal_iterations = " + std::to_string(iterations) + "\nbatch_size = 5\nlr = 0.05\nbatching = \"" +
+          batching + "\"\n" + row.privacy,
+      threads);
   Timing timing;
   for (std::size_t r = 0; r < summary.metrics.size(); ++r) {
     for (const auto& [name, value] : summary.metrics[r]) {
@@ -68,6 +58,30 @@ Timing run(bulwark::PluginRegistry& registry, const Row& row, const std::string&
     }
   }
   return timing;
+}
+
+/// K separate B = 5 steps of the model over one B = 5K step with shared weights.
+void print_ceiling(const std::string& model_toml, const std::string& label) {
+  const auto model = bulwark::build_model(
+      bulwark::options_from_string(model_toml, bulwark::model_option_specs(), "[model]"), {1, 28, 28}, 10);
+  const auto theta = model->initial_parameters(/*seed=*/1);
+  auto step_seconds = [&](std::int64_t batch) {
+    const auto x = torch::rand({batch, 1, 28, 28});
+    const auto y = torch::randint(10, {batch}, torch::kLong);
+    return bulwark::bench::best_seconds([&] {
+      auto params = theta.clone().requires_grad_(true);
+      auto loss = torch::cross_entropy_loss(model->forward(params, x), y);
+      auto gradient = torch::autograd::grad({loss}, {params})[0];
+      torch::NoGradGuard no_grad;
+      params.sub_(0.05 * gradient);
+    });
+  };
+  const double small = step_seconds(5);
+  for (std::int64_t k : {10, 50}) {
+    const double shared = step_seconds(5 * k);
+    std::printf("%-20s %9lld %14.3f %14.3f %9.2fx\n", label.c_str(), static_cast<long long>(k), 1e3 * k * small,
+                1e3 * shared, k * small / shared);
+  }
 }
 
 }  // namespace
@@ -88,8 +102,13 @@ int main(int argc, char** argv) {
         {"mlp [64]", mlp, "", 50},     {"softmax", softmax, "", 10},
         {"softmax + fed_cdp", softmax, fed_cdp, 10}, {"softmax", softmax, "", 50},
     };
-    std::printf("%s, 100 clients IID, L = %lld, B = 5, lr 0.05, %d workers; time_train per round, best of rounds 2..%lld\n",
-                fs::exists(kFashionMnist) ? "Fashion-MNIST" : "synthetic 1x28x28", static_cast<long long>(iterations),
+    std::printf("Ceiling: one local step, K steps at B = 5 against one step at B = 5K (shared weights), 1 thread\n");
+    std::printf("%-20s %9s %14s %14s %10s\n", "model", "K", "K x B=5 ms", "B=5K ms", "ceiling");
+    for (const auto& [label, model] : {std::pair{"cnn", cnn}, {"mlp [64]", mlp}, {"softmax", softmax}}) {
+      print_ceiling(model, label);
+    }
+    std::printf("\n%s, 100 clients IID, L = %lld, B = 5, lr 0.05, %d workers; time_train per round, best of rounds 2..%lld\n",
+                bulwark::bench::have_fashion_mnist() ? "Fashion-MNIST" : "synthetic 1x28x28", static_cast<long long>(iterations),
                 threads, static_cast<long long>(rounds));
     std::printf("%-20s %9s %14s %14s %10s %16s\n", "model", "clients", "one-by-one s", "batched s", "speed-up",
                 "max |d test_loss|");

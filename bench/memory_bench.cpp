@@ -12,7 +12,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <string>
 #include <vector>
 
@@ -20,8 +19,7 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
-#include "engine.hpp"
-#include "loader.hpp"
+#include "engine_run.hpp"
 
 namespace {
 
@@ -40,7 +38,7 @@ long peak_kib() {
 /// Two training examples per client: the data grows with N like the partition does.
 std::string experiment_text(std::int64_t clients, bool markov) {
   const std::string attack = markov ? "\n[attack]\nplugin = \"sign_flip\"\nschedule = \"markov\"\nmarkov_p = 0.01\n" : "";
-  return "[experiment]\nname = \"memory_bench\"\nseed = 1\nrounds = 3\nthreads = 2\n\n"
+  return "[experiment]\nname = \"memory_bench\"\nseed = 1\nrounds = 3\n\n"
          "[data]\nplugin = \"synthetic\"\nfeatures = 20\ntrain_size = " + std::to_string(2 * clients) +
          "\ntest_size = 2000\n\n[data.partition]\nscheme = \"iid\"\n\n[model]\narch = \"mlp\"\nhidden = [64]\n\n"
          "[clients]\ncount = " + std::to_string(clients) + "\nper_round = 100\nlocal_iterations = 5\nbatch_size = 2\nlr = 0.1\n" + attack;
@@ -48,17 +46,10 @@ std::string experiment_text(std::int64_t clients, bool markov) {
 
 int child(std::int64_t clients, bool markov) {
   at::set_num_threads(1);
-  const auto dir = fs::temp_directory_path() / ("bulwark_memory_bench_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  std::ofstream(dir / "experiment.toml") << experiment_text(clients, markov);
   {
     bulwark::PluginRegistry registry({BULWARK_BENCH_PLUGIN_DIR});
-    bulwark::Engine engine(bulwark::load_experiment((dir / "experiment.toml").string()), registry);
-    bulwark::RunOptions options;
-    options.output_dir = dir / "out";
-    engine.run(options);
+    bulwark::bench::run_experiment(registry, experiment_text(clients, markov), /*threads=*/2);
   }
-  fs::remove_all(dir);
   std::printf("peak_kib %ld\n", peak_kib());
   return 0;
 }

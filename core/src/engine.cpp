@@ -497,6 +497,20 @@ struct Engine::Impl {
     return chunks;
   }
 
+  /// A malicious client's data hook on its rows of the step's batch (views, rewritten in place).
+  void poison(std::int64_t round, const LocalJob& job, at::Generator& generator, torch::Tensor inputs,
+              torch::Tensor labels) {
+    const auto& attack = attacks[job.attack_index];
+    DataAttackContext context{round, job.client, data.num_classes, generator};
+    auto poisoned_inputs = inputs, poisoned_labels = labels;  // the hook may also hand back new tensors
+    guarded(attack.label, "poison_batch", [&] { attack.plugin->poison_batch(poisoned_inputs, poisoned_labels, context); });
+    if (poisoned_inputs.sizes() != inputs.sizes() || poisoned_labels.sizes() != labels.sizes()) {
+      throw Error(ErrorKind::Runtime, attack.label + " changed the size of a batch in poison_batch; rewrite it in place");
+    }
+    if (!poisoned_inputs.is_same(inputs)) inputs.copy_(poisoned_inputs);
+    if (!poisoned_labels.is_same(labels)) labels.copy_(poisoned_labels);
+  }
+
   /// Local SGD of one or more clients from θ, each with every hook that applies to it. With
   /// `width` > 0 the clients (equal step counts) train as one stacked model — Θ [K, d], the
   /// model's StackedModel form, each client's batch padded to `width` rows with rows that carry no
@@ -525,8 +539,8 @@ struct Engine::Impl {
     struct Cursor {
       std::int64_t n, batch, batches_per_epoch;
       at::Generator batches, attack, privacy;
-      Attack* data_attack;
-      torch::Tensor order;
+      bool poisons_data;
+      torch::Tensor epoch;  // this epoch's shuffled example indices
     };
     std::vector<Cursor> cursors;
     for (const auto& job : jobs) {
@@ -536,51 +550,49 @@ struct Engine::Impl {
                          stream_generator(seed, round, job.client, server_side ? Stream::Aggregator : Stream::Batches),
                          stream_generator(seed, round, job.client, Stream::Attack),
                          stream_generator(seed, round, job.client, Stream::Privacy),
-                         job.attack_index >= 0 && attacks[job.attack_index].plugin->poisons_data()
-                             ? &*attacks[job.attack_index].plugin : nullptr,
+                         job.attack_index >= 0 && attacks[job.attack_index].plugin->poisons_data(),
                          {}});
     }
-    auto stacked_forward = [&](const torch::Tensor& params, const torch::Tensor& inputs) {
+    auto forward = [&](const torch::Tensor& params, const torch::Tensor& inputs) {
       return stacked ? stacked_model->forward_stacked(params, inputs) : model->forward(params.view({d}), inputs);
     };
 
     auto local = theta.unsqueeze(0).repeat({clients, 1}).requires_grad_(true);  // Θ [K, d]
     torch::Tensor velocity;
     for (std::int64_t step = 0; step < steps; ++step) {
-      // Stacked, client k's batch fills rows [k·width, k·width + size_k) and zero rows that carry
-      // no loss pad it (short batches: an epoch's last, a client with fewer than B examples).
-      std::vector<torch::Tensor> input_parts, label_parts;
+      // Each client's batch is a window of its epoch's shuffled indices; stacked, client k's fills
+      // rows [k·width, k·width + size_k), and shorter batches (an epoch's last, a client with
+      // fewer than B examples) are padded with zero rows that carry no loss. One gather serves all.
+      std::vector<torch::Tensor> takes;
       std::vector<std::int64_t> sizes;
       for (std::int64_t k = 0; k < clients; ++k) {
         auto& cursor = cursors[k];
         const auto position = (step % cursor.batches_per_epoch) * cursor.batch;
-        if (position == 0) cursor.order = torch::randperm(cursor.n, cursor.batches, torch::kLong);  // new epoch
-        auto take = jobs[k].indices.index_select(
-            0, cursor.order.narrow(0, position, std::min(cursor.batch, cursor.n - position)));
-        auto inputs = data.train_inputs.index_select(0, take);
-        auto labels = data.train_labels.index_select(0, take);
-        if (cursor.data_attack) {
-          const auto& attack = attacks[jobs[k].attack_index];
-          DataAttackContext context{round, jobs[k].client, data.num_classes, cursor.attack};
-          guarded(attack.label, "poison_batch", [&] { cursor.data_attack->poison_batch(inputs, labels, context); });
+        if (position == 0) {
+          cursor.epoch = jobs[k].indices.index_select(0, torch::randperm(cursor.n, cursor.batches, torch::kLong));
         }
-        sizes.push_back(inputs.size(0));
-        if (stacked && inputs.size(0) < width) {
-          auto padding_shape = inputs.sizes().vec();
-          padding_shape[0] = width - inputs.size(0);
-          inputs = torch::cat({inputs, torch::zeros(padding_shape, inputs.options())});
-          labels = torch::cat({labels, torch::zeros({padding_shape[0]}, labels.options())});
-        }
-        input_parts.push_back(inputs);
-        label_parts.push_back(labels);
+        const auto size = std::min(cursor.batch, cursor.n - position);
+        takes.push_back(cursor.epoch.narrow(0, position, size));
+        if (stacked && size < width) takes.push_back(cursor.epoch.narrow(0, 0, 1).expand({width - size}));
+        sizes.push_back(size);
       }
-      auto inputs = stacked ? torch::cat(input_parts) : input_parts[0];
-      auto labels = stacked ? torch::cat(label_parts) : label_parts[0];
+      const auto stride = stacked ? width : sizes[0];
+      const auto take = takes.size() == 1 ? takes[0] : torch::cat(takes);
+      auto inputs = data.train_inputs.index_select(0, take);
+      auto labels = data.train_labels.index_select(0, take);
+      for (std::int64_t k = 0; k < clients; ++k) {
+        if (sizes[k] < stride) {
+          inputs.narrow(0, k * stride + sizes[k], stride - sizes[k]).zero_();
+          labels.narrow(0, k * stride + sizes[k], stride - sizes[k]).zero_();
+        }
+        if (cursors[k].poisons_data) poison(round, jobs[k], cursors[k].attack, inputs.narrow(0, k * stride, sizes[k]),
+                                           labels.narrow(0, k * stride, sizes[k]));
+      }
       // Each client's mean cross-entropy over its own rows; the sum's gradient is each client's own.
       auto client_losses = [&](const torch::Tensor& logits) {
         if (!stacked) return torch::cross_entropy_loss(logits, labels).view({1});
-        auto weight = torch::zeros({clients, width});
-        for (std::int64_t k = 0; k < clients; ++k) weight[k].narrow(0, 0, sizes[k]).fill_(1.0 / static_cast<double>(sizes[k]));
+        auto size = torch::tensor(sizes, torch::kLong).unsqueeze(1);
+        auto weight = (torch::arange(width).unsqueeze(0) < size).to(torch::kFloat) / size;
         auto per_row = torch::cross_entropy_loss(logits, labels, {}, at::Reduction::None).view({clients, width});
         return (per_row * weight).sum(1);
       };
@@ -599,13 +611,13 @@ struct Engine::Impl {
                                     [&] { return privacy->privatize_gradients(own, context); }));
         }
         torch::NoGradGuard no_grad;
-        step_losses = client_losses(stacked_forward(local, inputs));
+        step_losses = client_losses(forward(local, inputs));
       } else {
-        step_losses = client_losses(stacked_forward(local, inputs));
+        step_losses = client_losses(forward(local, inputs));
         gradient = torch::autograd::grad({step_losses.sum()}, {local})[0];
       }
       const auto loss_values = step_losses.detach().to(torch::kDouble).contiguous();
-      for (std::int64_t k = 0; k < clients; ++k) losses[k] += loss_values[k].item<double>();
+      for (std::int64_t k = 0; k < clients; ++k) losses[k] += loss_values.data_ptr<double>()[k];
       if (fedsgd) {
         for (std::int64_t k = 0; k < clients; ++k) jobs[k].row.copy_(gradient[k]);
         break;
