@@ -13,8 +13,8 @@
 #include <chrono>
 #include <cmath>
 #include <exception>
-#include <mutex>
 #include <map>
+#include <mutex>
 #include <numeric>
 #include <set>
 #include <sstream>
@@ -41,8 +41,8 @@ using Clock = std::chrono::steady_clock;
 
 // clients.batching = "auto" batches models up to this size. A stacked step reads K separate
 // parameter sets, so on a CPU it pays while they are small and per-operation overhead dominates
-// (bench/batched_step_bench: softmax d = 7,850 3-5x, MLP d = 50,890 1.2-1.7x, MLP d = 199,210 and
-// the GroupNorm CNN d = 107,722 0.5-1x).
+// (bench/batching_bench, 2 workers: softmax d = 7,850 1.9-3.2x, MLP d = 50,890 1.3x; the GroupNorm
+// CNN d = 107,722 0.6-0.7x, where even ideal batching gains at most 1.5x on a CPU).
 constexpr std::int64_t kAutoBatchingMaxParameters = 65536;
 
 double seconds_since(Clock::time_point start) {
@@ -459,18 +459,17 @@ struct Engine::Impl {
     torch::Tensor row;      // Δ (FedAvg) or the gradient (FedSGD), written by train_local
   };
 
-  /// Rows of the round that train together, and how.
+  /// Rows of the round that train together.
   struct Chunk {
     std::vector<std::int64_t> rows;
-    bool stacked = false;    // through the model's StackedModel form, even for one row
-    std::int64_t width = 0;  // stacked: rows per client in the stacked batch
+    std::int64_t width = 0;  // rows per client in the stacked batch; 0: one row, on the model itself
   };
 
   /// Client-batched training (DESIGN.md §7): rows with data and equal step counts form a group,
   /// cut in row order into chunks of at most clients.batch_clients, and further so that every
   /// worker has one. A client's stacked arithmetic depends on its own data and on the group's
-  /// batch width only, not on its chunk (engine_test holds that), so the cut may follow the
-  /// thread count. Without batching every row is a chunk of its own.
+  /// batch width only, not on its chunk (batching_test holds that bit for bit), so the cut may
+  /// follow the thread count. Without batching every row is a chunk of its own.
   std::vector<Chunk> plan_chunks(const std::vector<std::int64_t>& participants) const {
     std::vector<Chunk> chunks;
     std::map<std::int64_t, std::vector<std::int64_t>> groups;  // step count -> rows
@@ -491,7 +490,7 @@ struct Engine::Impl {
       const auto size = static_cast<std::int64_t>(rows.size());
       const auto count = std::min(size, std::max<std::int64_t>((size + cap - 1) / cap, threads));
       for (std::int64_t c = 0; c < count; ++c) {
-        chunks.push_back({{rows.begin() + c * size / count, rows.begin() + (c + 1) * size / count}, true, width});
+        chunks.push_back({{rows.begin() + c * size / count, rows.begin() + (c + 1) * size / count}, width});
       }
     }
     return chunks;
@@ -553,9 +552,6 @@ struct Engine::Impl {
                          job.attack_index >= 0 && attacks[job.attack_index].plugin->poisons_data(),
                          {}});
     }
-    auto forward = [&](const torch::Tensor& params, const torch::Tensor& inputs) {
-      return stacked ? stacked_model->forward_stacked(params, inputs) : model->forward(params.view({d}), inputs);
-    };
 
     auto local = theta.unsqueeze(0).repeat({clients, 1}).requires_grad_(true);  // Θ [K, d]
     torch::Tensor velocity;
@@ -588,32 +584,42 @@ struct Engine::Impl {
         if (cursors[k].poisons_data) poison(round, jobs[k], cursors[k].attack, inputs.narrow(0, k * stride, sizes[k]),
                                            labels.narrow(0, k * stride, sizes[k]));
       }
-      // Each client's mean cross-entropy over its own rows; the sum's gradient is each client's own.
-      auto client_losses = [&](const torch::Tensor& logits) {
-        if (!stacked) return torch::cross_entropy_loss(logits, labels).view({1});
+      // Each client's mean cross-entropy over its own rows, from per-row values [K·width]; the
+      // sum's gradient is each client's own.
+      auto client_losses = [&](const torch::Tensor& row_losses) {
+        if (!stacked) return row_losses.mean().view({1});
         auto size = torch::tensor(sizes, torch::kLong).unsqueeze(1);
         auto weight = (torch::arange(width).unsqueeze(0) < size).to(torch::kFloat) / size;
-        auto per_row = torch::cross_entropy_loss(logits, labels, {}, at::Reduction::None).view({clients, width});
-        return (per_row * weight).sum(1);
+        return (row_losses.view({clients, width}) * weight).sum(1);
+      };
+      auto row_losses_of = [&](const torch::Tensor& params) {
+        auto logits = stacked ? stacked_model->forward_stacked(params, inputs) : model->forward(params.view({d}), inputs);
+        return torch::cross_entropy_loss(logits, labels, {}, at::Reduction::None);
       };
 
       torch::Tensor gradient, step_losses;
       if (per_example) {
-        auto rows = stacked ? stacked_model->per_example_gradients_stacked(local, inputs, labels)
-                            : model->per_example_gradients(local.view({d}), inputs, labels);
+        // The zoo models hand back the per-row losses of the pass; others cost one more forward.
+        torch::Tensor rows, row_losses;
+        if (stacked_model) {
+          rows = stacked_model->per_example_gradients_stacked(stacked ? local : local.view({d}), inputs, labels, &row_losses);
+        } else {
+          rows = model->per_example_gradients(local.view({d}), inputs, labels);
+          torch::NoGradGuard no_grad;
+          row_losses = row_losses_of(local);
+        }
         gradient = torch::empty({clients, d});
         for (std::int64_t k = 0; k < clients; ++k) {
           PrivacyStepContext context{round, total_rounds(), jobs[k].client, step, steps, sizes[k],
                                      &model->layout(), cursors[k].privacy};
           context.rows_observed = false;  // nothing reads the rows after the hook during training
-          auto own = rows.narrow(0, k * width, sizes[k]);
+          auto own = rows.narrow(0, k * stride, sizes[k]);
           gradient[k].copy_(guarded(privacy_label, "privatize_gradients",
                                     [&] { return privacy->privatize_gradients(own, context); }));
         }
-        torch::NoGradGuard no_grad;
-        step_losses = client_losses(forward(local, inputs));
+        step_losses = client_losses(row_losses);
       } else {
-        step_losses = client_losses(forward(local, inputs));
+        step_losses = client_losses(row_losses_of(local));
         gradient = torch::autograd::grad({step_losses.sum()}, {local})[0];
       }
       const auto loss_values = step_losses.detach().to(torch::kDouble).contiguous();

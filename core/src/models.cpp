@@ -100,12 +100,14 @@ class SequentialModel final : public Model, public detail::StackedModel {
 
   torch::Tensor per_example_gradients(const torch::Tensor& params, const torch::Tensor& inputs,
                                       const torch::Tensor& labels) const override {
-    return per_example(params, inputs, labels, /*clients=*/0);
+    return per_example(params, inputs, labels, /*clients=*/0, nullptr);
   }
 
   torch::Tensor per_example_gradients_stacked(const torch::Tensor& params, const torch::Tensor& inputs,
-                                              const torch::Tensor& labels) const override {
-    return per_example(params, inputs, labels, stacked_clients(params, inputs));
+                                              const torch::Tensor& labels,
+                                              torch::Tensor* row_losses) const override {
+    const auto clients = params.dim() == 1 ? 0 : stacked_clients(params, inputs);
+    return per_example(params, inputs, labels, clients, row_losses);
   }
 
   bool vectorised() const override { return true; }
@@ -143,10 +145,14 @@ class SequentialModel final : public Model, public detail::StackedModel {
   }
 
   torch::Tensor per_example(const torch::Tensor& params, const torch::Tensor& inputs,
-                            const torch::Tensor& labels, std::int64_t clients) const {
+                            const torch::Tensor& labels, std::int64_t clients,
+                            torch::Tensor* row_losses) const {
     check_inputs(inputs);
     const auto batch = inputs.size(0);
-    if (batch == 0) return torch::zeros({0, layout_.total});
+    if (batch == 0) {
+      if (row_losses) *row_losses = torch::zeros({0});
+      return torch::zeros({0, layout_.total});
+    }
     torch::AutoGradMode grad_mode(true);
     auto views = parameter_views(params.detach(), clients);
 
@@ -166,9 +172,10 @@ class SequentialModel final : public Model, public detail::StackedModel {
       h = layer_forward(*layer, h, views, clients);
       layer_outputs.push_back(h);
     }
-    auto loss = torch::nn::functional::cross_entropy(
-        h, labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
-    auto output_grads = torch::autograd::grad({loss}, layer_outputs);
+    auto losses = torch::nn::functional::cross_entropy(
+        h, labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
+    if (row_losses) *row_losses = losses.detach();
+    auto output_grads = torch::autograd::grad({losses.sum()}, layer_outputs);
 
     torch::NoGradGuard no_grad;
     auto result = result_buffer(batch * layout_.total).view({batch, layout_.total});

@@ -45,10 +45,13 @@ class StackedModel {
   virtual torch::Tensor forward_stacked(const torch::Tensor& params,
                                         const torch::Tensor& inputs) const = 0;
 
-  /// Per-example gradients [K·B, d] of the summed cross-entropy, row r taken at Θ[r / B].
+  /// Per-example gradients [K·B, d] of the summed cross-entropy, row r taken at Θ[r / B]; also
+  /// for a single θ [d] (then as Model::per_example_gradients). When `row_losses` is given it
+  /// receives each row's cross-entropy [K·B] from the same forward pass.
   virtual torch::Tensor per_example_gradients_stacked(const torch::Tensor& params,
                                                       const torch::Tensor& inputs,
-                                                      const torch::Tensor& labels) const = 0;
+                                                      const torch::Tensor& labels,
+                                                      torch::Tensor* row_losses) const = 0;
 };
 
 /// The TorchScript member of the zoo (model_torchscript.cpp). `path` must name a module saved by

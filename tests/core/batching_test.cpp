@@ -92,13 +92,17 @@ TEST_CASE("stacked zoo models: K clients at once equal each client on the model,
     auto y = torch::randint(10, {kClients * kBatch}, make_generator(4), torch::kLong);
 
     auto logits = stacked->forward_stacked(params, x);
-    auto per_example = stacked->per_example_gradients_stacked(params, x, y).clone();
+    Tensor row_losses;
+    auto per_example = stacked->per_example_gradients_stacked(params, x, y, &row_losses).clone();
+    CHECK(max_abs(row_losses - torch::cross_entropy_loss(logits, y, {}, at::Reduction::None)) <= 1e-5);
     for (std::int64_t k = 0; k < kClients; ++k) {
       CAPTURE(k);
       auto xk = x.narrow(0, k * kBatch, kBatch), yk = y.narrow(0, k * kBatch, kBatch);
       CHECK(max_abs(logits.narrow(0, k * kBatch, kBatch) - model->forward(params[k], xk)) <= 1e-5);
       auto expected = model->per_example_gradients(params[k], xk, yk);
       CHECK(max_abs(per_example.narrow(0, k * kBatch, kBatch) - expected) <= 1e-5 * std::max(1.0, max_abs(expected)));
+      // A single θ [d] takes the model's own path.
+      CHECK(torch::equal(stacked->per_example_gradients_stacked(params[k], xk, yk, nullptr), expected));
     }
     auto expected = client_gradients(*model, params, x, y);
     auto gradients = stacked_gradients(*stacked, params, x, y);
@@ -108,7 +112,7 @@ TEST_CASE("stacked zoo models: K clients at once equal each client on the model,
     // engine cut a round into chunks by thread count.
     auto alone_params = params.narrow(0, 1, 1), alone_x = x.narrow(0, kBatch, kBatch), alone_y = y.narrow(0, kBatch, kBatch);
     CHECK(torch::equal(stacked->forward_stacked(alone_params, alone_x), logits.narrow(0, kBatch, kBatch)));
-    CHECK(torch::equal(stacked->per_example_gradients_stacked(alone_params, alone_x, alone_y),
+    CHECK(torch::equal(stacked->per_example_gradients_stacked(alone_params, alone_x, alone_y, nullptr),
                        per_example.narrow(0, kBatch, kBatch)));
     CHECK(torch::equal(stacked_gradients(*stacked, alone_params, alone_x, alone_y), gradients[1].unsqueeze(0)));
   }
