@@ -20,6 +20,7 @@
 
 #include "bulwark/rng.hpp"
 #include "config.hpp"
+#include "engine.hpp"
 #include "loader.hpp"
 #include "timing.hpp"
 
@@ -59,6 +60,7 @@ bulwark::AggregationContext round_context(const torch::Tensor& updates, std::int
 }  // namespace
 
 int main(int argc, char** argv) {
+  bulwark::init_runtime();  // as the host does
   if (argc > 1) at::set_num_threads(std::max(1, std::atoi(argv[1])));
   try {
     bulwark::PluginRegistry registry({BULWARK_BENCH_PLUGIN_DIR});

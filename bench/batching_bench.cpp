@@ -87,7 +87,7 @@ void print_ceiling(const std::string& model_toml, const std::string& label) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  at::set_num_threads(1);  // as the host does: parallelism is across clients
+  bulwark::init_runtime();  // as the host does: parallelism is across clients
   try {
     const std::int64_t rounds = argc > 1 ? std::max(2, std::atoi(argv[1])) : 3;
     const std::int64_t iterations = argc > 2 ? std::max(1, std::atoi(argv[2])) : 100;

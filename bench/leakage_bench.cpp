@@ -23,6 +23,7 @@
 #include "bulwark/attack.hpp"
 #include "bulwark/rng.hpp"
 #include "config.hpp"
+#include "engine.hpp"
 #include "loader.hpp"
 #include "models.hpp"
 
@@ -37,6 +38,7 @@ double seconds(const std::function<void()>& body) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  bulwark::init_runtime();  // as the host does
   if (argc > 1) at::set_num_threads(std::max(1, std::atoi(argv[1])));
   try {
     bulwark::PluginRegistry registry({BULWARK_BENCH_PLUGIN_DIR});

@@ -45,7 +45,7 @@ std::string experiment_text(std::int64_t clients, bool markov) {
 }
 
 int child(std::int64_t clients, bool markov) {
-  at::set_num_threads(1);
+  bulwark::init_runtime();  // as the host does
   {
     bulwark::PluginRegistry registry({BULWARK_BENCH_PLUGIN_DIR});
     bulwark::bench::run_experiment(registry, experiment_text(clients, markov), /*threads=*/2);

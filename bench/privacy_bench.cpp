@@ -22,9 +22,10 @@
 
 #include "bulwark/rng.hpp"
 #include "config.hpp"
+#include "engine.hpp"
 #include "loader.hpp"
-#include "timing.hpp"
 #include "models.hpp"
+#include "timing.hpp"
 
 namespace {
 
@@ -38,7 +39,8 @@ struct Mechanism {
 }  // namespace
 
 int main(int argc, char** argv) {
-  at::set_num_threads(argc > 1 ? std::max(1, std::atoi(argv[1])) : 1);
+  bulwark::init_runtime();  // as the host does
+  if (argc > 1) at::set_num_threads(std::max(1, std::atoi(argv[1])));
   try {
     bulwark::PluginRegistry registry({BULWARK_BENCH_PLUGIN_DIR});
     const auto model = bulwark::build_model(

@@ -110,7 +110,7 @@ double plain_loop_seconds(const Workload& w, int threads) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  at::set_num_threads(1);  // as the host does: parallelism is across clients
+  bulwark::init_runtime();  // as the host does: parallelism is across clients
   try {
     Workload w;
     if (argc > 1) w.rounds = std::max(2, std::atoi(argv[1]));

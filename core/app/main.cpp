@@ -362,7 +362,7 @@ int command_privacy(const PrivacyQuery& query) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  init_threading();
+  init_runtime();
 
   CLI::App app{"bulwark: federated learning under Byzantine clients and privacy attacks"};
   app.require_subcommand(1);

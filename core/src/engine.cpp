@@ -4,6 +4,7 @@
 #include "engine.hpp"
 
 #include <dlfcn.h>
+#include <malloc.h>
 
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
@@ -12,12 +13,14 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <exception>
 #include <map>
 #include <mutex>
 #include <numeric>
 #include <set>
 #include <sstream>
+#include <string>
 #include <thread>
 
 #include <fmt/format.h>
@@ -628,13 +631,16 @@ struct Engine::Impl {
         for (std::int64_t k = 0; k < clients; ++k) jobs[k].row.copy_(gradient[k]);
         break;
       }
+      // torch.optim.SGD's arithmetic (add_ with alpha), in place: a stacked Θ [K, d] outgrows the
+      // cache, and every extra pass over it costs as much as a small layer. `gradient` is this
+      // step's own tensor.
       torch::NoGradGuard no_grad;
-      if (weight_decay > 0) gradient = gradient + weight_decay * local;
+      if (weight_decay > 0) gradient.add_(local, weight_decay);
       if (momentum > 0) {
         velocity = velocity.defined() ? velocity.mul_(momentum).add_(gradient) : gradient.clone();
         gradient = velocity;
       }
-      local.sub_(lr * gradient);
+      local.sub_(gradient, lr);
     }
 
     torch::NoGradGuard no_grad;
@@ -1117,12 +1123,49 @@ struct Engine::Impl {
   }
 };
 
-void init_threading() {
+namespace {
+
+// OpenBLAS picks its kernels by CPU model, and Debian's 0.3.21 falls back to its SSE3 "Prescott"
+// kernels on models newer than itself (a Xeon of model 207 with AVX-512 gets them): GEMMs run
+// 2-3x slower. On that fallback, switch to the kernels the instruction set allows, through
+// OpenBLAS's own entry points, before any BLAS call. A user's OPENBLAS_CORETYPE is kept.
+void choose_blas_kernels() {
+  using CoreName = char* (*)();
+  using Init = void (*)();
+  auto core_name = reinterpret_cast<CoreName>(::dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  auto quit = reinterpret_cast<Init>(::dlsym(RTLD_DEFAULT, "gotoblas_dynamic_quit"));
+  auto init = reinterpret_cast<Init>(::dlsym(RTLD_DEFAULT, "gotoblas_dynamic_init"));
+  if (!core_name || !quit || !init || std::getenv("OPENBLAS_CORETYPE")) return;
+  if (std::string(core_name()) != "Prescott") return;
+  const char* kernels = nullptr;
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")) {
+    kernels = "SkylakeX";
+  } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    kernels = "Haswell";
+  }
+  if (!kernels) return;
+  ::setenv("OPENBLAS_CORETYPE", kernels, /*overwrite=*/0);
+  quit();
+  init();
+}
+
+}  // namespace
+
+void init_runtime() {
+  // Keep freed tensor memory in the heap for the next step. Above glibc's mmap threshold every
+  // allocation is a fresh mapping whose first-touch page faults cost more than the arithmetic on
+  // it (a client-batched MLP step: 1.5x slower), and trimming the heap top does the same to
+  // smaller ones. 32 MiB is glibc's largest threshold; larger buffers are reused where they are
+  // made (models.cpp).
+  ::mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  ::mallopt(M_TRIM_THRESHOLD, 256 << 20);
   at::set_num_threads(1);
   using SetThreads = void (*)(int);
   if (auto set_blas_threads = reinterpret_cast<SetThreads>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
     set_blas_threads(1);
   }
+  choose_blas_kernels();
 }
 
 Engine::Engine(ExperimentConfig config, PluginRegistry& registry)

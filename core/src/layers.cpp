@@ -1,7 +1,9 @@
 #include "layers.hpp"
 
 #include <cmath>
+#include <cstring>
 #include <numeric>
+#include <type_traits>
 
 #include <torch/torch.h>
 
@@ -258,16 +260,156 @@ class GroupNorm final : public Layer {
   std::int64_t channels_ = 0;
 };
 
-// 2x2 max pooling when no gradient is needed (evaluation, forward passes under NoGradGuard): two
-// pairwise maxima over strided views, exact and about 2.5x faster than ATen's scalar NCHW kernel.
-// With gradients ATen's max_pool2d stays, as it records the argmax indices its backward needs
-// (recomputing them here cost as much as it saved).
-torch::Tensor max_pool_2x2_values(const torch::Tensor& x) {
-  const auto height = x.size(2) / 2 * 2;  // floor mode: an odd last row or column is dropped
-  const auto width = x.size(3) / 2 * 2;
-  auto columns = torch::maximum(x.slice(3, 0, width, 2), x.slice(3, 1, width, 2));
-  return torch::maximum(columns.slice(2, 0, height, 2), columns.slice(2, 1, height, 2));
+// 2x2 max pooling in plain loops (floor mode, exact). ATen 1.13's CPU max_pool2d records a 64-bit
+// index per output with a scalar NCHW kernel and took over half of a GroupNorm-CNN training step
+// at B = 50 (docs/performance.md); here a window's winner is one byte, row-major 0..3, chosen as
+// ATen chooses it (the first maximum, or the last NaN). The gradient moves values between windows
+// and winners without arithmetic, as two autograd functions that are each other's derivative, so
+// gradients of any order (gradient-matching attacks differentiate through ∇θ) stay exact.
+namespace pool2x2 {
+
+// y, or x when `take_x`, chosen on the bits: x86 has no scalar floating-point conditional move, and
+// GCC compiles a float ?: to a branch that mispredicts on about every other window (4x slower).
+template <typename T>
+T pick(bool take_x, T x, T y) {
+  using Bits = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
+  Bits bx, by;
+  std::memcpy(&bx, &x, sizeof(T));
+  std::memcpy(&by, &y, sizeof(T));
+  const Bits mask = Bits{0} - static_cast<Bits>(take_x);
+  const Bits chosen = (bx & mask) | (by & ~mask);
+  T out;
+  std::memcpy(&out, &chosen, sizeof(T));
+  return out;
 }
+
+// ATen's rule for a later window element x against the current maximum y.
+template <typename T>
+bool replaces(T x, T y) {
+  return (x > y) | (x != x);
+}
+
+// For x [N, C, H, W]: winners [N, C, H/2, W/2] and, when `values` is given, the maxima there.
+// The window is decided pairwise, top pair, bottom pair, then between them, which is ATen's
+// row-major scan: ties keep the earlier element, NaN replaces anything.
+torch::Tensor find_winners(const torch::Tensor& input, torch::Tensor* values) {
+  const auto x = input.contiguous();
+  const auto planes = x.size(0) * x.size(1), height = x.size(2), width = x.size(3);
+  const auto rows = height / 2, columns = width / 2;
+  auto winners = torch::empty({x.size(0), x.size(1), rows, columns}, x.options().dtype(torch::kUInt8));
+  if (values) *values = torch::empty({x.size(0), x.size(1), rows, columns}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "max_pool_2x2", [&] {
+    const auto* in = x.data_ptr<scalar_t>();
+    auto* winner = winners.data_ptr<std::uint8_t>();
+    auto* out = values ? values->data_ptr<scalar_t>() : nullptr;
+    for (std::int64_t p = 0; p < planes; ++p) {
+      for (std::int64_t i = 0; i < rows; ++i) {
+        const auto* top = in + (p * height + 2 * i) * width;
+        const auto* bottom = top + width;
+        for (std::int64_t j = 0; j < columns; ++j) {
+          const scalar_t a = top[2 * j], b = top[2 * j + 1], c = bottom[2 * j], d = bottom[2 * j + 1];
+          const bool right_top = replaces(b, a), right_bottom = replaces(d, c);
+          const scalar_t upper = pick(right_top, b, a), lower = pick(right_bottom, d, c);
+          const bool below = replaces(lower, upper);
+          if (out) *out++ = pick(below, lower, upper);
+          const int column = below ? right_bottom : right_top;  // integer select: no branch
+          *winner++ = static_cast<std::uint8_t>(2 * below + column);
+        }
+      }
+    }
+  });
+  return winners;
+}
+
+// out [N, C, H/2, W/2] = x at each window's winner.
+torch::Tensor gather(const torch::Tensor& input, const torch::Tensor& winners) {
+  const auto x = input.contiguous();
+  const auto width = x.size(3), rows = winners.size(2), columns = winners.size(3);
+  auto out = torch::empty(winners.sizes(), x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "max_pool_2x2_gather", [&] {
+    const auto* in = x.data_ptr<scalar_t>();
+    const auto* winner = winners.data_ptr<std::uint8_t>();
+    auto* result = out.data_ptr<scalar_t>();
+    const auto planes = x.size(0) * x.size(1), height = x.size(2);
+    for (std::int64_t p = 0; p < planes; ++p) {
+      for (std::int64_t i = 0; i < rows; ++i) {
+        const auto* top = in + (p * height + 2 * i) * width;
+        for (std::int64_t j = 0; j < columns; ++j, ++winner) {
+          *result++ = top[(*winner >> 1) * width + 2 * j + (*winner & 1)];
+        }
+      }
+    }
+  });
+  return out;
+}
+
+// x [N, C, height, width] holding g at each window's winner and 0 elsewhere (and in the row or
+// column that floor mode drops).
+torch::Tensor scatter(const torch::Tensor& values, const torch::Tensor& winners, std::int64_t height,
+                      std::int64_t width) {
+  const auto g = values.contiguous();
+  const auto rows = winners.size(2), columns = winners.size(3);
+  auto out = torch::zeros({g.size(0), g.size(1), height, width}, g.options());
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "max_pool_2x2_scatter", [&] {
+    const auto* in = g.data_ptr<scalar_t>();
+    const auto* winner = winners.data_ptr<std::uint8_t>();
+    auto* result = out.data_ptr<scalar_t>();
+    const auto planes = g.size(0) * g.size(1);
+    for (std::int64_t p = 0; p < planes; ++p) {
+      for (std::int64_t i = 0; i < rows; ++i) {
+        auto* top = result + (p * height + 2 * i) * width;
+        for (std::int64_t j = 0; j < columns; ++j, ++winner) {
+          top[(*winner >> 1) * width + 2 * j + (*winner & 1)] = *in++;
+        }
+      }
+    }
+  });
+  return out;
+}
+
+struct Scatter;
+
+// Pooling with gradient: x -> x at the winners.
+struct Gather : torch::autograd::Function<Gather> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& winners) {
+    ctx->save_for_backward({winners});
+    ctx->saved_data["height"] = x.size(2);
+    ctx->saved_data["width"] = x.size(3);
+    return gather(x, winners);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads);
+};
+
+// Its derivative: g -> g placed at the winners.
+struct Scatter : torch::autograd::Function<Scatter> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& g,
+                               const torch::Tensor& winners, std::int64_t height, std::int64_t width) {
+    ctx->save_for_backward({winners});
+    return scatter(g, winners, height, width);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    return {Gather::apply(grads[0], ctx->get_saved_variables()[0]), {}, {}, {}};
+  }
+};
+
+torch::autograd::variable_list Gather::backward(torch::autograd::AutogradContext* ctx,
+                                                torch::autograd::variable_list grads) {
+  return {Scatter::apply(grads[0], ctx->get_saved_variables()[0], ctx->saved_data["height"].toInt(),
+                         ctx->saved_data["width"].toInt()),
+          {}};
+}
+
+torch::Tensor max_pool(const torch::Tensor& x) {
+  if (torch::GradMode::is_enabled() && x.requires_grad()) return Gather::apply(x, find_winners(x, nullptr));
+  torch::Tensor values;
+  find_winners(x, &values);
+  return values;
+}
+
+}  // namespace pool2x2
 
 class Pool2d final : public Layer {
  public:
@@ -285,8 +427,7 @@ class Pool2d final : public Layer {
 
   torch::Tensor forward(const torch::Tensor& x, const std::vector<torch::Tensor>&) const override {
     if (!max_) return torch::avg_pool2d(x, {kernel_, kernel_});
-    const bool needs_grad = torch::GradMode::is_enabled() && x.requires_grad();
-    if (kernel_ == 2 && !needs_grad) return max_pool_2x2_values(x);
+    if (kernel_ == 2) return pool2x2::max_pool(x);
     return torch::max_pool2d(x, {kernel_, kernel_});
   }
 

@@ -5,7 +5,7 @@
 
 int main(int argc, char** argv) {
   // Same threading as the host binary.
-  bulwark::init_threading();
+  bulwark::init_runtime();
   doctest::Context context(argc, argv);
   return context.run();
 }
