@@ -44,8 +44,8 @@ using Clock = std::chrono::steady_clock;
 
 // clients.batching = "auto" batches models up to this size. A stacked step reads K separate
 // parameter sets, so on a CPU it pays while they are small and per-operation overhead dominates
-// (bench/batching_bench, 2 workers: softmax d = 7,850 1.9-3.2x, MLP d = 50,890 1.3x; the GroupNorm
-// CNN d = 107,722 0.6-0.7x, where even ideal batching gains at most 1.5x on a CPU).
+// (bench/batching_bench, 2 workers: softmax d = 7,850 2.5-3.7x, MLP d = 50,890 1.4-2.0x; the
+// GroupNorm CNN d = 107,722 0.7-0.9x, where even ideal batching gains at most 1.6x on a CPU).
 constexpr std::int64_t kAutoBatchingMaxParameters = 65536;
 
 double seconds_since(Clock::time_point start) {
