@@ -1,8 +1,13 @@
-// The round loop: determinism across thread counts, and the effect of the hooks.
+// The round loop: determinism across thread counts, the effect of the hooks, and the runtime
+// settings every program applies first (init_runtime).
 #include <doctest/doctest.h>
+#include <dlfcn.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
+#include <ATen/Parallel.h>
 #include <torch/script.h>
 
 #include "engine.hpp"
@@ -116,4 +121,22 @@ TEST_CASE("a model without vectorised per-example rules is noticed once when a p
   CHECK(notices[0].find("loop of batch-size-1 backward passes") != std::string::npos);
   CHECK(summary.notices == notices);
   CHECK(test::read_file(dir / "out" / "summary.json").find("batch-size-1") != std::string::npos);
+}
+
+TEST_CASE("init_runtime: one LibTorch and one OpenBLAS thread per worker, and OpenBLAS kernels the CPU supports") {
+  // The test main calls init_runtime() first, as the host does.
+  CHECK(at::get_num_threads() == 1);
+  using GetThreads = int (*)();
+  using CoreName = char* (*)();
+  auto blas_threads = reinterpret_cast<GetThreads>(::dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  auto core_name = reinterpret_cast<CoreName>(::dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  if (!blas_threads || !core_name) {
+    MESSAGE("LibTorch's BLAS is not OpenBLAS here; nothing to check");
+    return;
+  }
+  CHECK(blas_threads() == 1);
+  // Prescott is OpenBLAS's SSE3 fallback for CPUs it does not recognise.
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !std::getenv("OPENBLAS_CORETYPE")) {
+    CHECK(std::string(core_name()) != "Prescott");
+  }
 }
