@@ -337,26 +337,31 @@ torch::Tensor find_winners(const torch::Tensor& input, torch::Tensor* values) {
   return winners;
 }
 
-// Where window (i, j)'s winner w lies in its plane of `width` columns.
-std::int64_t winner_offset(std::int64_t i, std::int64_t j, std::uint8_t w, std::int64_t width) {
-  return (2 * i + (w >> 1)) * width + 2 * j + (w & 1);
+// visit(k, at) for every window k of `winners` [N, C, rows, columns] in order, `at` being where
+// its winner lies in the [N, C, height, width] maps.
+template <typename Visit>
+void for_each_winner(const torch::Tensor& winners, std::int64_t height, std::int64_t width, Visit&& visit) {
+  const auto planes = winners.size(0) * winners.size(1), rows = winners.size(2), columns = winners.size(3);
+  const auto* winner = winners.data_ptr<std::uint8_t>();
+  std::int64_t k = 0;
+  for (std::int64_t p = 0; p < planes; ++p) {
+    for (std::int64_t i = 0; i < rows; ++i) {
+      for (std::int64_t j = 0; j < columns; ++j, ++k) {
+        const auto w = winner[k];
+        visit(k, (p * height + 2 * i + (w >> 1)) * width + 2 * j + (w & 1));
+      }
+    }
+  }
 }
 
 // out [N, C, H/2, W/2] = x at each window's winner.
 torch::Tensor gather(const torch::Tensor& input, const torch::Tensor& winners) {
   const auto x = input.contiguous();
-  const auto planes = x.size(0) * x.size(1), plane = x.size(2) * x.size(3), width = x.size(3);
-  const auto rows = winners.size(2), columns = winners.size(3);
   auto out = torch::empty(winners.sizes(), x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "max_pool_2x2_gather", [&] {
     const auto* in = x.data_ptr<scalar_t>();
-    const auto* winner = winners.data_ptr<std::uint8_t>();
     auto* result = out.data_ptr<scalar_t>();
-    for (std::int64_t p = 0; p < planes; ++p, in += plane) {
-      for (std::int64_t i = 0; i < rows; ++i) {
-        for (std::int64_t j = 0; j < columns; ++j) *result++ = in[winner_offset(i, j, *winner++, width)];
-      }
-    }
+    for_each_winner(winners, x.size(2), x.size(3), [&](std::int64_t k, std::int64_t at) { result[k] = in[at]; });
   });
   return out;
 }
@@ -366,18 +371,11 @@ torch::Tensor gather(const torch::Tensor& input, const torch::Tensor& winners) {
 torch::Tensor scatter(const torch::Tensor& values, const torch::Tensor& winners, std::int64_t height,
                       std::int64_t width) {
   const auto g = values.contiguous();
-  const auto planes = g.size(0) * g.size(1), plane = height * width;
-  const auto rows = winners.size(2), columns = winners.size(3);
   auto out = torch::zeros({g.size(0), g.size(1), height, width}, g.options());
   AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "max_pool_2x2_scatter", [&] {
     const auto* in = g.data_ptr<scalar_t>();
-    const auto* winner = winners.data_ptr<std::uint8_t>();
     auto* result = out.data_ptr<scalar_t>();
-    for (std::int64_t p = 0; p < planes; ++p, result += plane) {
-      for (std::int64_t i = 0; i < rows; ++i) {
-        for (std::int64_t j = 0; j < columns; ++j) result[winner_offset(i, j, *winner++, width)] = *in++;
-      }
-    }
+    for_each_winner(winners, height, width, [&](std::int64_t k, std::int64_t at) { result[at] = in[k]; });
   });
   return out;
 }
