@@ -1145,9 +1145,11 @@ void choose_blas_kernels() {
     kernels = "Haswell";
   }
   if (!kernels) return;
-  ::setenv("OPENBLAS_CORETYPE", kernels, /*overwrite=*/0);
+  // OpenBLAS reads the choice from its variable; the environment is the user's again afterwards.
+  ::setenv("OPENBLAS_CORETYPE", kernels, /*overwrite=*/1);
   quit();
   init();
+  ::unsetenv("OPENBLAS_CORETYPE");
 }
 
 }  // namespace
