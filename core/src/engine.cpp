@@ -3,9 +3,6 @@
 // result does not depend on how many worker threads run the clients or in which order.
 #include "engine.hpp"
 
-#include <dlfcn.h>
-#include <malloc.h>
-
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
@@ -28,6 +25,7 @@
 
 #include "accountant.hpp"
 #include "bulwark/rng.hpp"
+#include "bulwark/rows.hpp"
 #include "checkpoint.hpp"
 #include "config.hpp"
 #include "leakage.hpp"
@@ -158,21 +156,30 @@ struct Engine::Impl {
   ByzantineSchedule schedule;                // who is malicious when (schedule.hpp)
   std::optional<PrivacyLedger> ledger;       // ε per level, round by round (accountant.hpp)
   double solved_noise_multiplier = std::nan("");  // [privacy] target_epsilon's solution
+  // [experiment] device: where data, θ, U, client models and noise live (docs/architecture.md,
+  // "Devices"). Index bookkeeping (partitions, sampling, batch order) stays on the host.
+  torch::Device device = torch::kCPU;
 
   Impl(ExperimentConfig c, PluginRegistry& r) : config(std::move(c)), registry(r) {
-    check_device();
+    device = resolve_device();
     open_plugins();
+    if (leakage && !device.is_cpu()) {
+      throw Error(ErrorKind::Config, config.file + ": [leakage] runs on the CPU only in this version (its attacks "
+                                     "optimise on host tensors); set [experiment] device = \"cpu\" for leakage studies");
+    }
   }
 
-  // Every tensor of a run lives on the CPU; a GPU run needs the CUDA path of DESIGN.md §7, which
-  // is not built yet. Refuse rather than silently train on the CPU.
-  void check_device() const {
-    if (config.experiment.get<std::string>("device") == "cpu") return;
-    throw Error(ErrorKind::Config,
-                config.file + ": [experiment] device = \"cuda\": this version of Bulwark trains on the CPU only " +
-                    (torch::cuda::is_available() ? std::string("(a GPU is visible, but the CUDA path is not implemented yet)")
-                                                 : std::string("(and this LibTorch has no CUDA or sees no GPU)")) +
-                    "; set device = \"cpu\"");
+  torch::Device resolve_device() const {
+    if (config.experiment.get<std::string>("device") == "cpu") return torch::kCPU;
+    if (!torch::cuda::is_available()) {
+      throw Error(ErrorKind::Config, config.file + ": [experiment] device = \"cuda\", but this LibTorch " +
+                                         (torch::cuda::device_count() == 0 && torch::hasCUDA()
+                                              ? std::string("sees no GPU")
+                                              : std::string("was built without CUDA")) +
+                                         "; set device = \"cpu\", or build against a CUDA LibTorch (docs/performance.md, \"On a GPU\")");
+    }
+    init_cuda_runtime();
+    return torch::Device(torch::kCUDA, 0);
   }
 
   template <typename I>
@@ -269,6 +276,10 @@ struct Engine::Impl {
     const auto clients = config.clients.get<std::int64_t>("count");
     partition = make_partition(data.train_labels, data.num_classes, clients, config.partition,
                                derive_seed(seed, 0, kServer, Stream::Partition));
+    // Once, here: every batch is then gathered on the device from index windows.
+    for (auto* tensor : {&data.train_inputs, &data.train_labels, &data.test_inputs, &data.test_labels}) {
+      *tensor = tensor->to(device);
+    }
   }
 
   std::vector<ScheduleSpec> schedule_specs() const {
@@ -283,6 +294,7 @@ struct Engine::Impl {
       auto backdoor = guarded(attack.label, "backdoor_test_set", [&] {
         return attack.plugin->backdoor_test_set(data.test_inputs, data.test_labels);
       });
+      if (backdoor) backdoor = LabeledData{backdoor->inputs.to(device), backdoor->labels.to(device)};
       attack.backdoor = std::move(backdoor);
     }
   }
@@ -550,14 +562,14 @@ struct Engine::Impl {
       const auto batch = std::min<std::int64_t>(c.get<std::int64_t>("batch_size"), n);
       cursors.push_back({n, batch, (n + batch - 1) / batch,
                          stream_generator(seed, round, job.client, server_side ? Stream::Aggregator : Stream::Batches),
-                         stream_generator(seed, round, job.client, Stream::Attack),
-                         stream_generator(seed, round, job.client, Stream::Privacy),
+                         stream_generator(seed, round, job.client, Stream::Attack, device),
+                         stream_generator(seed, round, job.client, Stream::Privacy, device),
                          job.attack_index >= 0 && attacks[job.attack_index].plugin->poisons_data(),
                          {}});
     }
 
     auto local = theta.unsqueeze(0).repeat({clients, 1}).requires_grad_(true);  // Θ [K, d]
-    torch::Tensor velocity;
+    torch::Tensor velocity, loss_sums;
     for (std::int64_t step = 0; step < steps; ++step) {
       // Each client's batch is a window of its epoch's shuffled indices; stacked, client k's fills
       // rows [k·width, k·width + size_k), and shorter batches (an epoch's last, a client with
@@ -568,7 +580,7 @@ struct Engine::Impl {
         auto& cursor = cursors[k];
         const auto position = (step % cursor.batches_per_epoch) * cursor.batch;
         if (position == 0) {
-          cursor.epoch = jobs[k].indices.index_select(0, torch::randperm(cursor.n, cursor.batches, torch::kLong));
+          cursor.epoch = jobs[k].indices.index_select(0, torch::randperm(cursor.n, cursor.batches, torch::kLong)).to(device);
         }
         const auto size = std::min(cursor.batch, cursor.n - position);
         takes.push_back(cursor.epoch.narrow(0, position, size));
@@ -591,8 +603,8 @@ struct Engine::Impl {
       // sum's gradient is each client's own.
       auto client_losses = [&](const torch::Tensor& row_losses) {
         if (!stacked) return row_losses.mean().view({1});
-        auto size = torch::tensor(sizes, torch::kLong).unsqueeze(1);
-        auto weight = (torch::arange(width).unsqueeze(0) < size).to(torch::kFloat) / size;
+        auto size = torch::tensor(sizes, torch::kLong).to(device).unsqueeze(1);
+        auto weight = (torch::arange(width, size.options()).unsqueeze(0) < size).to(torch::kFloat) / size;
         return (row_losses.view({clients, width}) * weight).sum(1);
       };
       auto row_losses_of = [&](const torch::Tensor& params) {
@@ -611,7 +623,7 @@ struct Engine::Impl {
           torch::NoGradGuard no_grad;
           row_losses = row_losses_of(local);
         }
-        gradient = torch::empty({clients, d});
+        gradient = torch::empty({clients, d}, theta.options());
         for (std::int64_t k = 0; k < clients; ++k) {
           PrivacyStepContext context{round, total_rounds(), jobs[k].client, step, steps, sizes[k],
                                      &model->layout(), cursors[k].privacy};
@@ -625,8 +637,9 @@ struct Engine::Impl {
         step_losses = client_losses(row_losses_of(local));
         gradient = torch::autograd::grad({step_losses.sum()}, {local})[0];
       }
-      const auto loss_values = step_losses.detach().to(torch::kDouble).contiguous();
-      for (std::int64_t k = 0; k < clients; ++k) losses[k] += loss_values.data_ptr<double>()[k];
+      // Summed where the losses are (no device-to-host copy per step), in double as before.
+      loss_sums = loss_sums.defined() ? loss_sums.add_(step_losses.detach().to(torch::kDouble))
+                                      : step_losses.detach().to(torch::kDouble);
       if (fedsgd) {
         for (std::int64_t k = 0; k < clients; ++k) jobs[k].row.copy_(gradient[k]);
         break;
@@ -644,6 +657,10 @@ struct Engine::Impl {
     }
 
     torch::NoGradGuard no_grad;
+    if (loss_sums.defined()) {
+      const auto sums = loss_sums.cpu();
+      for (std::int64_t k = 0; k < clients; ++k) losses[k] = sums.data_ptr<double>()[k];
+    }
     for (std::int64_t k = 0; k < clients; ++k) {
       const auto& job = jobs[k];
       auto row = job.row;  // a handle on the same storage, for the hook's non-const reference
@@ -701,17 +718,20 @@ struct Engine::Impl {
     if (n == 0) return {};
     const auto chunk = config.experiment.get<std::int64_t>("eval_batch_size");
     const auto chunks = (n + chunk - 1) / chunk;
-    std::vector<double> correct(chunks), loss(chunks);
+    std::vector<torch::Tensor> correct(chunks), loss(chunks);  // where the model runs: one copy at the end
     parallel_for(chunks, threads, [&](std::int64_t i) {
       torch::NoGradGuard no_grad;
       const auto start = i * chunk, length = std::min(chunk, n - start);
       auto logits = model->forward(theta, inputs.narrow(0, start, length));
       auto y = labels.narrow(0, start, length);
-      correct[i] = logits.argmax(1).eq(y).sum().item<double>();
-      loss[i] = torch::cross_entropy_loss(logits, y, {}, at::Reduction::Sum).item<double>();
+      correct[i] = logits.argmax(1).eq(y).sum().to(torch::kDouble);
+      loss[i] = torch::cross_entropy_loss(logits, y, {}, at::Reduction::Sum).to(torch::kDouble);
     });
-    return {std::accumulate(correct.begin(), correct.end(), 0.0) / static_cast<double>(n),
-            std::accumulate(loss.begin(), loss.end(), 0.0) / static_cast<double>(n)};
+    const auto correct_host = torch::stack(correct).cpu(), loss_host = torch::stack(loss).cpu();
+    const auto* correct_values = correct_host.data_ptr<double>();
+    const auto* loss_values = loss_host.data_ptr<double>();
+    return {std::accumulate(correct_values, correct_values + chunks, 0.0) / static_cast<double>(n),
+            std::accumulate(loss_values, loss_values + chunks, 0.0) / static_cast<double>(n)};
   }
 
   void server_step(const torch::Tensor& aggregate) {
@@ -800,7 +820,8 @@ struct Engine::Impl {
     adam_m = tensor("server/adam_m");
     adam_v = tensor("server/adam_v");
     auto load = [&](const std::string& prefix, const std::string& who, auto& plugin) {
-      const auto state = checkpoint.take(prefix);
+      auto state = checkpoint.take(prefix);
+      for (auto& entry : state) entry.second = entry.second.to(device);  // saved from the run's device
       guarded(who, "load_state", [&] { plugin->load_state(state); });
     };
     load("aggregator", aggregator_label, aggregator);
@@ -852,7 +873,7 @@ struct Engine::Impl {
     const auto batching_mode = config.clients.get<std::string>("batching");
     batching = stacked_model && (batching_mode == "on" ||
                                  (batching_mode == "auto" && model->layout().total <= kAutoBatchingMaxParameters));
-    theta = model->initial_parameters(derive_seed(seed, 0, kServer, Stream::Init));
+    theta = model->initial_parameters(derive_seed(seed, 0, kServer, Stream::Init)).to(device);
     resolve_attack_sets();
     share_samples();
     if (privacy) start_accounting();
@@ -904,7 +925,7 @@ struct Engine::Impl {
 
       // Step 3: clients train concurrently, each into its own row.
       auto updates = torch::empty({n, d}, theta.options());
-      auto weights = torch::empty({n}, torch::kDouble);
+      auto weights = torch::empty({n}, torch::kDouble);  // filled on the host, then moved
       std::vector<double> client_loss(n);
       auto phase = Clock::now();
       const auto chunks = plan_chunks(participants);
@@ -918,6 +939,7 @@ struct Engine::Impl {
         for (std::size_t k = 0; k < chunks[c].rows.size(); ++k) client_loss[chunks[c].rows[k]] = losses[k];
       });
       for (std::int64_t i = 0; i < n; ++i) weights[i] = static_cast<double>(partition.size(participants[i]));
+      weights = weights.to(device);
       const double time_train = seconds_since(phase);
 
       // Step 6: leakage observers replay honest victims' first local step at this round's θ.
@@ -936,7 +958,7 @@ struct Engine::Impl {
       context.model = model.get();
       context.byzantine_bound = static_cast<std::int64_t>(malicious_rows.size());
       context.client_ids = participants;
-      context.generator = stream_generator(seed, round, kServer, Stream::Aggregator);
+      context.generator = stream_generator(seed, round, kServer, Stream::Aggregator, device);
       if (aggregator->wants_ground_truth()) context.true_malicious_rows = malicious_rows;
       if (shared_samples.indices.defined()) {
         context.guiding_update = [&, round](std::int64_t row) { return guiding_update(round, participants.at(row)); };
@@ -954,18 +976,18 @@ struct Engine::Impl {
         attack_context.layout = &model->layout();
         attack_context.num_clients = n;
         attack_context.num_malicious = static_cast<std::int64_t>(malicious_rows.size());
-        attack_context.generator = stream_generator(seed, round, kServer - 1 - static_cast<std::int64_t>(a), Stream::Attack);
+        attack_context.generator = stream_generator(seed, round, kServer - 1 - static_cast<std::int64_t>(a), Stream::Attack, device);
         if (attack.plugin->omniscient()) {
           attack_context.malicious_rows = rows;
           attack_context.honest_rows = honest_rows;
           attack_context.aggregate_probe = [&](const torch::Tensor& candidate) {
             AggregationContext probe_context = context;
-            probe_context.generator = stream_generator(seed, round, kServer, Stream::Aggregator);
+            probe_context.generator = stream_generator(seed, round, kServer, Stream::Aggregator, device);
             return aggregate(candidate, weights, probe_context, /*probe=*/true).aggregate;
           };
           guarded(attack.label, "poison_updates", [&] { attack.plugin->poison_updates(updates, attack_context); });
         } else {
-          auto index = torch::tensor(rows, torch::kLong);
+          auto index = row_index(rows, updates);
           auto own = updates.index_select(0, index);
           attack_context.malicious_rows.resize(rows.size());
           std::iota(attack_context.malicious_rows.begin(), attack_context.malicious_rows.end(), 0);
@@ -991,7 +1013,7 @@ struct Engine::Impl {
         auto aggregate_vector = result.aggregate;
         if (privacy && privacy->on_server()) {
           ServerPrivacyContext server_context{round, rounds, n, &model->layout(),
-                                              stream_generator(seed, round, kServer, Stream::Privacy)};
+                                              stream_generator(seed, round, kServer, Stream::Privacy, device)};
           guarded(privacy_label, "privatize_aggregate",
                   [&] { privacy->privatize_aggregate(aggregate_vector, server_context); });
         }
@@ -1122,53 +1144,6 @@ struct Engine::Impl {
     write_file_atomic(out / "summary.json", json.dump(2) + "\n");
   }
 };
-
-namespace {
-
-// OpenBLAS picks its kernels by CPU model, and Debian's 0.3.21 falls back to its SSE3 "Prescott"
-// kernels on models newer than itself (a Xeon of model 207 with AVX-512 gets them): GEMMs run
-// 2-3x slower. On that fallback, switch to the kernels the instruction set allows, through
-// OpenBLAS's own entry points, before any BLAS call. A user's OPENBLAS_CORETYPE is kept.
-void choose_blas_kernels() {
-  using CoreName = char* (*)();
-  using Init = void (*)();
-  auto core_name = reinterpret_cast<CoreName>(::dlsym(RTLD_DEFAULT, "openblas_get_corename"));
-  auto quit = reinterpret_cast<Init>(::dlsym(RTLD_DEFAULT, "gotoblas_dynamic_quit"));
-  auto init = reinterpret_cast<Init>(::dlsym(RTLD_DEFAULT, "gotoblas_dynamic_init"));
-  if (!core_name || !quit || !init || std::getenv("OPENBLAS_CORETYPE")) return;
-  if (std::string(core_name()) != "Prescott") return;
-  const char* kernels = nullptr;
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")) {
-    kernels = "SkylakeX";
-  } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    kernels = "Haswell";
-  }
-  if (!kernels) return;
-  // OpenBLAS reads the choice from its variable; the environment is the user's again afterwards.
-  ::setenv("OPENBLAS_CORETYPE", kernels, /*overwrite=*/1);
-  quit();
-  init();
-  ::unsetenv("OPENBLAS_CORETYPE");
-}
-
-}  // namespace
-
-void init_runtime() {
-  // Keep freed tensor memory in the heap for the next step. Above glibc's mmap threshold every
-  // allocation is a fresh mapping whose first-touch page faults cost more than the arithmetic on
-  // it (a client-batched MLP step: 1.5x slower), and trimming the heap top does the same to
-  // smaller ones. 32 MiB is glibc's largest threshold; larger buffers are reused where they are
-  // made (models.cpp).
-  ::mallopt(M_MMAP_THRESHOLD, 32 << 20);
-  ::mallopt(M_TRIM_THRESHOLD, 256 << 20);
-  at::set_num_threads(1);
-  using SetThreads = void (*)(int);
-  if (auto set_blas_threads = reinterpret_cast<SetThreads>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
-    set_blas_threads(1);
-  }
-  choose_blas_kernels();
-}
 
 Engine::Engine(ExperimentConfig config, PluginRegistry& registry)
     : impl_(std::make_unique<Impl>(std::move(config), registry)) {}

@@ -14,16 +14,10 @@
 #include "loader.hpp"
 #include "outputs.hpp"
 #include "partition.hpp"
+#include "runtime.hpp"
 
 namespace bulwark {
 
-/// Process-wide compute settings every program that runs the engine calls once, first thing in
-/// main(): one LibTorch intra-op thread and one OpenBLAS thread per calling thread, and OpenBLAS
-/// kernels that match the CPU when OpenBLAS does not know it. Parallelism comes from client
-/// workers; this keeps 2 cores busy without oversubscription, keeps reductions bit-identical for
-/// any worker count, and keeps concurrent GEMM calls safe (OpenBLAS's threaded build serialises
-/// its buffers; its single-thread build races when two threads call it).
-void init_runtime();
 
 /// What the host shows after each round.
 struct RoundProgress {

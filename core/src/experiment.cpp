@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join (moved here in fmt 11)
 
 #include "bulwark/error.hpp"
 #include "config.hpp"
@@ -87,7 +88,7 @@ const std::vector<OptionSpec>& experiment_option_specs() {
        "fedavg: clients upload Δ = θ_local − θ after local training; fedsgd: one gradient at θ on one batch.",
        "fedavg|fedsgd"},
       {"eval_batch_size", OptType::Int, "1000", 1, kInf, "Batch size for evaluation.", nullptr},
-      {"device", OptType::String, "\"cpu\"", 0, 0, "cpu (cuda is reserved: this version refuses it with an error).", "cpu|cuda"},
+      {"device", OptType::String, "\"cpu\"", 0, 0, "cpu, or cuda: data, models and updates on the first GPU (needs a CUDA LibTorch; docs/performance.md, On a GPU).", "cpu|cuda"},
       {"checkpoint_every", OptType::Int, "0", 0, kInf,
        "Save a checkpoint every k rounds (0 = never); `bulwark run --resume` continues from it with "
        "the same results as an uninterrupted run.",

@@ -152,10 +152,10 @@ class Conv2d final : public Layer {
 
   torch::Tensor forward(const torch::Tensor& x,
                         const std::vector<torch::Tensor>& params) const override {
-    // Few input channels (the first layer on raw pixels): im2col + GEMM beats oneDNN, whose
-    // layout reorders dominate such a small product (about 5x forward + backward at 1 -> 16
-    // channels); wider layers go to torch::conv2d's oneDNN path.
-    if (in_ * kernel_ * kernel_ <= kIm2colMaxDepth) {
+    // Few input channels (the first layer on raw pixels): on a CPU, im2col + GEMM beats oneDNN,
+    // whose layout reorders dominate such a small product (about 5x forward + backward at 1 -> 16
+    // channels); wider layers, and every layer on a GPU, go to torch::conv2d.
+    if (x.is_cpu() && in_ * kernel_ * kernel_ <= kIm2colMaxDepth) {
       return torch::thnn_conv2d(x, params[first_], {kernel_, kernel_}, params[first_ + 1],
                                 {stride_, stride_}, {padding_, padding_});
     }

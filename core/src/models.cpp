@@ -150,8 +150,8 @@ class SequentialModel final : public Model, public detail::StackedModel {
     check_inputs(inputs);
     const auto batch = inputs.size(0);
     if (batch == 0) {
-      if (row_losses) *row_losses = torch::zeros({0});
-      return torch::zeros({0, layout_.total});
+      if (row_losses) *row_losses = torch::zeros({0}, params.options());
+      return torch::zeros({0, layout_.total}, params.options());
     }
     torch::AutoGradMode grad_mode(true);
     auto views = parameter_views(params.detach(), clients);
@@ -178,7 +178,7 @@ class SequentialModel final : public Model, public detail::StackedModel {
     auto output_grads = torch::autograd::grad({losses.sum()}, layer_outputs);
 
     torch::NoGradGuard no_grad;
-    auto result = result_buffer(batch * layout_.total).view({batch, layout_.total});
+    auto result = result_buffer(batch * layout_.total, params.options()).view({batch, layout_.total});
     // One [B, ...shape] window of the result per layout entry: the rules write into them in place.
     auto columns = result.split_with_sizes(numels_, /*dim=*/1);
     std::vector<torch::Tensor> grads;
@@ -235,10 +235,11 @@ class SequentialModel final : public Model, public detail::StackedModel {
   // (glibc maps anything above 32 MiB afresh), and first-touch page faults then cost more than
   // all the per-example rules together. Every entry is written by some rule, so stale contents
   // never leak.
-  static torch::Tensor result_buffer(std::int64_t numel) {
+  static torch::Tensor result_buffer(std::int64_t numel, const torch::TensorOptions& options) {
     thread_local torch::Tensor buffer;
-    if (!buffer.defined() || buffer.numel() < numel || !buffer.storage().unique()) {
-      buffer = torch::empty({numel});
+    if (!buffer.defined() || buffer.numel() < numel || !buffer.storage().unique() ||
+        buffer.device() != options.device() || buffer.dtype() != options.dtype()) {
+      buffer = torch::empty({numel}, options);
     }
     return buffer.narrow(0, 0, numel);
   }

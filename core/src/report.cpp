@@ -19,6 +19,7 @@
 #include <sstream>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join (moved here in fmt 11)
 #include <nlohmann/json.hpp>
 
 #include "bulwark/error.hpp"

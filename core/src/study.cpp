@@ -17,6 +17,7 @@
 
 #include <c10/util/Exception.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join (moved here in fmt 11)
 
 #include "bulwark/error.hpp"
 #include "checkpoint.hpp"

@@ -69,11 +69,10 @@ class Bucketing final : public bulwark::Aggregator {
     const auto n = updates.size(0);
     const auto buckets = (n + s_ - 1) / s_;
     // Row π(k) goes to bucket k / s: scatter the bucket numbers of the positions to the rows.
-    auto permutation = torch::randperm(n, context.generator, torch::kLong);
-    auto bucket_of_position = torch::arange(n, torch::kLong).div(s_, /*rounding_mode=*/"floor");
-    auto bucket_of_row = torch::empty({n}, torch::kLong)
-                             .scatter_(0, permutation, bucket_of_position)
-                             .to(updates.device());
+    const auto index_options = updates.options().dtype(torch::kLong);  // the generator's device
+    auto permutation = torch::randperm(n, context.generator, index_options);
+    auto bucket_of_position = torch::arange(n, index_options).div(s_, /*rounding_mode=*/"floor");
+    auto bucket_of_row = torch::empty({n}, index_options).scatter_(0, permutation, bucket_of_position);
 
     auto sums = torch::zeros({buckets, updates.size(1)}, updates.options())
                     .index_add_(0, bucket_of_row, updates);

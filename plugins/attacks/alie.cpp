@@ -29,6 +29,7 @@
 
 #include "bulwark/error.hpp"
 #include "bulwark/plugin.hpp"
+#include "bulwark/rows.hpp"
 
 namespace {
 
@@ -44,15 +45,6 @@ constexpr bulwark::OptionSpec kOptions[] = {
     {"grid", bulwark::OptType::List, "[0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3]", -bulwark::kInf, bulwark::kInf,
      "optimize: the z values tried."},
 };
-
-torch::Tensor select_rows(const torch::Tensor& updates, const std::vector<std::int64_t>& rows) {
-  return updates.index_select(0, torch::tensor(rows, torch::kLong));
-}
-
-void write_rows(torch::Tensor& updates, const std::vector<std::int64_t>& rows, const torch::Tensor& row) {
-  auto index = torch::tensor(rows, torch::kLong);
-  updates.index_copy_(0, index, row.to(updates.scalar_type()).unsqueeze(0).expand({index.size(0), row.size(0)}));
-}
 
 /// The paper's z for n clients of which f are malicious.
 double paper_z(std::int64_t n, std::int64_t f) {
@@ -91,7 +83,7 @@ class ALIE final : public bulwark::Attack {
 
   void poison_updates(torch::Tensor& updates, const bulwark::UpdateAttackContext& context) override {
     const auto& rows = context.malicious_rows;
-    const auto reference = select_rows(updates, context.honest_rows.empty() ? rows : context.honest_rows);
+    const auto reference = bulwark::select_rows(updates, context.honest_rows.empty() ? rows : context.honest_rows);
     const auto mean = reference.mean(0);
     const auto sigma = reference.size(0) > 1 ? reference.std(0, /*unbiased=*/true) : torch::zeros_like(mean);
     double z = z_given_ ? z_ : 0.0;
@@ -104,7 +96,7 @@ class ALIE final : public bulwark::Attack {
       double best = -1.0;
       for (double candidate : grid_) {
         auto trial = updates.clone();
-        write_rows(trial, rows, mean - candidate * sigma);
+        bulwark::write_rows(trial, rows, mean - candidate * sigma);
         const double distance =
             (context.aggregate_probe(trial).to(torch::kDouble) - mean.to(torch::kDouble)).norm().item<double>();
         if (distance > best) {
@@ -115,7 +107,7 @@ class ALIE final : public bulwark::Attack {
     } else if (!z_given_) {
       z = paper_z(context.num_clients, context.num_malicious);
     }
-    write_rows(updates, rows, mean - z * sigma);
+    bulwark::write_rows(updates, rows, mean - z * sigma);
   }
 
  private:

@@ -86,7 +86,7 @@ class Backdoor final : public bulwark::Attack {
     check_label(target_, context.num_classes, "target_label");
     if (semantic_) check_label(source_, context.num_classes, "source_label");
     auto eligible = semantic_ ? labels.eq(source_).nonzero().flatten()
-                              : torch::arange(labels.size(0), torch::kLong);
+                              : torch::arange(labels.size(0), labels.options().dtype(torch::kLong));
     const auto count = std::llround(fraction_ * static_cast<double>(eligible.size(0)));
     if (count == 0) return;
     auto chosen = eligible.narrow(0, 0, count);

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "bulwark/plugin.hpp"
+#include "bulwark/rows.hpp"
 
 namespace {
 
@@ -33,10 +34,6 @@ constexpr bulwark::OptionSpec kOptions[] = {
     {"b", bulwark::OptType::Float, "2.0", 1, bulwark::kInf,
      "Interval factor b > 1: how far beyond the benign extreme values are drawn (paper: 2)."},
 };
-
-torch::Tensor select_rows(const torch::Tensor& updates, const std::vector<std::int64_t>& rows) {
-  return updates.index_select(0, torch::tensor(rows, torch::kLong));
-}
 
 class Fang final : public bulwark::Attack {
  public:
@@ -47,16 +44,16 @@ class Fang final : public bulwark::Attack {
 
   void poison_updates(torch::Tensor& updates, const bulwark::UpdateAttackContext& context) override {
     const auto& rows = context.malicious_rows;
-    const auto benign = select_rows(updates, context.honest_rows.empty() ? rows : context.honest_rows);
+    const auto benign = bulwark::select_rows(updates, context.honest_rows.empty() ? rows : context.honest_rows);
     auto pre_attack = context.honest_rows;
     pre_attack.insert(pre_attack.end(), rows.begin(), rows.end());
-    const auto increasing = select_rows(updates, pre_attack).sum(0) > 0;
+    const auto increasing = bulwark::select_rows(updates, pre_attack).sum(0) > 0;
     const auto w_max = std::get<0>(benign.max(0)), w_min = std::get<0>(benign.min(0));
     const auto low = torch::where(increasing, torch::where(w_min > 0, w_min / b_, w_min * b_), w_max);
     const auto high = torch::where(increasing, w_min, torch::where(w_max > 0, w_max * b_, w_max / b_));
     auto generator = context.generator;
     auto u = torch::rand({static_cast<std::int64_t>(rows.size()), updates.size(1)}, generator, updates.options());
-    updates.index_copy_(0, torch::tensor(rows, torch::kLong), low + u * (high - low));
+    updates.index_copy_(0, bulwark::row_index(rows, updates), low + u * (high - low));
   }
 
  private:

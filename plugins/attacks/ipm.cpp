@@ -23,6 +23,7 @@
 
 #include "bulwark/error.hpp"
 #include "bulwark/plugin.hpp"
+#include "bulwark/rows.hpp"
 
 namespace {
 
@@ -37,16 +38,6 @@ constexpr bulwark::OptionSpec kOptions[] = {
     {"grid", bulwark::OptType::List, "[0.1, 0.2, 0.5, 1, 2, 5, 10]", 0, bulwark::kInf,
      "optimize: the epsilon values tried."},
 };
-
-torch::Tensor select_rows(const torch::Tensor& updates, const std::vector<std::int64_t>& rows) {
-  return updates.index_select(0, torch::tensor(rows, torch::kLong));
-}
-
-/// Writes `row` into each of `rows`.
-void write_rows(torch::Tensor& updates, const std::vector<std::int64_t>& rows, const torch::Tensor& row) {
-  auto index = torch::tensor(rows, torch::kLong);
-  updates.index_copy_(0, index, row.to(updates.scalar_type()).unsqueeze(0).expand({index.size(0), row.size(0)}));
-}
 
 class IPM final : public bulwark::Attack {
  public:
@@ -71,7 +62,7 @@ class IPM final : public bulwark::Attack {
   void poison_updates(torch::Tensor& updates, const bulwark::UpdateAttackContext& context) override {
     const auto& rows = context.malicious_rows;
     const auto honest_mean =
-        select_rows(updates, context.honest_rows.empty() ? rows : context.honest_rows).mean(0);
+        bulwark::select_rows(updates, context.honest_rows.empty() ? rows : context.honest_rows).mean(0);
     double epsilon = epsilon_;
     if (optimize_) {
       if (!context.aggregate_probe) {
@@ -82,7 +73,7 @@ class IPM final : public bulwark::Attack {
       double best = -1.0;
       for (double candidate : grid_) {
         auto trial = updates.clone();
-        write_rows(trial, rows, -candidate * honest_mean);
+        bulwark::write_rows(trial, rows, -candidate * honest_mean);
         const double distance =
             (context.aggregate_probe(trial).to(torch::kDouble) - honest_mean.to(torch::kDouble)).norm().item<double>();
         if (distance > best) {
@@ -91,7 +82,7 @@ class IPM final : public bulwark::Attack {
         }
       }
     }
-    write_rows(updates, rows, -epsilon * honest_mean);
+    bulwark::write_rows(updates, rows, -epsilon * honest_mean);
   }
 
  private:

@@ -66,6 +66,7 @@ class LabelFlip final : public bulwark::Attack {
     // so mappings such as 1 -> 7, 7 -> 1 swap instead of chaining.
     auto table = torch::arange(classes, torch::kLong);
     for (std::size_t i = 0; i < source_.size(); ++i) table[source_[i]] = target_[i];
+    table = table.to(labels.device());  // built on the host, where element writes are cheap
     labels = table.index_select(0, labels.to(torch::kLong).flatten()).view(labels.sizes()).to(labels.scalar_type());
   }
 

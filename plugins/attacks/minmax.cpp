@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "bulwark/plugin.hpp"
+#include "bulwark/rows.hpp"
 
 namespace {
 
@@ -40,15 +41,6 @@ constexpr bulwark::OptionSpec kOptions[] = {
      "full: the honest rows (omniscient); partial: the malicious clients' own honest updates.",
      "full|partial"},
 };
-
-torch::Tensor select_rows(const torch::Tensor& updates, const std::vector<std::int64_t>& rows) {
-  return updates.index_select(0, torch::tensor(rows, torch::kLong));
-}
-
-void write_rows(torch::Tensor& updates, const std::vector<std::int64_t>& rows, const torch::Tensor& row) {
-  auto index = torch::tensor(rows, torch::kLong);
-  updates.index_copy_(0, index, row.to(updates.scalar_type()).unsqueeze(0).expand({index.size(0), row.size(0)}));
-}
 
 torch::Tensor perturbation(const std::string& direction, const torch::Tensor& benign, const torch::Tensor& mean) {
   if (direction == "unit_vec") return -mean / mean.norm().clamp_min(std::numeric_limits<float>::min());
@@ -69,7 +61,7 @@ class MinMax final : public bulwark::Attack {
 
   void poison_updates(torch::Tensor& updates, const bulwark::UpdateAttackContext& context) override {
     const auto& rows = context.malicious_rows;
-    const auto benign = select_rows(updates, context.honest_rows.empty() ? rows : context.honest_rows)
+    const auto benign = bulwark::select_rows(updates, context.honest_rows.empty() ? rows : context.honest_rows)
                             .to(torch::kDouble);
     const auto mean = benign.mean(0);
     const auto p = perturbation(direction_, benign, mean);
@@ -92,7 +84,7 @@ class MinMax final : public bulwark::Attack {
       }
       step /= 2;
     }
-    write_rows(updates, rows, mean + success * p);
+    bulwark::write_rows(updates, rows, mean + success * p);
   }
 
  private:

@@ -23,12 +23,12 @@
 
 #include <cmath>
 #include <mutex>
-#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "bulwark/error.hpp"
+#include "bulwark/noise.hpp"
 #include "bulwark/plugin.hpp"
 #include "bulwark/rng.hpp"
 
@@ -48,19 +48,6 @@ constexpr bulwark::OptionSpec kOptions[] = {
     {"secure_rng", bulwark::OptType::Bool, "false", 0, 1,
      "Draw noise from an OS-entropy-seeded generator (not reproducible)."},
 };
-
-/// N(0, stddev²) noise shaped like `like`, drawn on the CPU from `generator` (a CPU generator), then
-/// moved to `like`'s device: the same noise whatever device the tensors live on.
-torch::Tensor gaussian_like(const torch::Tensor& like, double stddev, at::Generator generator) {
-  auto noise = torch::empty(like.sizes(), like.options().device(torch::kCPU)).normal_(0.0, stddev, std::move(generator));
-  return like.is_cpu() ? noise : noise.to(like.device());
-}
-
-at::Generator noise_generator(bool secure, const at::Generator& seeded) {
-  if (!secure) return seeded;
-  std::random_device device;
-  return bulwark::make_generator((static_cast<std::uint64_t>(device()) << 32) | device());
-}
 
 class DpFedAvgAdaptive final : public bulwark::PrivacyMechanism {
  public:
@@ -95,15 +82,15 @@ class DpFedAvgAdaptive final : public bulwark::PrivacyMechanism {
     const auto m = static_cast<double>(context.clients_in_round);
     const double sigma_b = count_std(context.clients_in_round);
     const double sigma_update = update_noise_multiplier(sigma_b);
-    auto generator = noise_generator(secure_, context.generator);
-    if (sigma_update > 0) aggregate.add_(gaussian_like(aggregate, sigma_update * clip_ / m, generator));
+    auto generator = bulwark::noise_generator(secure_, context.generator);
+    if (sigma_update > 0) aggregate.add_(bulwark::gaussian_like(aggregate, sigma_update * clip_ / m, generator));
     double count = 0;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       count = static_cast<double>(unclipped_);
       unclipped_ = 0;
     }
-    if (sigma_b > 0) count += torch::empty({1}, torch::kDouble).normal_(0.0, sigma_b, generator).item<double>();
+    if (sigma_b > 0) count += torch::empty({1}, aggregate.options().dtype(torch::kDouble)).normal_(0.0, sigma_b, generator).item<double>();
     clip_ *= std::exp(-clip_lr_ * (count / m - quantile_));
   }
 

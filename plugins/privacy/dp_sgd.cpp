@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "bulwark/error.hpp"
+#include "bulwark/noise.hpp"
 #include "bulwark/plugin.hpp"
 #include "bulwark/rng.hpp"
 
@@ -75,19 +76,6 @@ std::vector<Span> layer_spans(const bulwark::ParamLayout& layout) {
 /// multiplied by exactly 1, so they are untouched; a zero bound on a zero layer stays 0).
 torch::Tensor clip_factors(const torch::Tensor& norms, const torch::Tensor& bounds) {
   return torch::where(norms <= bounds, torch::ones_like(norms), bounds / norms);
-}
-
-/// N(0, stddev²) noise shaped like `like`, drawn on the CPU from `generator` (a CPU generator), then
-/// moved to `like`'s device: the same noise whatever device the tensors live on.
-torch::Tensor gaussian_like(const torch::Tensor& like, double stddev, at::Generator generator) {
-  auto noise = torch::empty(like.sizes(), like.options().device(torch::kCPU)).normal_(0.0, stddev, std::move(generator));
-  return like.is_cpu() ? noise : noise.to(like.device());
-}
-
-at::Generator noise_generator(bool secure, const at::Generator& seeded) {
-  if (!secure) return seeded;
-  std::random_device device;
-  return bulwark::make_generator((static_cast<std::uint64_t>(device()) << 32) | device());
 }
 
 class DpSgd final : public bulwark::PrivacyMechanism {
@@ -147,7 +135,7 @@ class DpSgd final : public bulwark::PrivacyMechanism {
       }
     }
     if (sigma_ > 0) {
-      sum.add_(gaussian_like(sum, sigma_ * clip_, noise_generator(secure_, context.generator)));
+      sum.add_(bulwark::gaussian_like(sum, sigma_ * clip_, bulwark::noise_generator(secure_, context.generator)));
     }
     return sum.div_(static_cast<double>(grads.size(0)));
   }

@@ -32,12 +32,12 @@
 
 #include <algorithm>
 #include <cmath>
-#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "bulwark/error.hpp"
+#include "bulwark/noise.hpp"
 #include "bulwark/plugin.hpp"
 #include "bulwark/rng.hpp"
 
@@ -76,19 +76,6 @@ std::vector<Span> layer_spans(const bulwark::ParamLayout& layout) {
     spans.push_back({first.offset, last.offset + last.numel - first.offset});
   }
   return spans;
-}
-
-/// N(0, stddev²) noise shaped like `like`, drawn on the CPU from `generator` (a CPU generator), then
-/// moved to `like`'s device: the same noise whatever device the tensors live on.
-torch::Tensor gaussian_like(const torch::Tensor& like, double stddev, at::Generator generator) {
-  auto noise = torch::empty(like.sizes(), like.options().device(torch::kCPU)).normal_(0.0, stddev, std::move(generator));
-  return like.is_cpu() ? noise : noise.to(like.device());
-}
-
-at::Generator noise_generator(bool secure, const at::Generator& seeded) {
-  if (!secure) return seeded;
-  std::random_device device;
-  return bulwark::make_generator((static_cast<std::uint64_t>(device()) << 32) | device());
 }
 
 class FedCdp final : public bulwark::PrivacyMechanism {
@@ -156,8 +143,8 @@ class FedCdp final : public bulwark::PrivacyMechanism {
       }
       mean.div_(batch);
       if (sigma_ > 0) {
-        mean.add_(gaussian_like(mean, sigma_ * clip / std::sqrt(batch),
-                                                  noise_generator(secure_, context.generator)));
+        mean.add_(bulwark::gaussian_like(mean, sigma_ * clip / std::sqrt(batch),
+                                                  bulwark::noise_generator(secure_, context.generator)));
       }
       return mean;
     }
@@ -165,7 +152,7 @@ class FedCdp final : public bulwark::PrivacyMechanism {
       grads.narrow(1, spans[j].offset, spans[j].length).mul_(factors.select(1, j).unsqueeze(1));
     }
     if (sigma_ > 0) {
-      grads.add_(gaussian_like(grads, sigma_ * clip, noise_generator(secure_, context.generator)));
+      grads.add_(bulwark::gaussian_like(grads, sigma_ * clip, bulwark::noise_generator(secure_, context.generator)));
     }
     return grads.mean(/*dim=*/0);
   }

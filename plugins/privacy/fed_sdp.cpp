@@ -24,11 +24,11 @@
 #include <torch/torch.h>
 
 #include <cmath>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "bulwark/error.hpp"
+#include "bulwark/noise.hpp"
 #include "bulwark/plugin.hpp"
 #include "bulwark/rng.hpp"
 
@@ -46,19 +46,6 @@ constexpr bulwark::OptionSpec kOptions[] = {
     {"secure_rng", bulwark::OptType::Bool, "false", 0, 1,
      "Draw noise from an OS-entropy-seeded generator (not reproducible)."},
 };
-
-/// N(0, stddev²) noise shaped like `like`, drawn on the CPU from `generator` (a CPU generator), then
-/// moved to `like`'s device: the same noise whatever device the tensors live on.
-torch::Tensor gaussian_like(const torch::Tensor& like, double stddev, at::Generator generator) {
-  auto noise = torch::empty(like.sizes(), like.options().device(torch::kCPU)).normal_(0.0, stddev, std::move(generator));
-  return like.is_cpu() ? noise : noise.to(like.device());
-}
-
-at::Generator noise_generator(bool secure, const at::Generator& seeded) {
-  if (!secure) return seeded;
-  std::random_device device;
-  return bulwark::make_generator((static_cast<std::uint64_t>(device()) << 32) | device());
-}
 
 /// Scales `v` to norm at most `bound` (exactly untouched when it fits).
 void clip_to(torch::Tensor v, double bound) {
@@ -99,7 +86,7 @@ class FedSdp final : public bulwark::PrivacyMechanism {
       clip_to(update, clip_);
     }
     if (!at_server_ && sigma_ > 0) {
-      update.add_(gaussian_like(update, sigma_ * clip_, noise_generator(secure_, context.generator)));
+      update.add_(bulwark::gaussian_like(update, sigma_ * clip_, bulwark::noise_generator(secure_, context.generator)));
     }
   }
 
@@ -107,7 +94,7 @@ class FedSdp final : public bulwark::PrivacyMechanism {
     if (sigma_ == 0 || context.clients_in_round == 0) return;
     torch::NoGradGuard no_grad;
     const double std = sigma_ * clip_ / static_cast<double>(context.clients_in_round);
-    aggregate.add_(gaussian_like(aggregate, std, noise_generator(secure_, context.generator)));
+    aggregate.add_(bulwark::gaussian_like(aggregate, std, bulwark::noise_generator(secure_, context.generator)));
   }
 
   std::vector<bulwark::AccountingEvent> accounting(const bulwark::RoundAccountingInfo& info) const override {

@@ -18,11 +18,11 @@
 // secure_rng = true draws the noise from an OS-entropy-seeded generator (not reproducible).
 #include <torch/torch.h>
 
-#include <random>
 #include <string>
 #include <vector>
 
 #include "bulwark/error.hpp"
+#include "bulwark/noise.hpp"
 #include "bulwark/plugin.hpp"
 #include "bulwark/rng.hpp"
 
@@ -37,19 +37,6 @@ constexpr bulwark::OptionSpec kOptions[] = {
      "Draw noise from an OS-entropy-seeded generator (not reproducible)."},
 };
 
-/// N(0, stddev²) noise shaped like `like`, drawn on the CPU from `generator` (a CPU generator), then
-/// moved to `like`'s device: the same noise whatever device the tensors live on.
-torch::Tensor gaussian_like(const torch::Tensor& like, double stddev, at::Generator generator) {
-  auto noise = torch::empty(like.sizes(), like.options().device(torch::kCPU)).normal_(0.0, stddev, std::move(generator));
-  return like.is_cpu() ? noise : noise.to(like.device());
-}
-
-at::Generator noise_generator(bool secure, const at::Generator& seeded) {
-  if (!secure) return seeded;
-  std::random_device device;
-  return bulwark::make_generator((static_cast<std::uint64_t>(device()) << 32) | device());
-}
-
 class LdpGaussian final : public bulwark::PrivacyMechanism {
  public:
   explicit LdpGaussian(const bulwark::Options& options)
@@ -63,7 +50,7 @@ class LdpGaussian final : public bulwark::PrivacyMechanism {
       const double norm = update.norm().item<double>();
       if (norm > clip_) update.mul_(clip_ / norm);
     }
-    if (std_ > 0) update.add_(gaussian_like(update, std_, noise_generator(secure_, context.generator)));
+    if (std_ > 0) update.add_(bulwark::gaussian_like(update, std_, bulwark::noise_generator(secure_, context.generator)));
   }
 
   std::vector<bulwark::AccountingEvent> accounting(const bulwark::RoundAccountingInfo&) const override {

@@ -45,25 +45,6 @@ Tensor stacked_gradients(const bulwark::detail::StackedModel& model, const Tenso
   return torch::autograd::grad({losses.sum()}, {p})[0];
 }
 
-RunSummary run_tiny(const std::string& name, const std::string& extra,
-                    const std::vector<std::string>& overrides, int threads = 2) {
-  auto dir = test::scratch_dir("batching_" + name);
-  test::write_file(dir / "experiment.toml", test::tiny_experiment(extra));
-  Engine engine(load_experiment((dir / "experiment.toml").string(), overrides), test::registry());
-  RunOptions options;
-  options.output_dir = dir / "out";
-  options.threads = threads;
-  return engine.run(options);
-}
-
-double metric(const MetricsRow& row, const std::string& name) {
-  for (const auto& [key, value] : row) {
-    if (key == name) return value;
-  }
-  FAIL("no metric " << name);
-  return 0;
-}
-
 }  // namespace
 
 TEST_CASE("stacked zoo models: K clients at once equal each client on the model, and a client's numbers do not depend on K") {
@@ -153,43 +134,44 @@ TEST_CASE("client-batched training gives the one-by-one numbers to 1e-5, with an
     off_overrides.push_back("clients.batching=\"off\"");
     on_overrides.push_back("clients.batching=\"on\"");
     on_overrides.push_back("clients.batch_clients=3");  // 4 clients a round: chunks of several sizes
-    auto off = run_tiny(c.name + "_off", c.extra, off_overrides);
-    auto on = run_tiny(c.name + "_on", c.extra, on_overrides);
+    auto off = test::run_tiny("batching_" + c.name + "_off", c.extra, off_overrides);
+    auto on = test::run_tiny("batching_" + c.name + "_on", c.extra, on_overrides);
     REQUIRE(off.metrics.size() == on.metrics.size());
     for (std::size_t r = 0; r < off.metrics.size(); ++r) {
       CAPTURE(r);
       for (const char* name : {"train_loss", "test_loss"}) {
         CAPTURE(name);
-        const double a = metric(off.metrics[r], name), b = metric(on.metrics[r], name);
+        const double a = test::metric(off.metrics[r], name), b = test::metric(on.metrics[r], name);
         CHECK(std::abs(a - b) <= 1e-5 * std::max(1.0, std::abs(a)));
       }
     }
     // Training did something, so agreeing is not trivial.
-    CHECK(metric(off.metrics.back(), "train_loss") != metric(off.metrics.front(), "train_loss"));
+    CHECK(test::metric(off.metrics.back(), "train_loss") != test::metric(off.metrics.front(), "train_loss"));
   }
 }
 
 TEST_CASE("client-batched training: the same numbers for any thread count and cap on K") {
   const std::vector<std::string> cnn = {"model.arch=\"cnn\"", "data.shape=[1, 8, 8]", "clients.local_iterations=3",
                                         "clients.batching=\"on\""};
-  auto reference = run_tiny("threads1", "", cnn, 1);
+  auto reference = test::run_tiny("batching_threads1", "", cnn, 1);
   for (const auto& [threads, cap] : std::vector<std::pair<int, int>>{{2, 32}, {2, 1}, {1, 3}}) {
     CAPTURE(threads);
     CAPTURE(cap);
     auto overrides = cnn;
     overrides.push_back("clients.batch_clients=" + std::to_string(cap));
-    auto run = run_tiny("threads" + std::to_string(threads) + "_cap" + std::to_string(cap), "", overrides, threads);
+    auto run = test::run_tiny("batching_threads" + std::to_string(threads) + "_cap" + std::to_string(cap), "", overrides, threads);
     REQUIRE(run.metrics.size() == reference.metrics.size());
     for (std::size_t r = 0; r < run.metrics.size(); ++r) {
       for (const char* name : {"train_loss", "test_loss", "test_accuracy"}) {
         CAPTURE(name);
-        CHECK(metric(run.metrics[r], name) == metric(reference.metrics[r], name));  // bit for bit
+        CHECK(test::metric(run.metrics[r], name) == test::metric(reference.metrics[r], name));  // bit for bit
       }
     }
   }
 }
 
-TEST_CASE("experiment.device = \"cuda\" is refused with a clear error, not run on the CPU") {
+TEST_CASE("experiment.device = \"cuda\" without a usable GPU is refused with a clear error, not run on the CPU") {
+  if (torch::cuda::is_available()) return;  // device_test.cpp covers the GPU
   auto dir = test::scratch_dir("batching_cuda");
   test::write_file(dir / "experiment.toml", test::tiny_experiment());
   CHECK_THROWS_WITH_AS(Engine(load_experiment((dir / "experiment.toml").string(), {"experiment.device=\"cuda\""}),

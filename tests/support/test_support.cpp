@@ -1,8 +1,11 @@
 #include "test_support.hpp"
 
+#include "tiny_experiment.hpp"
+
 #include <sys/wait.h>
 
 #include <array>
+#include <cstdlib>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -12,6 +15,32 @@ namespace bulwark::test {
 PluginRegistry& registry() {
   static PluginRegistry instance({BULWARK_TEST_PLUGIN_DIR});
   return instance;
+}
+
+c10::Device test_device() {
+  const char* name = std::getenv("BULWARK_TEST_DEVICE");
+  c10::Device device(name && *name ? name : "cpu");
+  // Tensors report an indexed device ("cuda:0"); compare like with like.
+  return device.is_cpu() || device.has_index() ? device : c10::Device(device.type(), 0);
+}
+
+RunSummary run_tiny(const std::string& name, const std::string& extra,
+                    const std::vector<std::string>& overrides, int threads) {
+  auto dir = scratch_dir(name);
+  write_file(dir / "experiment.toml", tiny_experiment(extra));
+  Engine engine(load_experiment((dir / "experiment.toml").string(), overrides), registry());
+  RunOptions options;
+  options.output_dir = dir / "out";
+  options.threads = threads;
+  return engine.run(options);
+}
+
+double metric(const MetricsRow& row, const std::string& name) {
+  for (const auto& [key, value] : row) {
+    if (key == name) return value;
+  }
+  FAIL("no metric " << name);
+  return 0;
 }
 
 std::filesystem::path scratch_dir(const std::string& name) {

@@ -6,7 +6,10 @@
 #include <string>
 #include <vector>
 
+#include <c10/core/Device.h>
+
 #include "config.hpp"
+#include "engine.hpp"
 #include "loader.hpp"
 
 namespace bulwark::test {
@@ -23,6 +26,18 @@ PluginHandle<I> load(const std::string& name, const std::string& options_toml = 
                                      std::string(kind_name(InterfaceKind<I>::value)) + " '" + name + "'");
   return PluginHandle<I>(library, options);
 }
+
+/// Where the device-taking tests run: BULWARK_TEST_DEVICE ("cpu" when unset; "cuda" on a GPU
+/// machine). They compare what runs there with the same computation on the CPU.
+c10::Device test_device();
+
+/// Runs the tiny experiment (tiny_experiment.hpp) with `extra` appended and `overrides` applied,
+/// through the Engine, in the scratch folder `name`.
+RunSummary run_tiny(const std::string& name, const std::string& extra,
+                    const std::vector<std::string>& overrides, int threads = 2);
+
+/// The value of column `name` in one metrics row; a test failure when there is none.
+double metric(const MetricsRow& row, const std::string& name);
 
 /// A fresh empty folder under the build tree's test-tmp/, unique to `name`.
 std::filesystem::path scratch_dir(const std::string& name);

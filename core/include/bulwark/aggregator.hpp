@@ -24,7 +24,7 @@ struct AggregationContext {
   /// option is left at its default.
   std::int64_t byzantine_bound = 0;
   std::vector<std::int64_t> client_ids;   ///< client id of each row
-  at::Generator generator;                ///< seeded stream for randomised rules
+  at::Generator generator;                ///< seeded stream for randomised rules, of U's device
   /// DiverseFL: the guiding update for row j, computed by the server at θ on the sample that
   /// row j's client shared (same quantity as an upload: a gradient in FedSGD mode, a local-training
   /// delta in FedAvg mode). Empty unless `shared_sample_fraction()` > 0.

@@ -19,7 +19,7 @@ struct DataAttackContext {
   std::int64_t round = 0;
   std::int64_t client = 0;
   std::int64_t num_classes = 0;
-  at::Generator generator;  ///< seeded per (round, client)
+  at::Generator generator;  ///< seeded per (round, client), of the batch's device
 };
 
 /// Context of the update hook.

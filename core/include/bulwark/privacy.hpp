@@ -25,7 +25,7 @@ struct PrivacyStepContext {
   std::int64_t steps = 0;         ///< local steps this client takes in the round
   std::int64_t batch_size = 0;    ///< rows of the per-example gradient matrix
   const ParamLayout* layout = nullptr;
-  at::Generator generator;        ///< seeded per (round, client); advance it, never reseed it
+  at::Generator generator;        ///< seeded per (round, client), of the rows' device; advance it, never reseed it
   /// Whether anything reads `per_example_grads` after the hook (a type-2 leakage observation).
   /// When false (the engine's training loop), a mechanism may leave the rows as they are and
   /// compute the gradient it returns directly, provided its distribution is unchanged.

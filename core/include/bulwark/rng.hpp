@@ -3,6 +3,7 @@
 #include <cstdint>
 
 #include <ATen/core/Generator.h>
+#include <c10/core/Device.h>
 
 #include "bulwark/export.hpp"
 
@@ -30,10 +31,20 @@ inline constexpr std::int64_t kServer = -1;
 BULWARK_API std::uint64_t derive_seed(std::uint64_t seed, std::int64_t round, std::int64_t client,
                                       Stream purpose);
 
-/// A fresh CPU generator seeded with `seed` (for torch::randn(..., generator), randperm, ...).
+/// A fresh generator of `device` seeded with `seed` (for torch::randn(..., generator), randperm,
+/// ...). Draw with it on tensors of that device: a tensor's noise comes from its own device's
+/// generator, never from a host draw copied over. CPU and CUDA generators give different numbers
+/// for the same seed; each is reproducible on its own.
+BULWARK_API at::Generator make_generator(std::uint64_t seed, c10::Device device);
+
+/// A fresh CPU generator: make_generator(seed, CPU).
 BULWARK_API at::Generator make_generator(std::uint64_t seed);
 
-/// Shorthand for make_generator(derive_seed(...)).
+/// Shorthand for make_generator(derive_seed(...), device).
+BULWARK_API at::Generator stream_generator(std::uint64_t seed, std::int64_t round,
+                                           std::int64_t client, Stream purpose, c10::Device device);
+
+/// Shorthand for make_generator(derive_seed(...)), a CPU generator.
 BULWARK_API at::Generator stream_generator(std::uint64_t seed, std::int64_t round,
                                            std::int64_t client, Stream purpose);
 

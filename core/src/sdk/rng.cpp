@@ -1,6 +1,7 @@
 #include "bulwark/rng.hpp"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
 
 namespace bulwark {
 
@@ -23,13 +24,26 @@ std::uint64_t derive_seed(std::uint64_t seed, std::int64_t round, std::int64_t c
   return h;
 }
 
-at::Generator make_generator(std::uint64_t seed) {
-  return at::make_generator<at::CPUGeneratorImpl>(seed);
+at::Generator make_generator(std::uint64_t seed, c10::Device device) {
+  if (device.is_cpu()) return at::make_generator<at::CPUGeneratorImpl>(seed);
+  // A device generator's type lives in that backend's library: clone the backend's default one
+  // (through ATen's hooks, so this file needs no CUDA headers) and give the clone its own seed,
+  // which also restarts its counter-based stream at offset 0.
+  auto generator = at::globalContext().defaultGenerator(device).clone();
+  generator.set_current_seed(seed);
+  return generator;
+}
+
+at::Generator make_generator(std::uint64_t seed) { return make_generator(seed, c10::kCPU); }
+
+at::Generator stream_generator(std::uint64_t seed, std::int64_t round, std::int64_t client,
+                               Stream purpose, c10::Device device) {
+  return make_generator(derive_seed(seed, round, client, purpose), device);
 }
 
 at::Generator stream_generator(std::uint64_t seed, std::int64_t round, std::int64_t client,
                                Stream purpose) {
-  return make_generator(derive_seed(seed, round, client, purpose));
+  return stream_generator(seed, round, client, purpose, c10::kCPU);
 }
 
 }  // namespace bulwark

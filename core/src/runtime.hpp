@@ -1,0 +1,19 @@
+#pragma once
+
+namespace bulwark {
+
+/// Process-wide compute settings every program that runs the engine calls once, first thing in
+/// main(): one LibTorch intra-op thread and one OpenBLAS thread per calling thread, and OpenBLAS
+/// kernels that match the CPU when OpenBLAS does not know it. Parallelism comes from client
+/// workers; this keeps 2 cores busy without oversubscription, keeps reductions bit-identical for
+/// any worker count, and keeps concurrent GEMM calls safe (OpenBLAS's threaded build serialises
+/// its buffers; its single-thread build races when two threads call it).
+void init_runtime();
+
+/// Settings for runs on a CUDA device, applied before the first CUDA computation (the engine
+/// calls it when [experiment] device = "cuda"): deterministic algorithms, cuDNN without autotuning,
+/// and full fp32 precision (no TF32), so a run repeats bit for bit and follows the CPU run's
+/// arithmetic to rounding. Idempotent.
+void init_cuda_runtime();
+
+}  // namespace bulwark
