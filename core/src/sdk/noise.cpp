@@ -10,8 +10,7 @@ namespace bulwark {
 
 at::Tensor gaussian_like(const at::Tensor& like, double stddev, at::Generator generator) {
   const auto device = generator.device();
-  auto noise = at::empty(like.sizes(), like.options().device(device)).normal_(0.0, stddev, std::move(generator));
-  return noise.device() == like.device() ? noise : noise.to(like.device());
+  return at::empty(like.sizes(), like.options().device(device)).normal_(0.0, stddev, std::move(generator)).to(like.device());
 }
 
 at::Generator noise_generator(bool secure, const at::Generator& seeded) {

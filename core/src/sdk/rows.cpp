@@ -5,8 +5,7 @@
 namespace bulwark {
 
 at::Tensor row_index(const std::vector<std::int64_t>& rows, const at::Tensor& matrix) {
-  auto index = at::tensor(rows, at::kLong);
-  return matrix.is_cpu() ? index : index.to(matrix.device());
+  return at::tensor(rows, at::kLong).to(matrix.device());
 }
 
 at::Tensor select_rows(const at::Tensor& matrix, const std::vector<std::int64_t>& rows) {

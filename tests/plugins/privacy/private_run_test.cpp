@@ -19,20 +19,7 @@ constexpr double kExampleRate = 16.0 / 100.0;
 constexpr std::int64_t kStepsPerRound = 7;
 
 RunSummary run_private(const std::string& name, const std::string& privacy, const std::vector<std::string>& overrides = {}) {
-  auto dir = test::scratch_dir("private_" + name);
-  test::write_file(dir / "experiment.toml", test::tiny_experiment("\n[privacy]\n" + privacy));
-  Engine engine(load_experiment((dir / "experiment.toml").string(), overrides), test::registry());
-  RunOptions options;
-  options.output_dir = dir / "out";
-  return engine.run(options);
-}
-
-double column(const MetricsRow& row, const std::string& name) {
-  for (const auto& [key, value] : row) {
-    if (key == name) return value;
-  }
-  FAIL("no column " << name);
-  return 0;
+  return test::run_tiny("private_" + name, "\n[privacy]\n" + privacy, overrides);
 }
 
 double accountant_epsilon(double q, double sigma, std::int64_t steps) {
@@ -52,12 +39,12 @@ TEST_CASE("a dp_sgd run reports a rising example-level epsilon every round and s
   CHECK(summary.stopped_reason.find("max_epsilon = 6") != std::string::npos);
   double previous = 0;
   for (std::size_t r = 0; r < summary.metrics.size(); ++r) {
-    const double e = column(summary.metrics[r], "epsilon_example");
+    const double e = test::metric(summary.metrics[r], "epsilon_example");
     // Round r + 1 has composed (r + 1) · 7 steps at q = 16/100 with sigma = 1.
     CHECK(e == doctest::Approx(accountant_epsilon(kExampleRate, 1.0, (r + 1) * kStepsPerRound)));
     CHECK(e > previous);
     CHECK(e <= 6.0);
-    CHECK(std::isnan(column(summary.metrics[r], "epsilon_client")));  // dp_sgd protects examples only
+    CHECK(std::isnan(test::metric(summary.metrics[r], "epsilon_client")));  // dp_sgd protects examples only
     previous = e;
   }
   // The next round would have crossed the budget.
@@ -69,7 +56,7 @@ TEST_CASE("a dp_sgd run reports a rising example-level epsilon every round and s
 TEST_CASE("target_epsilon solves the noise multiplier so that the run ends just under the target") {
   auto summary = run_private("target", "plugin = \"dp_sgd\"\nclip = 1.0\ntarget_epsilon = 2.0", {"experiment.rounds=4"});
   REQUIRE(summary.rounds_run == 4);
-  const double final_epsilon = column(summary.metrics.back(), "epsilon_example");
+  const double final_epsilon = test::metric(summary.metrics.back(), "epsilon_example");
   CHECK(final_epsilon <= 2.0);
   CHECK(final_epsilon > 1.999);  // every round is as projected (equal clients, fixed K_t)
   // The solution is reported in summary.json; config.toml stays as written (studies and --resume
@@ -82,8 +69,8 @@ TEST_CASE("fed_sdp reports client-level epsilon at q = K_t/K, one step per round
   auto summary = run_private("fed_sdp", "plugin = \"fed_sdp\"\nnoise_multiplier = 1.0\nclip = 1.0\nnoise_at = \"server\"");
   REQUIRE(summary.rounds_run == 3);
   for (std::size_t r = 0; r < 3; ++r) {
-    CHECK(std::isnan(column(summary.metrics[r], "epsilon_example")));
-    CHECK(column(summary.metrics[r], "epsilon_client") == doctest::Approx(accountant_epsilon(4.0 / 6.0, 1.0, r + 1)));
+    CHECK(std::isnan(test::metric(summary.metrics[r], "epsilon_example")));
+    CHECK(test::metric(summary.metrics[r], "epsilon_client") == doctest::Approx(accountant_epsilon(4.0 / 6.0, 1.0, r + 1)));
   }
 }
 
@@ -92,7 +79,7 @@ TEST_CASE("fed_cdp with the global example rate B K_t / N and sigma / sqrt(M) (m
                              {"experiment.rounds=2"});
   REQUIRE(summary.rounds_run == 2);
   // q = 16 · 4 / 600, sigma / sqrt(2), 7 steps per round
-  CHECK(column(summary.metrics[1], "epsilon_example") ==
+  CHECK(test::metric(summary.metrics[1], "epsilon_example") ==
         doctest::Approx(accountant_epsilon(64.0 / 600.0, 6.0 / std::sqrt(2.0), 2 * kStepsPerRound)));
 }
 
