@@ -21,11 +21,11 @@
 // Cost: one pass over U (index_add of each row into its bucket).
 #include <torch/torch.h>
 
-#include <sstream>
 #include <string>
 
 #include "bulwark/error.hpp"
 #include "bulwark/plugin.hpp"
+#include "bulwark/robust.hpp"
 
 namespace {
 
@@ -34,33 +34,13 @@ constexpr bulwark::OptionSpec kOptions[] = {
      "Bucket size s: rows averaged per bucket (ceil(n / s) buckets)."},
 };
 
-void check_updates(const torch::Tensor& updates) {
-  if (!updates.defined() || updates.dim() != 2 || updates.size(0) < 1 ||
-      !updates.is_floating_point()) {
-    std::ostringstream found;
-    if (updates.defined()) found << updates.sizes() << " " << updates.scalar_type();
-    else found << "an undefined tensor";
-    throw bulwark::Error(bulwark::ErrorKind::Data,
-                         "bucketing: expected the update matrix U[n, d] (floating point, n >= 1); "
-                         "found " + found.str());
-  }
-}
-
-/// The mean of the rows with no NaN/Inf entry; 0 when there is none.
-torch::Tensor finite_mean(const torch::Tensor& rows) {
-  auto finite = torch::isfinite(rows).all(/*dim=*/1);
-  if (finite.all().item<bool>()) return rows.mean(/*dim=*/0);
-  if (!finite.any().item<bool>()) return torch::zeros({rows.size(1)}, rows.options());
-  return rows.index({finite}).mean(/*dim=*/0);
-}
-
 class Bucketing final : public bulwark::Aggregator {
  public:
   explicit Bucketing(const bulwark::Options& options) : s_(options.get<std::int64_t>("s")) {}
 
   bulwark::UpdateSet preprocess(const torch::Tensor& updates, const torch::Tensor& weights,
                                 const bulwark::AggregationContext& context) override {
-    check_updates(updates);
+    bulwark::check_update_matrix(updates, "bucketing");
     if (!context.generator.defined()) {
       throw bulwark::Error(bulwark::ErrorKind::Runtime,
                            "bucketing: context.generator is not set; the engine must pass the "
@@ -88,7 +68,7 @@ class Bucketing final : public bulwark::Aggregator {
   bulwark::AggregationResult aggregate(const torch::Tensor& updates, const torch::Tensor& weights,
                                        const bulwark::AggregationContext& context) override {
     bulwark::AggregationResult result;
-    result.aggregate = finite_mean(preprocess(updates, weights, context).updates);
+    result.aggregate = bulwark::finite_mean(preprocess(updates, weights, context).updates);
     return result;
   }
 

@@ -8,16 +8,16 @@
 //      two middle values), g_k is the mean of the β = θ − 2f values s_k closest to m_k.
 //
 // Needs n >= 4f + 3 (so that β >= 3). The pairwise distances come from one Gram matrix
-// G = U Uᵀ (one n×n×d matmul), computed once; each Krum step only re-ranks the n×n matrix
-// restricted to R (float64). Krum itself needs |R| > 2f + 2, which the last two steps at
+// of the rows in float64, centred on their median (bulwark/robust.hpp), computed once; each Krum step
+// only re-ranks the n×n matrix restricted to R. Krum itself needs |R| > 2f + 2, which the last two steps at
 // n = 4f + 3 do not have; there each remaining row is scored against all other remaining rows (the
 // medoid criterion), so the pick stays the most central row rather than an arbitrary one. Exact
 // ties go to the lowest row index.
 //
 // `f` = -1 (the default) takes the experiment's declared Byzantine bound (context.byzantine_bound).
 //
-// Non-finite rows: a row whose squared norm G_ii is not finite (a NaN/±Inf entry, or entries so
-// large that ‖u_i‖² overflows) is certainly Byzantine. The k such rows are removed and the rule
+// Non-finite rows: a row with a NaN/±Inf entry (or so large that its squared distance overflows
+// float64) is certainly Byzantine. The k such rows are removed and the rule
 // runs on the n' = n − k others with f' = max(f − k, 0); n' >= 4f' + 3 still holds. If no row is
 // finite, g = 0.
 //
@@ -26,12 +26,12 @@
 
 #include <algorithm>
 #include <limits>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "bulwark/error.hpp"
 #include "bulwark/plugin.hpp"
+#include "bulwark/robust.hpp"
 
 namespace {
 
@@ -41,18 +41,6 @@ constexpr bulwark::OptionSpec kOptions[] = {
 };
 
 constexpr double kInfinity = std::numeric_limits<double>::infinity();
-
-void check_updates(const torch::Tensor& updates) {
-  if (!updates.defined() || updates.dim() != 2 || updates.size(0) < 1 ||
-      !updates.is_floating_point()) {
-    std::ostringstream found;
-    if (updates.defined()) found << updates.sizes() << " " << updates.scalar_type();
-    else found << "an undefined tensor";
-    throw bulwark::Error(bulwark::ErrorKind::Data,
-                         "bulyan: expected the update matrix U[n, d] (floating point, n >= 1); "
-                         "found " + found.str());
-  }
-}
 
 /// Column medians of rows[m, d], m >= 1; even m averages the two middle values.
 torch::Tensor coordinate_median(const torch::Tensor& rows) {
@@ -92,7 +80,7 @@ class Bulyan final : public bulwark::Aggregator {
 
   bulwark::AggregationResult aggregate(const torch::Tensor& updates, const torch::Tensor&,
                                        const bulwark::AggregationContext& context) override {
-    check_updates(updates);
+    bulwark::check_update_matrix(updates, "bulyan");
     const auto n = updates.size(0);
     const auto f = f_ >= 0 ? f_ : context.byzantine_bound;
     if (n < 4 * f + 3) {
@@ -103,9 +91,8 @@ class Bulyan final : public bulwark::Aggregator {
                                " clients per round");
     }
 
-    auto gram = torch::matmul(updates, updates.t()).to(torch::kDouble);
-    auto squared_norms = gram.diagonal();
-    auto good = torch::isfinite(squared_norms).nonzero().flatten();
+    const auto finite = bulwark::finite_pairwise_distances(updates);
+    const auto& good = finite.rows;
     const auto kept = good.numel();
 
     bulwark::AggregationResult result;
@@ -117,9 +104,7 @@ class Bulyan final : public bulwark::Aggregator {
       const auto f_left = std::max<std::int64_t>(f - (n - kept), 0);
       const auto theta = kept - 2 * f_left;
       const auto beta = theta - 2 * f_left;
-      auto g = gram.index_select(0, good).index_select(1, good);
-      auto sq = squared_norms.index_select(0, good);
-      auto distances = (sq.unsqueeze(1) + sq.unsqueeze(0) - 2 * g).clamp_min_(0);
+      auto distances = finite.squared.clone();
       distances.fill_diagonal_(kInfinity);
       auto chosen = good.index_select(0, iterated_krum(distances, f_left, theta));
       is_selected.index_fill_(0, chosen.cpu(), true);
@@ -153,6 +138,6 @@ BULWARK_PLUGIN(bulwark::Aggregator, Bulyan, "bulyan", "1.0.0",
                "by iterated Krum (each step removes the selected row and re-runs Krum on the "
                "rest); then, per coordinate, the beta = theta - 2f values closest to the median "
                "are averaged. Needs n >= 4f + 3. f = -1 uses the declared Byzantine bound. Rows "
-               "with a non-finite squared norm are removed first (f lowered by their number). "
+               "with a non-finite entry are removed first (f lowered by their number). "
                "Flags every row not selected.",
                kOptions)

@@ -19,11 +19,11 @@
 // Cost per iteration: one pass over U for the n distances and one matrix–vector product.
 #include <torch/torch.h>
 
-#include <sstream>
 #include <string>
 
 #include "bulwark/error.hpp"
 #include "bulwark/plugin.hpp"
+#include "bulwark/robust.hpp"
 
 namespace {
 
@@ -33,18 +33,6 @@ constexpr bulwark::OptionSpec kOptions[] = {
     {"iterations", bulwark::OptType::Int, "1", 1, bulwark::kInf,
      "Number of clipping iterations L per round."},
 };
-
-void check_updates(const torch::Tensor& updates) {
-  if (!updates.defined() || updates.dim() != 2 || updates.size(0) < 1 ||
-      !updates.is_floating_point()) {
-    std::ostringstream found;
-    if (updates.defined()) found << updates.sizes() << " " << updates.scalar_type();
-    else found << "an undefined tensor";
-    throw bulwark::Error(bulwark::ErrorKind::Data,
-                         "centered_clipping: expected the update matrix U[n, d] (floating point, "
-                         "n >= 1); found " + found.str());
-  }
-}
 
 class CenteredClipping final : public bulwark::Aggregator {
  public:
@@ -60,7 +48,7 @@ class CenteredClipping final : public bulwark::Aggregator {
 
   bulwark::AggregationResult aggregate(const torch::Tensor& updates, const torch::Tensor&,
                                        const bulwark::AggregationContext& context) override {
-    check_updates(updates);
+    bulwark::check_update_matrix(updates, "centered_clipping");
     const auto n = updates.size(0);
     const auto d = updates.size(1);
     torch::Tensor v;

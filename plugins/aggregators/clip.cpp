@@ -14,11 +14,11 @@
 // magnitude. Row weights pass through unchanged.
 #include <torch/torch.h>
 
-#include <sstream>
 #include <string>
 
 #include "bulwark/error.hpp"
 #include "bulwark/plugin.hpp"
+#include "bulwark/robust.hpp"
 
 namespace {
 
@@ -26,26 +26,6 @@ constexpr bulwark::OptionSpec kOptions[] = {
     {"threshold", bulwark::OptType::Float, nullptr, 0, bulwark::kInf,
      "Clipping norm C > 0 (required): rows longer than C are scaled down to length C."},
 };
-
-void check_updates(const torch::Tensor& updates) {
-  if (!updates.defined() || updates.dim() != 2 || updates.size(0) < 1 ||
-      !updates.is_floating_point()) {
-    std::ostringstream found;
-    if (updates.defined()) found << updates.sizes() << " " << updates.scalar_type();
-    else found << "an undefined tensor";
-    throw bulwark::Error(bulwark::ErrorKind::Data,
-                         "clip: expected the update matrix U[n, d] (floating point, n >= 1); "
-                         "found " + found.str());
-  }
-}
-
-/// The mean of the rows with no NaN/Inf entry; 0 when there is none.
-torch::Tensor finite_mean(const torch::Tensor& rows) {
-  auto finite = torch::isfinite(rows).all(/*dim=*/1);
-  if (finite.all().item<bool>()) return rows.mean(/*dim=*/0);
-  if (!finite.any().item<bool>()) return torch::zeros({rows.size(1)}, rows.options());
-  return rows.index({finite}).mean(/*dim=*/0);
-}
 
 class Clip final : public bulwark::Aggregator {
  public:
@@ -59,7 +39,7 @@ class Clip final : public bulwark::Aggregator {
 
   bulwark::UpdateSet preprocess(const torch::Tensor& updates, const torch::Tensor& weights,
                                 const bulwark::AggregationContext&) override {
-    check_updates(updates);
+    bulwark::check_update_matrix(updates, "clip");
     auto norms = updates.norm(2, /*dim=*/1).to(torch::kDouble);
     auto finite_norm = torch::isfinite(norms);
     // ‖u‖ = 0 gives C / 0 = inf, clamped to 1; non-finite norms keep scale 1 and are fixed below.
@@ -80,7 +60,7 @@ class Clip final : public bulwark::Aggregator {
   bulwark::AggregationResult aggregate(const torch::Tensor& updates, const torch::Tensor& weights,
                                        const bulwark::AggregationContext& context) override {
     bulwark::AggregationResult result;
-    result.aggregate = finite_mean(preprocess(updates, weights, context).updates);
+    result.aggregate = bulwark::finite_mean(preprocess(updates, weights, context).updates);
     return result;
   }
 

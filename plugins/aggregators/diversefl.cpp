@@ -18,12 +18,12 @@
 // Flags: every rejected row (reports_flags = true).
 #include <torch/torch.h>
 
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "bulwark/error.hpp"
 #include "bulwark/plugin.hpp"
+#include "bulwark/robust.hpp"
 
 namespace {
 
@@ -35,18 +35,6 @@ constexpr bulwark::OptionSpec kOptions[] = {
     {"epsilon2", bulwark::OptType::Float, "2", 0, bulwark::kInf,
      "Upper bound eps2 of the norm ratio ||u_j|| / ||z_j|| (condition C2)."},
 };
-
-void check_updates(const torch::Tensor& updates) {
-  if (!updates.defined() || updates.dim() != 2 || updates.size(0) < 1 ||
-      !updates.is_floating_point()) {
-    std::ostringstream found;
-    if (updates.defined()) found << updates.sizes() << " " << updates.scalar_type();
-    else found << "an undefined tensor";
-    throw bulwark::Error(bulwark::ErrorKind::Data,
-                         "diversefl: expected the update matrix U[n, d] (floating point, n >= 1); "
-                         "found " + found.str());
-  }
-}
 
 class DiverseFL final : public bulwark::Aggregator {
  public:
@@ -71,7 +59,7 @@ class DiverseFL final : public bulwark::Aggregator {
 
   bulwark::AggregationResult aggregate(const torch::Tensor& updates, const torch::Tensor&,
                                        const bulwark::AggregationContext& context) override {
-    check_updates(updates);
+    bulwark::check_update_matrix(updates, "diversefl");
     if (!context.guiding_update) {
       throw bulwark::Error(bulwark::ErrorKind::Config,
                            "diversefl: the engine did not provide shared samples "

@@ -19,11 +19,11 @@
 #include <torch/torch.h>
 
 #include <cmath>
-#include <sstream>
 #include <string>
 
 #include "bulwark/error.hpp"
 #include "bulwark/plugin.hpp"
+#include "bulwark/robust.hpp"
 
 namespace {
 
@@ -37,18 +37,6 @@ constexpr bulwark::OptionSpec kOptions[] = {
     {"weighted", bulwark::OptType::Bool, "true", 0, 1,
      "alpha_i proportional to the client's sample count n_i (false: uniform alpha_i = 1/n)."},
 };
-
-void check_updates(const torch::Tensor& updates) {
-  if (!updates.defined() || updates.dim() != 2 || updates.size(0) < 1 ||
-      !updates.is_floating_point()) {
-    std::ostringstream found;
-    if (updates.defined()) found << updates.sizes() << " " << updates.scalar_type();
-    else found << "an undefined tensor";
-    throw bulwark::Error(bulwark::ErrorKind::Data,
-                         "geometric_median: expected the update matrix U[n, d] (floating point, "
-                         "n >= 1); found " + found.str());
-  }
-}
 
 class GeometricMedian final : public bulwark::Aggregator {
  public:
@@ -66,7 +54,7 @@ class GeometricMedian final : public bulwark::Aggregator {
 
   bulwark::AggregationResult aggregate(const torch::Tensor& updates, const torch::Tensor& weights,
                                        const bulwark::AggregationContext&) override {
-    check_updates(updates);
+    bulwark::check_update_matrix(updates, "geometric_median");
     const auto n = updates.size(0);
     auto good = torch::isfinite(updates.norm(2, /*dim=*/1)).nonzero().flatten();
     const auto kept = good.numel();

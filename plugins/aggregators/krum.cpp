@@ -4,14 +4,14 @@
 //   s(i) = Σ_{j ∈ N_i} ‖u_i − u_j‖²,   N_i = the n − f − 2 rows closest to u_i (j ≠ i)
 //   g    = u_{i*},  i* = argmin_i s(i)
 //
-// which needs n > 2f + 2. The pairwise distances come from one Gram matrix G = U Uᵀ (one n×n×d
-// matmul): ‖u_i − u_j‖² = G_ii + G_jj − 2 G_ij. The small n×n arithmetic runs in float64 so that it
-// neither overflows nor loses the differences. Ties go to the lowest row index.
+// which needs n > 2f + 2. The pairwise distances come from one Gram matrix of the rows in float64,
+// centred on their median (bulwark/robust.hpp): a float32 Gram matrix loses the differences, and then
+// adding one constant to every row changes the pick. Ties go to the lowest row index.
 //
 // `f` = -1 (the default) takes the experiment's declared Byzantine bound (context.byzantine_bound).
 //
-// Non-finite rows: a row whose squared norm G_ii is not finite (a NaN/±Inf entry, or entries so
-// large that ‖u_i‖² overflows) is certainly Byzantine. The k such rows are removed and the rule
+// Non-finite rows: a row with a NaN/±Inf entry (or so large that its squared distance overflows
+// float64) is certainly Byzantine. The k such rows are removed and the rule
 // runs on the n' = n − k others with the bound lowered to f' = max(f − k, 0); the neighbourhood
 // size n' − f' − 2 then equals n − f − 2 and n' > 2f' + 2 still holds. (When k > f + 1 the
 // neighbourhood is capped at the n' − 1 available rows.) If no row is finite, g = 0.
@@ -21,11 +21,11 @@
 
 #include <algorithm>
 #include <limits>
-#include <sstream>
 #include <string>
 
 #include "bulwark/error.hpp"
 #include "bulwark/plugin.hpp"
+#include "bulwark/robust.hpp"
 
 namespace {
 
@@ -34,25 +34,13 @@ constexpr bulwark::OptionSpec kOptions[] = {
      "Byzantine bound f (Krum needs n > 2f + 2); -1 uses the experiment's declared bound."},
 };
 
-void check_updates(const torch::Tensor& updates) {
-  if (!updates.defined() || updates.dim() != 2 || updates.size(0) < 1 ||
-      !updates.is_floating_point()) {
-    std::ostringstream found;
-    if (updates.defined()) found << updates.sizes() << " " << updates.scalar_type();
-    else found << "an undefined tensor";
-    throw bulwark::Error(bulwark::ErrorKind::Data,
-                         "krum: expected the update matrix U[n, d] (floating point, n >= 1); "
-                         "found " + found.str());
-  }
-}
-
 class Krum final : public bulwark::Aggregator {
  public:
   explicit Krum(const bulwark::Options& options) : f_(options.get<std::int64_t>("f")) {}
 
   bulwark::AggregationResult aggregate(const torch::Tensor& updates, const torch::Tensor&,
                                        const bulwark::AggregationContext& context) override {
-    check_updates(updates);
+    bulwark::check_update_matrix(updates, "krum");
     const auto n = updates.size(0);
     const auto f = f_ >= 0 ? f_ : context.byzantine_bound;
     if (n <= 2 * f + 2) {
@@ -63,9 +51,8 @@ class Krum final : public bulwark::Aggregator {
                                " clients per round");
     }
 
-    auto gram = torch::matmul(updates, updates.t()).to(torch::kDouble);
-    auto squared_norms = gram.diagonal();
-    auto good = torch::isfinite(squared_norms).nonzero().flatten();
+    const auto finite = bulwark::finite_pairwise_distances(updates);
+    const auto& good = finite.rows;
     const auto kept = good.numel();
 
     bulwark::AggregationResult result;
@@ -74,15 +61,13 @@ class Krum final : public bulwark::Aggregator {
     if (kept == 0) {
       result.aggregate = torch::zeros({updates.size(1)}, updates.options());
     } else {
-      auto g = gram.index_select(0, good).index_select(1, good);
-      auto sq = squared_norms.index_select(0, good);
-      auto distances = (sq.unsqueeze(1) + sq.unsqueeze(0) - 2 * g).clamp_min_(0);
+      auto distances = finite.squared.clone();
       distances.fill_diagonal_(std::numeric_limits<double>::infinity());
       const auto neighbours = std::min(n - f - 2, kept - 1);
       auto scores = neighbours > 0
                         ? std::get<0>(distances.topk(neighbours, /*dim=*/1, /*largest=*/false))
                               .sum(/*dim=*/1)
-                        : torch::zeros({kept}, gram.options());
+                        : torch::zeros({kept}, distances.options());
       selected = good[scores.argmin()].item<std::int64_t>();
       result.aggregate = updates[selected].clone();
     }
@@ -103,7 +88,8 @@ BULWARK_PLUGIN(bulwark::Aggregator, Krum, "krum", "1.0.0",
                "Krum (P. Blanchard, E. M. El Mhamdi, R. Guerraoui, J. Stainer, 'Machine Learning "
                "with Adversaries: Byzantine Tolerant Gradient Descent', NeurIPS 2017): each row is "
                "scored by the sum of squared distances to its n - f - 2 nearest other rows and the "
-               "lowest-scored row is returned; needs n > 2f + 2. Distances come from one Gram "
-               "matrix. f = -1 uses the declared Byzantine bound. Rows with a non-finite squared "
-               "norm are removed first (f lowered by their number). Flags every row not selected.",
+               "lowest-scored row is returned; needs n > 2f + 2. Distances come from a float64 "
+               "Gram matrix of the centred rows. f = -1 uses the declared Byzantine bound. Rows "
+               "with a non-finite entry are removed first (f lowered by their number). Flags every "
+               "row not selected.",
                kOptions)

@@ -14,25 +14,13 @@
 // Cost: one sort (even n) or one selection (odd n) along dim 0 of U[n, d].
 #include <torch/torch.h>
 
-#include <sstream>
 #include <string>
 
 #include "bulwark/error.hpp"
 #include "bulwark/plugin.hpp"
+#include "bulwark/robust.hpp"
 
 namespace {
-
-void check_updates(const torch::Tensor& updates) {
-  if (!updates.defined() || updates.dim() != 2 || updates.size(0) < 1 ||
-      !updates.is_floating_point()) {
-    std::ostringstream found;
-    if (updates.defined()) found << updates.sizes() << " " << updates.scalar_type();
-    else found << "an undefined tensor";
-    throw bulwark::Error(bulwark::ErrorKind::Data,
-                         "median: expected the update matrix U[n, d] (floating point, n >= 1); "
-                         "found " + found.str());
-  }
-}
 
 /// Column medians of rows[m, d], m >= 1; even m averages the two middle values.
 torch::Tensor coordinate_median(const torch::Tensor& rows) {
@@ -49,7 +37,7 @@ class Median final : public bulwark::Aggregator {
 
   bulwark::AggregationResult aggregate(const torch::Tensor& updates, const torch::Tensor&,
                                        const bulwark::AggregationContext&) override {
-    check_updates(updates);
+    bulwark::check_update_matrix(updates, "median");
     auto finite = torch::isfinite(updates).all(/*dim=*/1);
     bulwark::AggregationResult result;
     if (finite.all().item<bool>()) {

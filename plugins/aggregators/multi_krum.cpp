@@ -5,13 +5,13 @@
 //   g    = (1/m) Σ_{i ∈ M} u_i,       M = the m rows with the lowest scores
 //
 // m = 1 is Krum; m defaults to n − f. Needs n > 2f + 2. The pairwise distances come from one Gram
-// matrix G = U Uᵀ (one n×n×d matmul): ‖u_i − u_j‖² = G_ii + G_jj − 2 G_ij, with the small n×n
-// arithmetic in float64. Equal scores are ranked by row index (stable sort).
+// matrix of the rows in float64, centred on their median (bulwark/robust.hpp), so a constant added to
+// every row cannot change the set. Equal scores are ranked by row index (stable sort).
 //
 // `f` = -1 (the default) takes the experiment's declared Byzantine bound (context.byzantine_bound).
 //
-// Non-finite rows: a row whose squared norm G_ii is not finite (a NaN/±Inf entry, or entries so
-// large that ‖u_i‖² overflows) is certainly Byzantine. The k such rows are removed and the rule
+// Non-finite rows: a row with a NaN/±Inf entry (or so large that its squared distance overflows
+// float64) is certainly Byzantine. The k such rows are removed and the rule
 // runs on the n' = n − k others with the bound lowered to f' = max(f − k, 0): the neighbourhood
 // size stays n − f − 2 (capped at n' − 1) and the default m = n' − f' stays n − f. At most n' rows
 // can be selected. If no row is finite, g = 0.
@@ -21,11 +21,11 @@
 
 #include <algorithm>
 #include <limits>
-#include <sstream>
 #include <string>
 
 #include "bulwark/error.hpp"
 #include "bulwark/plugin.hpp"
+#include "bulwark/robust.hpp"
 
 namespace {
 
@@ -35,18 +35,6 @@ constexpr bulwark::OptionSpec kOptions[] = {
     {"m", bulwark::OptType::Int, "-1", -1, bulwark::kInf,
      "Number of best-scored rows averaged (m = 1 is Krum); -1 means m = n - f."},
 };
-
-void check_updates(const torch::Tensor& updates) {
-  if (!updates.defined() || updates.dim() != 2 || updates.size(0) < 1 ||
-      !updates.is_floating_point()) {
-    std::ostringstream found;
-    if (updates.defined()) found << updates.sizes() << " " << updates.scalar_type();
-    else found << "an undefined tensor";
-    throw bulwark::Error(bulwark::ErrorKind::Data,
-                         "multi_krum: expected the update matrix U[n, d] (floating point, n >= 1); "
-                         "found " + found.str());
-  }
-}
 
 class MultiKrum final : public bulwark::Aggregator {
  public:
@@ -60,7 +48,7 @@ class MultiKrum final : public bulwark::Aggregator {
 
   bulwark::AggregationResult aggregate(const torch::Tensor& updates, const torch::Tensor&,
                                        const bulwark::AggregationContext& context) override {
-    check_updates(updates);
+    bulwark::check_update_matrix(updates, "multi_krum");
     const auto n = updates.size(0);
     const auto f = f_ >= 0 ? f_ : context.byzantine_bound;
     if (n <= 2 * f + 2) {
@@ -77,9 +65,8 @@ class MultiKrum final : public bulwark::Aggregator {
                                std::to_string(n) + " updates of this round; use m <= n");
     }
 
-    auto gram = torch::matmul(updates, updates.t()).to(torch::kDouble);
-    auto squared_norms = gram.diagonal();
-    auto good = torch::isfinite(squared_norms).nonzero().flatten();
+    const auto finite = bulwark::finite_pairwise_distances(updates);
+    const auto& good = finite.rows;
     const auto kept = good.numel();
 
     bulwark::AggregationResult result;
@@ -88,15 +75,13 @@ class MultiKrum final : public bulwark::Aggregator {
     if (kept == 0) {
       result.aggregate = torch::zeros({updates.size(1)}, updates.options());
     } else {
-      auto g = gram.index_select(0, good).index_select(1, good);
-      auto sq = squared_norms.index_select(0, good);
-      auto distances = (sq.unsqueeze(1) + sq.unsqueeze(0) - 2 * g).clamp_min_(0);
+      auto distances = finite.squared.clone();
       distances.fill_diagonal_(std::numeric_limits<double>::infinity());
       const auto neighbours = std::min(n - f - 2, kept - 1);
       auto scores = neighbours > 0
                         ? std::get<0>(distances.topk(neighbours, /*dim=*/1, /*largest=*/false))
                               .sum(/*dim=*/1)
-                        : torch::zeros({kept}, gram.options());
+                        : torch::zeros({kept}, distances.options());
       auto order = std::get<1>(scores.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false));
       const auto selected = std::min(m, kept);
       auto chosen = good.index_select(0, order.narrow(0, 0, selected));
@@ -129,7 +114,8 @@ BULWARK_PLUGIN(bulwark::Aggregator, MultiKrum, "multi_krum", "1.0.0",
                "Learning with Adversaries: Byzantine Tolerant Gradient Descent', NeurIPS 2017): "
                "Krum scores (sum of squared distances to the n - f - 2 nearest other rows), then "
                "the mean of the m lowest-scored rows (default m = n - f; m = 1 is Krum). Needs n > "
-               "2f + 2. Distances come from one Gram matrix. f = -1 uses the declared Byzantine "
-               "bound. Rows with a non-finite squared norm are removed first (f lowered by their "
+               "2f + 2. Distances come from a float64 Gram matrix of the centred rows. f = -1 "
+               "uses the declared Byzantine "
+               "bound. Rows with a non-finite entry are removed first (f lowered by their "
                "number). Flags every row not selected.",
                kOptions)

@@ -20,11 +20,11 @@
 
 #include <algorithm>
 #include <cmath>
-#include <sstream>
 #include <string>
 
 #include "bulwark/error.hpp"
 #include "bulwark/plugin.hpp"
+#include "bulwark/robust.hpp"
 
 namespace {
 
@@ -35,18 +35,6 @@ constexpr bulwark::OptionSpec kOptions[] = {
     {"beta", bulwark::OptType::Float, "0", 0, 0.5,
      "Fraction trimmed from each end (b = floor(beta n)); used only when set, instead of b."},
 };
-
-void check_updates(const torch::Tensor& updates) {
-  if (!updates.defined() || updates.dim() != 2 || updates.size(0) < 1 ||
-      !updates.is_floating_point()) {
-    std::ostringstream found;
-    if (updates.defined()) found << updates.sizes() << " " << updates.scalar_type();
-    else found << "an undefined tensor";
-    throw bulwark::Error(bulwark::ErrorKind::Data,
-                         "trimmed_mean: expected the update matrix U[n, d] (floating point, "
-                         "n >= 1); found " + found.str());
-  }
-}
 
 class TrimmedMean final : public bulwark::Aggregator {
  public:
@@ -62,7 +50,7 @@ class TrimmedMean final : public bulwark::Aggregator {
 
   bulwark::AggregationResult aggregate(const torch::Tensor& updates, const torch::Tensor&,
                                        const bulwark::AggregationContext& context) override {
-    check_updates(updates);
+    bulwark::check_update_matrix(updates, "trimmed_mean");
     const auto n = updates.size(0);
     const std::int64_t b = b_ >= 0    ? b_
                            : beta_set_ ? static_cast<std::int64_t>(std::floor(beta_ * n))

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "bulwark/error.hpp"
+#include "bulwark/inversion.hpp"
 #include "bulwark/model.hpp"
 #include "bulwark/plugin.hpp"
 
@@ -53,28 +54,6 @@ constexpr bulwark::OptionSpec kOptions[] = {
      nullptr},
     {"history", bulwark::OptType::Int, "100", 1, bulwark::kInf, "L-BFGS history size.", nullptr},
 };
-
-/// Dummy inputs [B, ...shape] drawn as `init` says.
-torch::Tensor initial_inputs(const std::string& init, std::int64_t patch, std::int64_t batch,
-                             const std::vector<std::int64_t>& shape, at::Generator generator) {
-  std::vector<std::int64_t> sizes{batch};
-  sizes.insert(sizes.end(), shape.begin(), shape.end());
-  if (init == "normal") return torch::randn(sizes, generator);
-  if (init == "uniform") return torch::rand(sizes, generator);
-  // Patterned: the patch covers the last two axes of an image [C, H, W] (the last axis otherwise)
-  // and is repeated until it covers them, then cropped.
-  const auto spatial = std::min<std::size_t>(shape.size() >= 3 ? 2 : 1, shape.size());
-  std::vector<std::int64_t> patch_sizes = sizes, repeats(sizes.size(), 1);
-  for (std::size_t k = sizes.size() - spatial; k < sizes.size(); ++k) {
-    patch_sizes[k] = std::min(patch, sizes[k]);
-    repeats[k] = (sizes[k] + patch_sizes[k] - 1) / patch_sizes[k];
-  }
-  auto tiled = torch::rand(patch_sizes, generator).repeat(repeats);
-  for (std::size_t k = sizes.size() - spatial; k < sizes.size(); ++k) {
-    tiled = tiled.narrow(static_cast<std::int64_t>(k), 0, sizes[k]);
-  }
-  return tiled.contiguous();
-}
 
 class Dlg final : public bulwark::Attack {
  public:
@@ -102,7 +81,7 @@ class Dlg final : public bulwark::Attack {
     auto observed = problem.observed.detach().to(torch::kFloat).flatten();
     auto generator = problem.generator;
 
-    auto x = initial_inputs(init_, patch_, batch, problem.input_shape, generator).requires_grad_(true);
+    auto x = bulwark::dummy_inputs(init_, patch_, batch, problem.input_shape, generator).requires_grad_(true);
     torch::Tensor y;  // label logits [B, K]; soft targets softmax(y)
     std::vector<torch::Tensor> variables{x};
     if (known) {

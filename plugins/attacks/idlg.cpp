@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "bulwark/error.hpp"
+#include "bulwark/inversion.hpp"
 #include "bulwark/model.hpp"
 #include "bulwark/plugin.hpp"
 
@@ -50,44 +51,6 @@ constexpr bulwark::OptionSpec kOptions[] = {
      nullptr},
     {"history", bulwark::OptType::Int, "100", 1, bulwark::kInf, "L-BFGS history size.", nullptr},
 };
-
-torch::Tensor initial_inputs(const std::string& init, std::int64_t patch, std::int64_t batch,
-                             const std::vector<std::int64_t>& shape, at::Generator generator) {
-  std::vector<std::int64_t> sizes{batch};
-  sizes.insert(sizes.end(), shape.begin(), shape.end());
-  if (init == "normal") return torch::randn(sizes, generator);
-  if (init == "uniform") return torch::rand(sizes, generator);
-  // Patterned: a patch over the last two axes of an image [C, H, W] (the last axis otherwise),
-  // repeated until it covers them, then cropped.
-  const auto spatial = std::min<std::size_t>(shape.size() >= 3 ? 2 : 1, shape.size());
-  std::vector<std::int64_t> patch_sizes = sizes, repeats(sizes.size(), 1);
-  for (std::size_t k = sizes.size() - spatial; k < sizes.size(); ++k) {
-    patch_sizes[k] = std::min(patch, sizes[k]);
-    repeats[k] = (sizes[k] + patch_sizes[k] - 1) / patch_sizes[k];
-  }
-  auto tiled = torch::rand(patch_sizes, generator).repeat(repeats);
-  for (std::size_t k = sizes.size() - spatial; k < sizes.size(); ++k) {
-    tiled = tiled.narrow(static_cast<std::int64_t>(k), 0, sizes[k]);
-  }
-  return tiled.contiguous();
-}
-
-/// The iDLG label: the class whose row of the final layer's weight gradient sums to the most
-/// negative value.
-std::int64_t infer_label(const bulwark::ParamLayout& layout, const torch::Tensor& observed,
-                         std::int64_t num_classes) {
-  for (auto entry = layout.entries.rbegin(); entry != layout.entries.rend(); ++entry) {
-    if (entry->shape.size() == 2 && entry->shape[0] == num_classes) {
-      auto weight_gradient = observed.narrow(0, entry->offset, entry->numel).view(entry->shape);
-      return weight_gradient.sum(1).argmin().item<std::int64_t>();
-    }
-  }
-  throw bulwark::Error(bulwark::ErrorKind::Config,
-                       "idlg: the model has no final fully connected layer with one row per class (" +
-                           std::to_string(num_classes) +
-                           "), which iDLG's label rule reads; use attack = \"dlg\" or "
-                           "\"inverting_gradients\"");
-}
 
 class Idlg final : public bulwark::Attack {
  public:
@@ -117,7 +80,15 @@ class Idlg final : public bulwark::Attack {
     if (problem.known_labels.defined()) {
       labels = problem.known_labels.to(torch::kLong);
     } else if (batch == 1) {
-      labels = torch::tensor({infer_label(model.layout(), observed, problem.num_classes)}, torch::kLong);
+      const auto label = bulwark::final_layer_label(model.layout(), observed, problem.num_classes);
+      if (!label) {
+        throw bulwark::Error(bulwark::ErrorKind::Config,
+                             "idlg: the model has no final fully connected layer with one row per class (" +
+                                 std::to_string(problem.num_classes) +
+                                 "), which iDLG's label rule reads; use attack = \"dlg\" or "
+                                 "\"inverting_gradients\"");
+      }
+      labels = torch::tensor({*label}, torch::kLong);
     } else {
       throw bulwark::Error(bulwark::ErrorKind::Config,
                            "idlg infers labels for batch size 1 only (Zhao et al. 2020), but the "
@@ -126,7 +97,7 @@ class Idlg final : public bulwark::Attack {
                                "known_labels = true, or use attack = \"dlg\"");
     }
 
-    auto x = initial_inputs(init_, patch_, batch, problem.input_shape, problem.generator).requires_grad_(true);
+    auto x = bulwark::dummy_inputs(init_, patch_, batch, problem.input_shape, problem.generator).requires_grad_(true);
     auto matching_loss = [&](bool with_grad) {
       auto loss = torch::cross_entropy_loss(model.forward(params, x), labels, {},
                                             problem.observed_is_mean ? at::Reduction::Mean : at::Reduction::Sum);

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "bulwark/error.hpp"
+#include "bulwark/inversion.hpp"
 #include "bulwark/model.hpp"
 #include "bulwark/plugin.hpp"
 
@@ -46,20 +47,6 @@ constexpr bulwark::OptionSpec kOptions[] = {
     {"input_max", bulwark::OptType::Float, "1", -bulwark::kInf, bulwark::kInf,
      "Upper end of the data box (1 for pixels in [0, 1]).", nullptr},
 };
-
-std::int64_t infer_label(const bulwark::ParamLayout& layout, const torch::Tensor& observed,
-                         std::int64_t num_classes) {
-  for (auto entry = layout.entries.rbegin(); entry != layout.entries.rend(); ++entry) {
-    if (entry->shape.size() == 2 && entry->shape[0] == num_classes) {
-      auto weight_gradient = observed.narrow(0, entry->offset, entry->numel).view(entry->shape);
-      return weight_gradient.sum(1).argmin().item<std::int64_t>();
-    }
-  }
-  throw bulwark::Error(bulwark::ErrorKind::Config,
-                       "inverting_gradients: labels are unknown and the model has no final fully "
-                       "connected layer with one row per class to infer them from; grant the labels "
-                       "with [leakage] known_labels = true");
-}
 
 torch::Tensor total_variation(const torch::Tensor& x) {
   if (x.dim() != 4) return torch::zeros({}, x.options());
@@ -107,7 +94,14 @@ class InvertingGradients final : public bulwark::Attack {
     if (problem.known_labels.defined()) {
       labels = problem.known_labels.to(torch::kLong);
     } else if (batch == 1) {
-      labels = torch::tensor({infer_label(problem.model->layout(), observed, problem.num_classes)}, torch::kLong);
+      const auto label = bulwark::final_layer_label(problem.model->layout(), observed, problem.num_classes);
+      if (!label) {
+        throw bulwark::Error(bulwark::ErrorKind::Config,
+                             "inverting_gradients: labels are unknown and the model has no final fully "
+                             "connected layer with one row per class to infer them from; grant the labels "
+                             "with [leakage] known_labels = true");
+      }
+      labels = torch::tensor({*label}, torch::kLong);
     }
 
     Run best;

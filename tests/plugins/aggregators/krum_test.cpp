@@ -102,7 +102,7 @@ TEST_CASE("krum: NaN/Inf rows are never selected and are flagged") {
   CHECK(row_of(two_bad.narrow(0, 0, 6), g) >= 0);
 }
 
-TEST_CASE("krum: a float32 row whose squared norm overflows counts as non-finite") {
+TEST_CASE("krum: a float32 row whose squared norm overflows float32 is ranked in float64, not picked") {
   auto rule = load<Aggregator>("krum", "f = 1");
   auto u = random_rows(6, 4, 27).to(torch::kFloat32);
   u[2].fill_(1e20);  // finite, but ||u||^2 = 4e40 > FLT_MAX

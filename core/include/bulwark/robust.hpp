@@ -1,0 +1,33 @@
+#pragma once
+
+// Mechanics shared by the robust aggregators (docs/writing-plugins.md, "SDK helpers"). The rules'
+// own logic stays in their plugin files; these are the checks and the distance arithmetic whose
+// numerics must be the same in every rule.
+#include <ATen/core/Tensor.h>
+
+#include "bulwark/export.hpp"
+
+namespace bulwark {
+
+/// Throws Error(Data) naming `who` unless `updates` is the update matrix U[n, d]: floating point,
+/// two-dimensional, n >= 1.
+BULWARK_API void check_update_matrix(const at::Tensor& updates, const char* who);
+
+/// Squared Euclidean distances among the rows of U that can be compared at all.
+struct FiniteDistances {
+  at::Tensor rows;     ///< [m] indices (kLong, on U's device) of those rows, ascending
+  at::Tensor squared;  ///< [m, m] float64, ‖u_i − u_j‖² in `rows` order, exactly 0 on the diagonal
+};
+
+/// Pairwise squared distances of U's rows, leaving out rows with a NaN/±Inf entry (and rows so
+/// large that their distance overflows float64). Computed from float64 copies of the rows, centred
+/// on their coordinate-wise median before the Gram matrix G = X Xᵀ is formed: ‖x_i‖² + ‖x_j‖² −
+/// 2 G_ij then cancels little, and adding one constant to every row (which cannot change a
+/// distance) does not change the result. A Gram matrix of the raw float32 rows would lose the
+/// differences to rounding.
+BULWARK_API FiniteDistances finite_pairwise_distances(const at::Tensor& updates);
+
+/// The mean of the rows with no NaN/±Inf entry; zeros when there is none.
+BULWARK_API at::Tensor finite_mean(const at::Tensor& rows);
+
+}  // namespace bulwark

@@ -1,0 +1,53 @@
+#include "bulwark/robust.hpp"
+
+#include <ATen/ATen.h>
+
+#include <sstream>
+#include <tuple>
+#include <string>
+
+#include "bulwark/error.hpp"
+
+namespace bulwark {
+
+void check_update_matrix(const at::Tensor& updates, const char* who) {
+  if (updates.defined() && updates.dim() == 2 && updates.size(0) >= 1 && updates.is_floating_point()) return;
+  std::ostringstream found;
+  if (updates.defined()) {
+    found << updates.sizes() << " " << updates.scalar_type();
+  } else {
+    found << "an undefined tensor";
+  }
+  throw Error(ErrorKind::Data, std::string(who) +
+                                   ": expected the update matrix U[n, d] (floating point, n >= 1); found " +
+                                   found.str());
+}
+
+FiniteDistances finite_pairwise_distances(const at::Tensor& updates) {
+  auto rows = at::isfinite(updates).all(/*dim=*/1).nonzero().flatten();
+  while (true) {
+    auto x = updates.index_select(0, rows).to(at::kDouble);
+    // The coordinate-wise median: unlike the mean, a few far-away rows cannot drag it (and every
+    // honest row with it) to where the Gram entries are too large to resolve their distances.
+    if (rows.numel() > 0) x.sub_(std::get<0>(x.median(/*dim=*/0)));
+    auto gram = at::matmul(x, x.t());
+    const auto norms = gram.diagonal();
+    const auto comparable = at::isfinite(norms);
+    if (comparable.all().item<bool>()) {
+      auto squared = (norms.unsqueeze(1) + norms.unsqueeze(0) - 2 * gram).clamp_min_(0);
+      squared.fill_diagonal_(0);
+      return {rows, squared};
+    }
+    // Without a row too large to square in float64, the centre may move: centre again.
+    rows = rows.index_select(0, comparable.nonzero().flatten());
+  }
+}
+
+at::Tensor finite_mean(const at::Tensor& rows) {
+  auto finite = at::isfinite(rows).all(/*dim=*/1);
+  if (finite.all().item<bool>()) return rows.mean(/*dim=*/0);
+  if (!finite.any().item<bool>()) return at::zeros({rows.size(1)}, rows.options());
+  return rows.index_select(0, finite.nonzero().flatten()).mean(/*dim=*/0);
+}
+
+}  // namespace bulwark
