@@ -11,7 +11,7 @@
 namespace bulwark {
 
 /// Everything a run needs to continue after round `round` as if it had never stopped
-/// (DESIGN.md §6). Random streams are derived from (seed, round, client, purpose), so no generator
+/// (docs/architecture.md, "Checkpoints"). Random streams are derived from (seed, round, client, purpose), so no generator
 /// state is stored: only state that one round hands to the next.
 ///
 /// `tensors` is one flat dictionary; the engine namespaces its entries ("theta",

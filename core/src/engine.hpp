@@ -50,7 +50,7 @@ struct RunSummary {
   std::vector<MetricsRow> metrics;
 };
 
-/// One federated run as DESIGN.md §2 describes it: sample clients, train them concurrently into
+/// One federated run as docs/architecture.md describes it: sample clients, train them concurrently into
 /// rows of U[n, d], apply the privacy and attack hooks, aggregate, step the server, evaluate.
 /// Construction opens every plugin and validates every option (what `bulwark validate` does);
 /// run() loads the data and trains.

@@ -253,9 +253,7 @@ ExperimentConfig parse_experiment(std::shared_ptr<const toml::table> root_table,
     config.privacy.accounting = host_options(privacy, accounting_option_specs(), "[privacy] accounting", file);
   }
 
-  // [leakage] is checked here so that every reader of the file gets its errors; the engine parses it
-  // again when it opens the leakage attack (ExperimentConfig has no field for it yet).
-  parse_leakage(root, file, config.experiment.get<std::int64_t>("rounds"));
+  config.leakage = parse_leakage(root, file, config.experiment.get<std::int64_t>("rounds"));
 
   const auto& clients = config.clients;
   int sampling_modes = (clients.get<std::int64_t>("per_round") > 0) + (clients.get<double>("fraction") > 0) +
@@ -273,6 +271,7 @@ ExperimentConfig parse_experiment(std::shared_ptr<const toml::table> root_table,
     config_error(where(section(root, "clients", file, false), file),
                  "clients train for nothing: set local_epochs >= 1 or local_iterations >= 1");
   }
+  config.settings = decode_settings(config.experiment, config.clients, config.server);
   return config;
 }
 

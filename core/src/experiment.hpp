@@ -1,12 +1,15 @@
 #pragma once
 
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <toml++/toml.h>
 
 #include "bulwark/options.hpp"
+#include "settings.hpp"
 
 namespace bulwark {
 
@@ -33,18 +36,29 @@ struct PrivacySpec {
   Options accounting;  ///< delta, max_epsilon, target_epsilon, example_rate, ...
 };
 
+/// The [leakage] section: the attack plugin and its options (every key leakage_option_specs()
+/// does not name), where it looks, on whom (leakage.hpp).
+struct LeakageSpec {
+  ComponentSpec attack;              ///< plugin = the `attack` key; table = [leakage]
+  Options settings;                  ///< victims, batch_size, threshold, known_labels
+  std::vector<int> points;           ///< sorted, distinct, each 0, 1 or 2
+  std::vector<std::int64_t> rounds;  ///< sorted, distinct, each in [1, rounds]
+};
+
 /// A validated experiment file. Core sections are validated against their schemas here; plugin
 /// options are validated when the plugins are opened (Engine), against each plugin's schema.
 struct ExperimentConfig {
   std::string file;
   std::shared_ptr<const toml::table> root;  ///< the file after --set overrides
-  Options experiment, clients, server, model, partition;
+  Options experiment, clients, server, model, partition;  ///< as validated (config.toml writes them)
+  RunSettings settings;  ///< [experiment], [clients], [server] decoded: what the kernel reads
   ComponentSpec data;
   ComponentSpec aggregator;
   std::vector<ComponentSpec> pre_aggregators;
   std::vector<AttackSpec> attacks;
   bool has_privacy = false;
   PrivacySpec privacy;
+  std::optional<LeakageSpec> leakage;
 };
 
 /// Schemas of the core sections (also printed by `bulwark describe experiment`).

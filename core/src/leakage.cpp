@@ -19,6 +19,7 @@
 #include "bulwark/error.hpp"
 #include "bulwark/rng.hpp"
 #include "config.hpp"
+#include "local_trainer.hpp"
 #include "outputs.hpp"
 #include "png.hpp"
 
@@ -32,18 +33,6 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 [[noreturn]] void config_error(const std::string& location, const std::string& message) {
   throw Error(ErrorKind::Config, location + ": error: " + message);
-}
-
-/// Rethrows a plugin's exception with the plugin and the hook named (as the engine does).
-template <typename Fn>
-auto guarded(const std::string& who, const char* hook, Fn&& fn) -> decltype(fn()) {
-  try {
-    return fn();
-  } catch (const Error& e) {
-    throw Error(e.kind(), who + " failed in " + hook + "(): " + e.what());
-  } catch (const std::exception& e) {
-    throw Error(ErrorKind::Runtime, who + " failed in " + hook + "(): " + e.what());
-  }
 }
 
 /// `key` as an integer or a non-empty array of integers, each in [low, high]; sorted, distinct.
@@ -315,14 +304,10 @@ std::vector<std::int64_t> match_reconstructions(const torch::Tensor& reconstruct
 
 struct LeakageStudy::Impl {
   LeakageSpec spec;
-  PluginHandle<Attack> attack;
-  std::string attack_label;
-  PrivacyMechanism* privacy = nullptr;
-  std::string privacy_label;
+  const Labelled<Attack>* attack = nullptr;
 
-  // Protocol settings the replayed step needs.
+  // What turns an observed upload back into a gradient.
   bool fedsgd = false;
-  std::int64_t total_rounds = 0, client_batch = 0, local_iterations = 0, local_epochs = 0;
   double lr = 0.0, weight_decay = 0.0;
   // [leakage] settings.
   std::int64_t victims = 1, batch = 1;
@@ -333,6 +318,7 @@ struct LeakageStudy::Impl {
   const Model* model = nullptr;
   const Dataset* data = nullptr;
   const Partition* partition = nullptr;
+  const LocalTrainer* trainer = nullptr;
   std::uint64_t seed = 0;
   fs::path output_dir;
   double low = 0.0, high = 1.0;  // the training inputs' range: PSNR/SSIM peak and PNG scale
@@ -341,13 +327,6 @@ struct LeakageStudy::Impl {
   std::map<int, std::vector<torch::Tensor>> reconstructions;  // per point, aligned with originals
 
   bool wants(int point) const { return std::find(spec.points.begin(), spec.points.end(), point) != spec.points.end(); }
-
-  std::int64_t local_steps(std::int64_t n) const {
-    if (fedsgd) return 1;
-    if (local_iterations > 0) return local_iterations;
-    const auto b = std::min(client_batch, n);
-    return local_epochs * ((n + b - 1) / b);
-  }
 
   /// Runs the attack on one observation and scores it against the truth; returns the
   /// reconstruction in the originals' order.
@@ -365,11 +344,11 @@ struct LeakageStudy::Impl {
     problem.generator = std::move(generator);
 
     const auto start = std::chrono::steady_clock::now();
-    auto result = guarded(attack_label, "reconstruct", [&] { return attack->reconstruct(problem); });
+    auto result = call_plugin(attack->label, "reconstruct", [&] { return (*attack)->reconstruct(problem); });
     record.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (!result.inputs.defined() || result.inputs.numel() != x.numel() || !result.labels.defined() ||
         result.labels.numel() != y.numel()) {
-      throw Error(ErrorKind::Runtime, attack_label + " returned a reconstruction of the wrong size: expected " +
+      throw Error(ErrorKind::Runtime, attack->label + " returned a reconstruction of the wrong size: expected " +
                                           std::to_string(x.size(0)) + " inputs and labels");
     }
     // Scored as an image: clamped to the data's value range, as an attacker would show it. A
@@ -392,47 +371,19 @@ struct LeakageStudy::Impl {
   }
 
   void observe_victim(std::int64_t round, std::int64_t client, const torch::Tensor& theta) {
-    const auto& layout = model->layout();
-    const auto indices = partition->client(client);
-    const auto n = indices.size(0);
-    auto order = torch::randperm(n, stream_generator(seed, round, client, Stream::Batches), torch::kLong);
-    auto take = indices.index_select(0, order.narrow(0, 0, batch));
-    auto x = data->train_inputs.index_select(0, take);
-    auto y = data->train_labels.index_select(0, take);
-    auto privacy_generator = stream_generator(seed, round, client, Stream::Privacy);
-
-    // The step's gradient as the local optimiser applies it, and the per-example rows as they
-    // stand after the per-example hook (point 2).
-    torch::Tensor gradient, rows;
-    if (privacy && privacy->per_example()) {
-      auto per_example = model->per_example_gradients(theta, x, y);
-      PrivacyStepContext context{round, total_rounds, client, /*step=*/0, local_steps(n), batch, &layout,
-                                 privacy_generator};
-      gradient = guarded(privacy_label, "privatize_gradients",
-                         [&] { return privacy->privatize_gradients(per_example, context); })
-                     .detach()
-                     .clone();
-      rows = per_example.clone();  // the model may reuse its buffer on the next call
-    } else {
-      torch::AutoGradMode grad_mode(true);
-      auto params = theta.detach().requires_grad_(true);
-      auto loss = torch::cross_entropy_loss(model->forward(params, x), y);
-      gradient = torch::autograd::grad({loss}, {params})[0].detach();
-      rows = gradient.unsqueeze(0);  // batch size 1 (checked): the example's own gradient
-    }
-
-    // Points 0 and 1: the update after the client-level hook, turned back into a gradient. The
-    // client-level mechanism runs at the client (Fed-CDP paper, Algorithm 1), so the client's own
-    // copy (type 1) and what the server receives (type 0) carry the same noise.
+    // The victim's real first step (LocalTrainer): its batch, the per-example rows after the
+    // per-example hook (point 2) and its upload after the client-level hook. The client-level
+    // mechanism runs at the client (Fed-CDP paper, Algorithm 1), so the client's own copy (type 1)
+    // and what the server receives (type 0) carry the same noise; in fedavg mode both are turned
+    // back into a gradient as the server would, −Δ/lr − λθ.
+    auto step = trainer->observe_first_step(round, theta, partition->client(client), client, batch);
+    const auto& x = step.inputs;
+    const auto& y = step.labels;
+    const auto& rows = step.rows;
     torch::Tensor uploaded;
     if (wants(0) || wants(1)) {
       torch::NoGradGuard no_grad;
-      auto upload = fedsgd ? gradient.clone() : -lr * (gradient + weight_decay * theta);
-      if (privacy && privacy->on_client_update()) {
-        ClientUpdateContext context{round, total_rounds, client, n, &layout, privacy_generator};
-        guarded(privacy_label, "privatize_update", [&] { privacy->privatize_update(upload, context); });
-      }
-      uploaded = fedsgd ? upload : -upload / lr - weight_decay * theta;
+      uploaded = fedsgd ? step.upload : -step.upload / lr - weight_decay * theta;
     }
 
     const auto attack_seed = derive_seed(seed, round, client, Stream::Leakage);
@@ -503,39 +454,32 @@ struct LeakageStudy::Impl {
   }
 };
 
-LeakageStudy::LeakageStudy(LeakageSpec spec, PluginHandle<Attack> attack, const ExperimentConfig& config,
-                           PrivacyMechanism* privacy, std::string privacy_label)
+LeakageStudy::LeakageStudy(const LeakageSpec& spec, const Labelled<Attack>& attack, const RunSettings& settings,
+                           const Labelled<PrivacyMechanism>& privacy)
     : impl_(std::make_unique<Impl>()) {
   auto& s = *impl_;
-  s.spec = std::move(spec);
-  s.attack = std::move(attack);
-  s.attack_label = "leakage attack '" + s.attack.name() + "'";
-  s.privacy = privacy;
-  s.privacy_label = std::move(privacy_label);
-  const auto& c = config.clients;
-  s.fedsgd = config.experiment.get<std::string>("mode") == "fedsgd";
-  s.total_rounds = config.experiment.get<std::int64_t>("rounds");
-  s.client_batch = c.get<std::int64_t>("batch_size");
-  s.local_iterations = c.get<std::int64_t>("local_iterations");
-  s.local_epochs = c.get<std::int64_t>("local_epochs");
-  s.lr = c.get<double>("lr");
-  s.weight_decay = c.get<double>("weight_decay");
+  s.spec = spec;
+  s.attack = &attack;
+  s.fedsgd = settings.mode == Mode::FedSgd;
+  s.lr = settings.clients.lr;
+  s.weight_decay = settings.clients.weight_decay;
   s.victims = s.spec.settings.get<std::int64_t>("victims");
   s.batch = s.spec.settings.get<std::int64_t>("batch_size");
   s.threshold = s.spec.settings.get<double>("threshold");
   s.known_labels = s.spec.settings.get<bool>("known_labels");
+  const auto client_batch = settings.clients.schedule.batch_size;
 
   const auto& location = s.spec.attack.location;
-  if (!s.attack->reconstructs()) {
-    config_error(location, "[leakage] attack '" + s.attack.name() +
+  if (!attack->reconstructs()) {
+    config_error(location, "[leakage] attack '" + attack.plugin.name() +
                             "' has no leakage hook (it does not reconstruct inputs from gradients); use dlg, idlg "
                             "or inverting_gradients");
   }
-  if (privacy && s.batch != s.client_batch) {
+  if (privacy && s.batch != client_batch) {
     config_error(location, fmt::format("[leakage] batch_size = {} differs from [clients] batch_size = {}; with {} "
                                     "configured the observation must be the protocol's own step (the mechanism's "
                                     "noise is calibrated to its batch): set both to the same value",
-                                    s.batch, s.client_batch, s.privacy_label));
+                                    s.batch, client_batch, privacy.label));
   }
   const bool per_example = privacy && privacy->per_example();
   if (s.wants(2) && !per_example && s.batch > 1) {
@@ -546,7 +490,7 @@ LeakageStudy::LeakageStudy(LeakageSpec spec, PluginHandle<Attack> attack, const 
                              "example's own) or configure a per-example mechanism such as dp_sgd or fed_cdp",
                              s.batch));
   }
-  const auto clients = c.get<std::int64_t>("count");
+  const auto clients = settings.clients.count;
   if (s.victims > clients) {
     config_error(location, fmt::format("[leakage] victims = {} exceeds [clients] count = {}", s.victims, clients));
   }
@@ -557,23 +501,23 @@ LeakageStudy::LeakageStudy(LeakageSpec spec, PluginHandle<Attack> attack, const 
 
 LeakageStudy::~LeakageStudy() = default;
 
-void LeakageStudy::add_settings(toml::table& section) const {
-  const auto& s = *impl_;
-  section.insert_or_assign("attack", s.attack.name());
+void add_leakage_settings(const LeakageSpec& spec, const std::string& attack_name, toml::table& section) {
+  section.insert_or_assign("attack", attack_name);
   toml::array points, rounds;
-  for (int p : s.spec.points) points.push_back(static_cast<std::int64_t>(p));
-  for (auto r : s.spec.rounds) rounds.push_back(r);
+  for (int p : spec.points) points.push_back(static_cast<std::int64_t>(p));
+  for (auto r : spec.rounds) rounds.push_back(r);
   section.insert_or_assign("point", points);
   section.insert_or_assign("rounds", rounds);
-  section.insert_or_assign("victims", s.victims);
-  section.insert_or_assign("batch_size", s.batch);
-  section.insert_or_assign("threshold", s.threshold);
-  section.insert_or_assign("known_labels", s.known_labels);
+  section.insert_or_assign("victims", spec.settings.get<std::int64_t>("victims"));
+  section.insert_or_assign("batch_size", spec.settings.get<std::int64_t>("batch_size"));
+  section.insert_or_assign("threshold", spec.settings.get<double>("threshold"));
+  section.insert_or_assign("known_labels", spec.settings.get<bool>("known_labels"));
 }
 
-void LeakageStudy::start(const Model& model, const Dataset& data, const Partition& partition, std::uint64_t seed,
-                         const fs::path& output_dir) {
+void LeakageStudy::start(const Model& model, const Dataset& data, const Partition& partition,
+                         const LocalTrainer& trainer, std::uint64_t seed, const fs::path& output_dir) {
   auto& s = *impl_;
+  s.trainer = &trainer;
   s.model = &model;
   s.data = &data;
   s.partition = &partition;
@@ -610,7 +554,7 @@ void LeakageStudy::observe(std::int64_t round, const torch::Tensor& theta,
 void LeakageStudy::add_summary(nlohmann::ordered_json& json) const {
   const auto& s = *impl_;
   nlohmann::ordered_json leakage;
-  leakage["attack"] = s.attack.name();
+  leakage["attack"] = s.attack->plugin.name();
   leakage["threshold"] = s.threshold;
   leakage["victims"] = s.victims;
   leakage["batch_size"] = s.batch;
@@ -627,13 +571,7 @@ void LeakageStudy::add_summary(nlohmann::ordered_json& json) const {
   }
   leakage["points"] = points;
   json["leakage"] = leakage;
-  if (json.contains("plugins") && json["plugins"].is_array()) {
-    const auto& info = s.attack.library().info();
-    json["plugins"].push_back({{"kind", "attack"},
-                               {"name", info.name},
-                               {"version", info.version},
-                               {"path", s.attack.library().path().string()}});
-  }
+
 }
 
 }  // namespace bulwark

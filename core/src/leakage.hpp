@@ -1,8 +1,8 @@
 #pragma once
 
-// Gradient-leakage studies (DESIGN.md §2 step 6): at chosen rounds, chosen honest clients replay
-// their first local iteration, the engine's privacy hooks run on it exactly as in training, and a
-// reconstruction attack (DLG, iDLG, inverting gradients, ...) is handed what an adversary at one
+// Gradient-leakage studies (docs/leakage.md; docs/architecture.md, "A round": observe): at chosen
+// rounds, chosen honest clients' first local step runs through the LocalTrainer, with the privacy
+// hooks as in training, and a reconstruction attack (DLG, iDLG, inverting gradients, ...) is handed what an adversary at one
 // of three observation points would see (Wei et al., "Gradient-Leakage Resilient Federated
 // Learning", ICDCS 2021):
 //
@@ -19,8 +19,9 @@
 //            mechanism it exists only at batch size 1, where the batch gradient is that example's.
 //
 // The victim's batch is the first `batch_size` examples of its round's shuffled order (the same
-// stream as its real training), so with [leakage] batch_size = [clients] batch_size the replayed
-// step is the client's real first step. The replay never touches θ or the run's random streams.
+// stream as its real training), so with [leakage] batch_size = [clients] batch_size the observed
+// step is the client's real first step, and its upload is θ_local − θ exactly as the client would
+// send it. The observation never touches θ or the run's random streams.
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -36,19 +37,15 @@
 #include "bulwark/options.hpp"
 #include "bulwark/privacy.hpp"
 #include "experiment.hpp"
-#include "loader.hpp"
 #include "partition.hpp"
+#include "plugin_set.hpp"
 
 namespace bulwark {
 
-/// The [leakage] section: the attack plugin and its options (every key the schema below does not
-/// name), where it looks, on whom.
-struct LeakageSpec {
-  ComponentSpec attack;            ///< plugin = the `attack` key; table = [leakage]
-  Options settings;                ///< victims, batch_size, threshold, known_labels
-  std::vector<int> points;         ///< sorted, distinct, each 0, 1 or 2
-  std::vector<std::int64_t> rounds;  ///< sorted, distinct, each in [1, rounds]
-};
+class LocalTrainer;
+
+/// The kernel's keys of `spec`, as resolved, for config.toml (PluginSet adds the attack's options).
+void add_leakage_settings(const LeakageSpec& spec, const std::string& attack_name, toml::table& section);
 
 /// Schema of the kernel's keys of [leakage] (`point` and `rounds` also take a single integer).
 const std::vector<OptionSpec>& leakage_option_specs();
@@ -92,16 +89,14 @@ class LeakageStudy {
   /// a victim batch size that differs from [clients] batch_size while a privacy mechanism runs
   /// (its noise is calibrated to the protocol's batch), more victims than clients, or point 0 in
   /// fedavg mode at lr = 0 (the upload is then all zeros).
-  LeakageStudy(LeakageSpec spec, PluginHandle<Attack> attack, const ExperimentConfig& config,
-               PrivacyMechanism* privacy, std::string privacy_label);
+  LeakageStudy(const LeakageSpec& spec, const Labelled<Attack>& attack, const RunSettings& settings,
+               const Labelled<PrivacyMechanism>& privacy);
   ~LeakageStudy();
 
-  /// The kernel's keys, as resolved, for config.toml (the engine adds the attack's options).
-  void add_settings(toml::table& section) const;
-
-  /// Binds the run's model, data and client split; results go to `output_dir`.
-  void start(const Model& model, const Dataset& data, const Partition& partition, std::uint64_t seed,
-             const std::filesystem::path& output_dir);
+  /// Binds the run's model, data, client split and the trainer whose first step it observes;
+  /// results go to `output_dir`.
+  void start(const Model& model, const Dataset& data, const Partition& partition, const LocalTrainer& trainer,
+             std::uint64_t seed, const std::filesystem::path& output_dir);
 
   bool observes(std::int64_t round) const;
 

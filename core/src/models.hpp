@@ -19,7 +19,7 @@ const std::vector<OptionSpec>& model_option_specs();
 /// Throws Error(Config) for an input shape the architecture cannot take, Error(Data) for a
 /// TorchScript file that cannot be loaded.
 ///
-/// The zoo (DESIGN.md §7: per-example gradients are vectorised for every layer of these):
+/// The zoo (docs/design-notes.md, "Layers": per-example gradients are vectorised for every layer of these):
 ///   softmax  flatten, linear F -> classes (multinomial logistic regression)
 ///   mlp      flatten, [linear -> activation] per `hidden` width, linear -> classes
 ///   cnn      conv 3x3 (16) + maxpool 2 + GroupNorm + tanh, conv 3x3 (32) + maxpool 2 +
@@ -34,7 +34,7 @@ std::unique_ptr<Model> build_model(const Options& options,
 
 namespace detail {
 
-/// The client-batched form of a zoo model (DESIGN.md §7): K clients' parameters Θ [K, d] in one
+/// The client-batched form of a zoo model (docs/design-notes.md, "Client-batched training"): K clients' parameters Θ [K, d] in one
 /// pass. Inputs [K·B, ...] hold client k's batch in rows [k·B, (k+1)·B), evaluated at Θ[k]. The
 /// layer models implement it; the engine trains clients one by one for models that do not.
 class StackedModel {

@@ -1,5 +1,9 @@
 #pragma once
 
+#include <string>
+
+#include <c10/core/Device.h>
+
 namespace bulwark {
 
 /// Process-wide compute settings every program that runs the engine calls once, first thing in
@@ -15,5 +19,9 @@ void init_runtime();
 /// and full fp32 precision (no TF32), so a run repeats bit for bit and follows the CPU run's
 /// arithmetic to rounding. Idempotent.
 void init_cuda_runtime();
+
+/// The device of [experiment] device = `name` ("cpu" or "cuda", the first GPU), with the CUDA
+/// settings applied; Error(Config) naming `file` when this LibTorch has no CUDA or sees no GPU.
+c10::Device resolve_device(const std::string& name, const std::string& file);
 
 }  // namespace bulwark

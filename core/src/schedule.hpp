@@ -1,6 +1,6 @@
 #pragma once
 
-// Who is malicious, and when (DESIGN.md §2 step 2). One ByzantineSchedule serves every attack of
+// Who is malicious, and when (docs/architecture.md, "A round": sample). One ByzantineSchedule serves every attack of
 // an experiment, so that the attacks' client sets stay disjoint.
 #include <cstdint>
 #include <string>

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <toml++/toml.h>
 
@@ -290,4 +291,21 @@ TEST_CASE("fed_sdp (C = 4, sigma = 6, noise at the client) stops points 0 and 1,
   CHECK(success.at(0) == 0.0);  // the upload is clipped and noised before it leaves the client
   CHECK(success.at(1) == 0.0);  // the client's own update carries the same noise (Algorithm 1)
   CHECK(success.at(2) == 1.0);  // the per-example gradient is never touched by Fed-SDP
+}
+
+TEST_CASE("with target_epsilon the observed step uses the solved mechanism, as if its sigma were given") {
+  const std::string privacy = "\n[privacy]\nplugin = \"fed_cdp\"\nclip = 4.0\n";
+  auto solved = run_study("target_epsilon", leakage_experiment(privacy + "target_epsilon = 2.0\n", "iterations = 20\n", "1"));
+  auto json = nlohmann::json::parse(test::read_file(solved.output_dir / "summary.json"));
+  const double sigma = json.at("solved_noise_multiplier").get<double>();
+  CHECK(sigma > 0);
+  auto given = run_study("given_sigma", leakage_experiment(privacy + fmt::format("noise_multiplier = {:.17g}\n", sigma),
+                                                           "iterations = 20\n", "1"));
+  auto observed = read_csv(solved.output_dir / "leakage_attacks.csv");
+  auto expected = read_csv(given.output_dir / "leakage_attacks.csv");
+  REQUIRE(observed.size() == expected.size());
+  for (std::size_t i = 0; i < observed.size(); ++i) {
+    CHECK(observed[i].at("mse") == expected[i].at("mse"));
+    CHECK(observed[i].at("iterations") == expected[i].at("iterations"));
+  }
 }

@@ -84,7 +84,7 @@ struct AccountingEvent {
 /// creates the mechanism with the solved value, as if the user had written it.
 inline constexpr char kNoiseMultiplierOption[] = "noise_multiplier";
 
-/// Privacy mechanism plugin: up to three hooks on the round (DESIGN.md §2 steps 3, 4 and 8).
+/// Privacy mechanism plugin: up to three hooks on the round (docs/architecture.md, "A round": train and aggregate).
 class BULWARK_API PrivacyMechanism {
  public:
   virtual ~PrivacyMechanism();

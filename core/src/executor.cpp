@@ -1,0 +1,92 @@
+#include "executor.hpp"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <exception>
+#include <map>
+#include <mutex>
+#include <thread>
+
+namespace bulwark {
+
+ClientExecutor::~ClientExecutor() = default;
+
+ThreadExecutor::ThreadExecutor(const LocalTrainer& trainer, const Partition& partition, const ClientSettings& clients,
+                               int threads, bool batching)
+    : trainer_(trainer), partition_(partition), clients_(clients), threads_(threads), batching_(batching) {}
+
+void ThreadExecutor::train(const RoundWork& work, torch::Tensor& updates, std::vector<double>& losses) {
+  const auto chunks = plan_chunks(work.participants);
+  parallel_for(static_cast<std::int64_t>(chunks.size()), threads_, [&](std::int64_t c) {
+    std::vector<LocalJob> jobs;
+    for (auto i : chunks[c].rows) {
+      const auto client = work.participants[i];
+      const auto indices = partition_.client(client);
+      const auto n = indices.size(0);
+      jobs.push_back({indices, n > 0 ? clients_.schedule.steps(n) : 0, client, work.attack_of[i], updates[i]});
+    }
+    const auto chunk_losses = trainer_.train(work.round, work.theta, jobs, chunks[c].width);
+    for (std::size_t k = 0; k < chunks[c].rows.size(); ++k) losses[chunks[c].rows[k]] = chunk_losses[k];
+  });
+}
+
+/// Client-batched training: rows with data and equal step counts form a group, cut in row order
+/// into chunks of at most clients.batch_clients, and further so that every worker has one. A
+/// client's stacked arithmetic depends on its own data and on the group's batch width only, not on
+/// its chunk (batching_test holds that bit for bit), so the cut may follow the thread count.
+/// Without batching every row is a chunk of its own.
+std::vector<ThreadExecutor::Chunk> ThreadExecutor::plan_chunks(const std::vector<std::int64_t>& participants) const {
+  std::vector<Chunk> chunks;
+  std::map<std::int64_t, std::vector<std::int64_t>> groups;  // step count -> rows
+  for (std::size_t i = 0; i < participants.size(); ++i) {
+    const auto n = partition_.size(participants[i]);
+    const auto row = static_cast<std::int64_t>(i);
+    if (batching_ && n > 0) {
+      groups[clients_.schedule.steps(n)].push_back(row);
+    } else {
+      chunks.push_back({{row}});
+    }
+  }
+  const auto cap = clients_.batch_clients;
+  for (const auto& [steps, rows] : groups) {
+    std::int64_t width = 0;
+    for (auto row : rows) width = std::max(width, std::min(clients_.schedule.batch_size, partition_.size(participants[row])));
+    const auto size = static_cast<std::int64_t>(rows.size());
+    const auto count = std::min(size, std::max<std::int64_t>((size + cap - 1) / cap, threads_));
+    for (std::int64_t c = 0; c < count; ++c) {
+      chunks.push_back({{rows.begin() + c * size / count, rows.begin() + (c + 1) * size / count}, width});
+    }
+  }
+  return chunks;
+}
+
+void parallel_for(std::int64_t n, int threads, const std::function<void(std::int64_t)>& fn) {
+  if (n <= 0) return;
+  threads = static_cast<int>(std::min<std::int64_t>(threads, n));
+  if (threads <= 1) {
+    for (std::int64_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+  std::atomic<std::int64_t> next{0};
+  std::exception_ptr failure;
+  std::mutex failure_mutex;
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&] {
+      at::init_num_threads();  // one intra-op thread per worker: parallelism is across clients
+      try {
+        for (std::int64_t i = next++; i < n; i = next++) fn(i);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(failure_mutex);
+        if (!failure) failure = std::current_exception();
+        next = n;
+      }
+    });
+  }
+  for (auto& w : workers) w.join();
+  if (failure) std::rethrow_exception(failure);
+}
+
+}  // namespace bulwark
