@@ -315,7 +315,7 @@ int command_describe(const std::string& name, const std::string& kind) {
     }
     everything.insert(everything.end(), names.begin(), names.end());
   }
-  std::string message = "error: no plugin or section named '" + name + "'";
+  std::string message = "no plugin or section named '" + name + "'";
   if (auto guess = nearest(name, everything)) message += "; did you mean '" + *guess + "'?";
   throw Error(ErrorKind::Plugin, message + " (`bulwark plugins` lists them; sections: experiment, clients, server, "
                                            "model, partition, schedule, accounting, leakage)");
@@ -333,11 +333,11 @@ struct PrivacyQuery {
 
 int command_privacy(const PrivacyQuery& query) {
   if (query.noise_multiplier < 0 && !(query.target_epsilon > 0)) {
-    throw Error(ErrorKind::Config, "error: give --noise-multiplier (to get epsilon) or --target-epsilon (to get the "
+    throw Error(ErrorKind::Config, "give --noise-multiplier (to get epsilon) or --target-epsilon (to get the "
                                    "noise multiplier)");
   }
   if (!(query.delta > 0 && query.delta < 1)) {
-    throw Error(ErrorKind::Config, fmt::format("error: --delta = {} must be in (0, 1), e.g. 1e-5", query.delta));
+    throw Error(ErrorKind::Config, fmt::format("--delta = {} must be in (0, 1), e.g. 1e-5", query.delta));
   }
   const auto conversion = parse_conversion(query.conversion);
   auto spent = [&](double sigma) {
@@ -443,10 +443,11 @@ int main(int argc, char** argv) {
     if (*describe) return command_describe(name, kind);
     if (*privacy) return command_privacy(privacy_query);
     if (*aggregate) return command_aggregate(aggregate_query);
+  } catch (const LocatedError& e) {
+    std::fprintf(stderr, "%s: error: %s\n", e.location().c_str(), e.message().c_str());
+    return e.kind() == ErrorKind::Runtime ? 1 : 2;
   } catch (const Error& e) {
-    std::string message = e.what();
-    if (message.find("error: ") == std::string::npos) message = "error: " + message;
-    std::fprintf(stderr, "%s\n", message.c_str());
+    std::fprintf(stderr, "error: %s\n", e.what());
     return e.kind() == ErrorKind::Runtime ? 1 : 2;
   } catch (const c10::Error& e) {
     // LibTorch's own messages carry a C++ backtrace that helps nobody running an experiment.

@@ -105,7 +105,7 @@ double level_epsilon(const RdpAccountant& accountant, bool used, double delta, E
 EpsilonConversion parse_conversion(const std::string& name) {
   if (name == "improved") return EpsilonConversion::Improved;
   if (name == "standard") return EpsilonConversion::Standard;
-  throw Error(ErrorKind::Config, "error: unknown RDP conversion '" + name + "'; expected improved or standard");
+  throw Error(ErrorKind::Config, "unknown RDP conversion '" + name + "'; expected improved or standard");
 }
 
 std::vector<double> default_rdp_orders() {
@@ -153,7 +153,7 @@ RdpAccountant::RdpAccountant(std::vector<double> orders) : orders_(std::move(ord
   if (orders_.empty()) orders_ = default_rdp_orders();
   for (double a : orders_) {
     if (!(a > 1)) {
-      throw Error(ErrorKind::Config, fmt::format("error: RDP order {} is not > 1; orders are the α > 1 at which "
+      throw Error(ErrorKind::Config, fmt::format("RDP order {} is not > 1; orders are the α > 1 at which "
                                                  "Rényi DP is tracked, e.g. orders = [1.5, 2, 4, 8, 16, 32, 64]", a));
     }
   }
@@ -196,7 +196,7 @@ PrivacyLedger::PrivacyLedger(const Options& accounting)
       levels_{RdpAccountant(accounting.get<std::vector<double>>("orders")),
               RdpAccountant(accounting.get<std::vector<double>>("orders"))} {
   if (!(delta_ > 0 && delta_ < 1)) {
-    throw Error(ErrorKind::Config, fmt::format("error: [privacy] delta = {} must be in (0, 1); the usual choice is "
+    throw Error(ErrorKind::Config, fmt::format("[privacy] delta = {} must be in (0, 1); the usual choice is "
                                                "below 1/N for N training examples, e.g. delta = 1e-5", delta_));
   }
 }
@@ -239,7 +239,7 @@ void PrivacyLedger::load(const StateDict& state) {
   const auto orders = values("orders"), example = values("example"), client = values("client"), used = values("used");
   if (orders != levels_[0].orders() || example.size() != orders.size() || client.size() != orders.size() ||
       used.size() != 2) {
-    throw Error(ErrorKind::Data, "error: the checkpoint's privacy ledger does not match this run's RDP orders; "
+    throw Error(ErrorKind::Data, "the checkpoint's privacy ledger does not match this run's RDP orders; "
                                  "run without --resume to start over");
   }
   levels_[0].restore(example);
@@ -253,7 +253,7 @@ double solve_noise_multiplier(const std::function<double(double)>& epsilon_of, d
   double low = 0.0, high = 1.0;
   double epsilon = epsilon_of(high);
   if (std::isnan(epsilon)) {
-    throw Error(ErrorKind::Config, "error: target_epsilon: the privacy mechanism reports no accounting events, so "
+    throw Error(ErrorKind::Config, "target_epsilon: the privacy mechanism reports no accounting events, so "
                                    "no noise multiplier can be solved for");
   }
   while (epsilon > target_epsilon) {
@@ -261,7 +261,7 @@ double solve_noise_multiplier(const std::function<double(double)>& epsilon_of, d
     high *= 2;
     if (high > kMaxSigma) {
       throw Error(ErrorKind::Config,
-                  fmt::format("error: target_epsilon = {} cannot be reached with any noise multiplier up to {:g} "
+                  fmt::format("target_epsilon = {} cannot be reached with any noise multiplier up to {:g} "
                               "(epsilon stays at {:.4g}); raise target_epsilon or delta, or add larger RDP orders",
                               target_epsilon, kMaxSigma, epsilon));
     }

@@ -46,12 +46,12 @@ const char* dtype_name(c10::ScalarType type, const std::string& tensor) {
   for (const auto& d : kDtypes) {
     if (d.type == type) return d.name;
   }
-  throw Error(ErrorKind::Runtime, fmt::format("error: cannot checkpoint tensor '{}' of dtype {}", tensor,
+  throw Error(ErrorKind::Runtime, fmt::format("cannot checkpoint tensor '{}' of dtype {}", tensor,
                                               c10::toString(type)));
 }
 
 [[noreturn]] void corrupt(const fs::path& file, const std::string& what) {
-  throw Error(ErrorKind::Data, "error: " + file.string() + " is not a usable checkpoint: " + what +
+  throw Error(ErrorKind::Data, file.string() + " is not a usable checkpoint: " + what +
                                    ". Delete it to start the run from round 1.");
 }
 
@@ -97,11 +97,11 @@ void save_checkpoint(const fs::path& file, const Checkpoint& checkpoint) {
   std::vector<double> values;
   for (const auto& row : checkpoint.metrics) {
     if (row.size() != columns.size()) {
-      throw Error(ErrorKind::Runtime, "error: cannot checkpoint metrics whose columns change between rounds");
+      throw Error(ErrorKind::Runtime, "cannot checkpoint metrics whose columns change between rounds");
     }
     for (std::size_t c = 0; c < row.size(); ++c) {
       if (row[c].first != columns[c]) {
-        throw Error(ErrorKind::Runtime, "error: cannot checkpoint metrics whose columns change between rounds");
+        throw Error(ErrorKind::Runtime, "cannot checkpoint metrics whose columns change between rounds");
       }
       values.push_back(row[c].second);
     }
@@ -140,7 +140,7 @@ void save_checkpoint(const fs::path& file, const Checkpoint& checkpoint) {
 
 Checkpoint load_checkpoint(const fs::path& file) {
   std::ifstream in(file, std::ios::binary);
-  if (!in) throw Error(ErrorKind::Data, "error: cannot read checkpoint " + file.string());
+  if (!in) throw Error(ErrorKind::Data, "cannot read checkpoint " + file.string());
   std::stringstream buffer;
   buffer << in.rdbuf();
   const std::string content = buffer.str();

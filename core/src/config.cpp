@@ -1,5 +1,5 @@
-// TOML experiment files and option validation. Every message is in compiler format
-// ("file:line:col: error: ...") so editors and people can jump to the offending value.
+// TOML experiment files and option validation. Every error names the place of the offending
+// value (LocatedError), which the host prints in compiler format so editors can jump to it.
 #include "config.hpp"
 
 #include <algorithm>
@@ -21,11 +21,21 @@ std::string where(const toml::node& node, const std::string& fallback_file) {
   return fmt::format("{}:{}:{}", file, source.begin.line, source.begin.column);
 }
 
-namespace {
+LocatedError::LocatedError(ErrorKind kind, std::string location, std::string message)
+    : Error(kind, location + ": " + message), location_(std::move(location)), message_(std::move(message)) {}
 
-[[noreturn]] void config_error(const std::string& location, const std::string& message) {
-  throw Error(ErrorKind::Config, location + ": error: " + message);
+void config_error(const std::string& location, const std::string& message) {
+  throw LocatedError(ErrorKind::Config, location, message);
 }
+
+void rethrow_with_note(const Error& e, const std::string& note) {
+  if (const auto* located = dynamic_cast<const LocatedError*>(&e)) {
+    throw LocatedError(e.kind(), located->location(), located->message() + note);
+  }
+  throw Error(e.kind(), e.what() + note);
+}
+
+namespace {
 
 std::size_t edit_distance(const std::string& a, const std::string& b) {
   std::vector<std::size_t> row(b.size() + 1);

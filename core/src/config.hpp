@@ -6,9 +6,30 @@
 
 #include <toml++/toml.h>
 
+#include "bulwark/error.hpp"
 #include "bulwark/options.hpp"
 
 namespace bulwark {
+
+/// An Error about a place: "file:line:col" of a value in an experiment file, a file, or a
+/// command-line argument such as "--set key=value". Only the host program formats it for people
+/// ("file:line:col: error: message", the compiler format editors jump to); for any other reader
+/// what() is "location: message".
+class LocatedError : public Error {
+ public:
+  LocatedError(ErrorKind kind, std::string location, std::string message);
+  const std::string& location() const noexcept { return location_; }
+  const std::string& message() const noexcept { return message_; }
+
+ private:
+  std::string location_, message_;
+};
+
+/// Throws LocatedError(Config) at `location`.
+[[noreturn]] void config_error(const std::string& location, const std::string& message);
+
+/// Rethrows `e` with `note` appended to its message, keeping its kind and its location, if any.
+[[noreturn]] void rethrow_with_note(const Error& e, const std::string& note);
 
 /// Where a TOML value came from, for messages in compiler format ("file:line:col").
 std::string where(const toml::node& node, const std::string& fallback_file = "");
@@ -16,7 +37,7 @@ std::string where(const toml::node& node, const std::string& fallback_file = "")
 /// Validates `table` against `specs` and returns the Options with defaults filled in.
 /// `ignored` keys are skipped (keys the caller handles itself, e.g. "plugin").
 /// `what` names the owner in messages, e.g. "aggregator 'krum'".
-/// Unknown key -> Error(Config) "file:l:c: error: unknown option 'x' for aggregator 'krum'; did you
+/// Unknown key -> LocatedError(Config) at file:l:c, "unknown option 'x' for aggregator 'krum'; did you
 /// mean 'f'? valid options: f, multi"; wrong type or out of range -> the same format with expected
 /// and found.
 Options validate_options(const toml::table& table, const std::vector<OptionSpec>& specs,

@@ -21,6 +21,7 @@
 #include "bulwark/rng.hpp"
 #include "bulwark/rows.hpp"
 #include "checkpoint.hpp"
+#include "config.hpp"
 #include "evaluation.hpp"
 #include "executor.hpp"
 #include "leakage.hpp"
@@ -100,8 +101,8 @@ struct Engine::Impl {
       : config(std::move(c)), plugins(config, registry), device(resolve_device(settings.device, config.file)) {
     if (config.leakage) {
       if (!device.is_cpu()) {
-        throw Error(ErrorKind::Config, config.file + ": [leakage] runs on the CPU only in this version (its attacks "
-                                       "optimise on host tensors); set [experiment] device = \"cpu\" for leakage studies");
+        config_error(config.file, "[leakage] runs on the CPU only in this version (its attacks optimise on host "
+                                  "tensors); set [experiment] device = \"cpu\" for leakage studies");
       }
       leakage = std::make_unique<LeakageStudy>(*config.leakage, plugins.leakage_attack, settings, plugins.privacy);
     }
@@ -205,7 +206,8 @@ struct Engine::Impl {
       if (backdoor) backdoor = LabeledData{backdoor->inputs.to(device), backdoor->labels.to(device)};
       attack.backdoor = std::move(backdoor);
     }
-    share_samples();
+    const double shared_fraction = plugins.aggregator->shared_sample_fraction();
+    if (shared_fraction > 0) shared_samples = draw_shared_samples(partition, shared_fraction, settings.seed);
     if (plugins.privacy) accounting.emplace(config, plugins, partition, data, *model);
     if (leakage) leakage->start(*model, data, partition, *trainer, settings.seed, out);
     return out;
@@ -237,23 +239,6 @@ struct Engine::Impl {
       options.set("path", (fs::path(config.file).parent_path() / path).string(), true);
     }
     return options;
-  }
-
-  /// DiverseFL: before training, each client shares ceil(fraction × N_i) of its examples, drawn
-  /// at random, with the server. Stored like the partition: one index tensor plus offsets.
-  void share_samples() {
-    const double fraction = plugins.aggregator->shared_sample_fraction();
-    if (fraction <= 0) return;
-    std::vector<torch::Tensor> pieces;
-    shared_samples.offsets.assign(1, 0);
-    for (std::int64_t client = 0; client < partition.num_clients(); ++client) {
-      const auto n = partition.size(client);
-      const auto k = std::min<std::int64_t>(n, static_cast<std::int64_t>(std::ceil(fraction * static_cast<double>(n))));
-      auto pick = torch::randperm(n, stream_generator(settings.seed, 0, client, Stream::Aggregator), torch::kLong).narrow(0, 0, k);
-      pieces.push_back(partition.client(client).index_select(0, pick));
-      shared_samples.offsets.push_back(shared_samples.offsets.back() + k);
-    }
-    shared_samples.indices = torch::cat(pieces);
   }
 
   // ---- the phases of a round ---------------------------------------------------------------

@@ -19,9 +19,6 @@ namespace {
 
 using bulwark::kInf;
 
-[[noreturn]] void config_error(const std::string& location, const std::string& message) {
-  throw Error(ErrorKind::Config, location + ": error: " + message);
-}
 
 const std::vector<std::string> kSections = {"experiment", "data",   "model",   "clients", "aggregator",
                                             "attack",     "privacy", "server", "leakage", "sweep"};

@@ -31,9 +31,6 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-[[noreturn]] void config_error(const std::string& location, const std::string& message) {
-  throw Error(ErrorKind::Config, location + ": error: " + message);
-}
 
 /// `key` as an integer or a non-empty array of integers, each in [low, high]; sorted, distinct.
 std::vector<std::int64_t> integer_list(const toml::table& table, const std::string& key, std::int64_t low,

@@ -43,7 +43,7 @@ const char* kind_folder(std::uint32_t kind) {
 namespace {
 
 [[noreturn]] void plugin_error(const std::string& message) {
-  throw Error(ErrorKind::Plugin, "error: " + message);
+  throw Error(ErrorKind::Plugin, message);
 }
 
 std::string describe_plugin(const fs::path& path, const char* name) {
@@ -234,8 +234,7 @@ std::vector<PluginListing> PluginRegistry::discover() const {
             listing.summary = info.summary ? info.summary : "";
           }
         } catch (const Error& e) {
-          std::string what = e.what();
-          listing.problem = what.rfind("error: ", 0) == 0 ? what.substr(7) : what;
+          listing.problem = e.what();
         }
         listings.push_back(std::move(listing));
       }

@@ -21,7 +21,7 @@ void write_file_atomic(const std::filesystem::path& path, const std::string& con
     out << content;
     out.flush();
     if (!out) {
-      throw Error(ErrorKind::Runtime, "error: cannot write " + temporary.string() +
+      throw Error(ErrorKind::Runtime, "cannot write " + temporary.string() +
                                           " (disk full or no permission?)");
     }
   }
@@ -29,7 +29,7 @@ void write_file_atomic(const std::filesystem::path& path, const std::string& con
   std::filesystem::rename(temporary, path, ec);
   if (ec) {
     std::filesystem::remove(temporary);
-    throw Error(ErrorKind::Runtime, "error: cannot move " + temporary.string() + " to " + path.string() +
+    throw Error(ErrorKind::Runtime, "cannot move " + temporary.string() + " to " + path.string() +
                                         ": " + ec.message());
   }
 }

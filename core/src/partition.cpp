@@ -260,4 +260,19 @@ Partition make_partition(const torch::Tensor& labels, std::int64_t num_classes,
   return group_by_owner(owner, num_clients);
 }
 
+Partition draw_shared_samples(const Partition& partition, double fraction, std::uint64_t seed) {
+  Partition shared;
+  std::vector<torch::Tensor> pieces;
+  shared.offsets.assign(1, 0);
+  for (std::int64_t client = 0; client < partition.num_clients(); ++client) {
+    const auto n = partition.size(client);
+    const auto k = std::min<std::int64_t>(n, static_cast<std::int64_t>(std::ceil(fraction * static_cast<double>(n))));
+    auto pick = torch::randperm(n, stream_generator(seed, 0, client, Stream::Aggregator), torch::kLong).narrow(0, 0, k);
+    pieces.push_back(partition.client(client).index_select(0, pick));
+    shared.offsets.push_back(shared.offsets.back() + k);
+  }
+  shared.indices = torch::cat(pieces);
+  return shared;
+}
+
 }  // namespace bulwark

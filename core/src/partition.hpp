@@ -34,4 +34,8 @@ const std::vector<OptionSpec>& partition_option_specs();
 Partition make_partition(const torch::Tensor& labels, std::int64_t num_classes,
                          std::int64_t num_clients, const Options& options, std::uint64_t seed);
 
+/// What each client shares with the server before training (DiverseFL): ceil(fraction × N_i) of
+/// its examples, drawn from its (seed, 0, client) aggregator stream. Stored like a partition.
+Partition draw_shared_samples(const Partition& partition, double fraction, std::uint64_t seed);
+
 }  // namespace bulwark

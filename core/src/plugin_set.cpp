@@ -56,12 +56,12 @@ void check_accounting(const PrivacySpec& spec, const Options& mechanism_options,
   try {
     PrivacyLedger check(spec.accounting);
   } catch (const Error& e) {
-    throw Error(e.kind(), where + ": " + e.what());
+    throw LocatedError(e.kind(), where, e.what());
   }
   const double target = spec.accounting.get<double>("target_epsilon");
   const double budget = spec.accounting.get<double>("max_epsilon");
   if (!(target > 0)) return;
-  auto fail = [&](const std::string& message) { throw Error(ErrorKind::Config, where + ": error: " + message); };
+  auto fail = [&](const std::string& message) { config_error(where, message); };
   if (!mechanism_options.contains(kNoiseMultiplierOption)) {
     fail("target_epsilon needs a mechanism with a noise_multiplier option, and " + label +
          " has none; set its noise level directly and drop target_epsilon");

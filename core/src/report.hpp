@@ -92,6 +92,10 @@ struct WorstCaseTable {
 };
 WorstCaseTable worst_case_table(const StudySummary& summary);
 
+/// The condition a group is tested under: its values of every axis but the ranked one
+/// ("key=value, key=value").
+std::string condition_of(const StudyManifest& manifest, const std::vector<std::size_t>& choice);
+
 /// The summary table (and the worst-case table when two or more axes vary) as Markdown.
 std::string summary_markdown(const StudySummary& summary);
 

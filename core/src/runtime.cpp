@@ -12,7 +12,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "bulwark/error.hpp"
+#include "config.hpp"
 
 namespace bulwark {
 
@@ -83,10 +83,9 @@ c10::Device resolve_device(const std::string& name, const std::string& file) {
   if (name == "cpu") return c10::kCPU;
   if (!torch::cuda::is_available()) {
     const bool sees_no_gpu = torch::cuda::device_count() == 0 && at::hasCUDA();
-    throw Error(ErrorKind::Config, file + ": [experiment] device = \"cuda\", but this LibTorch " +
-                                       (sees_no_gpu ? "sees no GPU" : "was built without CUDA") +
-                                       "; set device = \"cpu\", or build against a CUDA LibTorch "
-                                       "(docs/performance.md, \"On a GPU\")");
+    config_error(file, std::string("[experiment] device = \"cuda\", but this LibTorch ") +
+                           (sees_no_gpu ? "sees no GPU" : "was built without CUDA") +
+                           "; set device = \"cpu\", or build against a CUDA LibTorch (docs/performance.md, \"On a GPU\")");
   }
   init_cuda_runtime();
   return c10::Device(c10::kCUDA, 0);

@@ -31,9 +31,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-[[noreturn]] void sweep_error(const std::string& location, const std::string& message) {
-  throw Error(ErrorKind::Config, location + ": error: " + message);
-}
 
 std::vector<std::string> split_key(const std::string& key) {
   std::vector<std::string> parts;
@@ -65,7 +62,7 @@ void set_key(toml::table& root, const std::string& key, const toml::node& value,
       if (is_index(parts[i])) {
         const auto index = std::stoul(parts[i]);
         if (index >= array->size()) {
-          sweep_error(location, fmt::format("'{}': index {} is out of range; the list has {} entries", key, index,
+          config_error(location, fmt::format("'{}': index {} is out of range; the list has {} entries", key, index,
                                             array->size()));
         }
         current = array->get(index);
@@ -76,11 +73,11 @@ void set_key(toml::table& root, const std::string& key, const toml::node& value,
         current = array->get(0);
         continue;
       }
-      sweep_error(location, fmt::format("'{}': '{}' is a list of {} entries; name one by index, e.g. '{}.0.{}'", key,
+      config_error(location, fmt::format("'{}': '{}' is a list of {} entries; name one by index, e.g. '{}.0.{}'", key,
                                         parts[i - 1], array->size(), parts[i - 1], parts[i]));
     }
     auto* table = current->as_table();
-    if (!table) sweep_error(location, fmt::format("'{}': '{}' is not a table", key, i ? parts[i - 1] : key));
+    if (!table) config_error(location, fmt::format("'{}': '{}' is not a table", key, i ? parts[i - 1] : key));
     if (i + 1 == parts.size()) {
       if (remove) {
         table->erase(parts[i]);
@@ -125,10 +122,10 @@ void collect(const toml::node& node, const std::string& key, const std::string& 
   if (!array) {
     std::stringstream text;
     node.visit([&](auto&& v) { text << v; });
-    sweep_error(where(node, file), fmt::format("[sweep] '{}' must be a list of values, e.g. \"{}\" = [{}]", key, key,
+    config_error(where(node, file), fmt::format("[sweep] '{}' must be a list of values, e.g. \"{}\" = [{}]", key, key,
                                                text.str()));
   }
-  if (array->empty()) sweep_error(where(node, file), fmt::format("[sweep] '{}' has no values", key));
+  if (array->empty()) config_error(where(node, file), fmt::format("[sweep] '{}' has no values", key));
   out.emplace_back(key, array);
 }
 
@@ -148,7 +145,7 @@ PlacedAxis make_axis(std::vector<std::pair<std::string, const toml::array*>> ent
     if (array->size() != length) {
       std::vector<std::string> sizes;
       for (const auto& [k, a] : entries) sizes.push_back(fmt::format("'{}' has {}", k, a->size()));
-      sweep_error(placed.location, fmt::format("zipped keys vary together and need lists of one length: {}",
+      config_error(placed.location, fmt::format("zipped keys vary together and need lists of one length: {}",
                                                fmt::join(sizes, ", ")));
     }
     placed.axis.keys.push_back(key);
@@ -162,7 +159,7 @@ PlacedAxis make_axis(std::vector<std::pair<std::string, const toml::array*>> ent
   std::set<std::string> seen;
   for (const auto& label : placed.axis.labels) {
     if (!seen.insert(label).second) {
-      sweep_error(placed.location, fmt::format("[sweep] '{}' lists the value '{}' twice", placed.axis.name(), label));
+      config_error(placed.location, fmt::format("[sweep] '{}' lists the value '{}' twice", placed.axis.name(), label));
     }
   }
   return placed;
@@ -245,9 +242,9 @@ Study load_study(const std::string& file, const std::vector<std::string>& overri
   toml::table base = parse_toml_file(file);
   for (const auto& assignment : overrides) apply_override(base, assignment);
   const auto* sweep_node = base.get("sweep");
-  if (!sweep_node) sweep_error(file, "no [sweep] section: this is a single experiment, not a study");
+  if (!sweep_node) config_error(file, "no [sweep] section: this is a single experiment, not a study");
   const auto* sweep = sweep_node->as_table();
-  if (!sweep) sweep_error(where(*sweep_node, file), "[sweep] must be a table");
+  if (!sweep) config_error(where(*sweep_node, file), "[sweep] must be a table");
 
   Study study;
   study.file = file;
@@ -257,26 +254,26 @@ Study load_study(const std::string& file, const std::vector<std::string>& overri
     const std::string key(key_name.str());
     if (key == "seeds") {
       const auto* array = node.as_array();
-      if (!array || array->empty()) sweep_error(where(node, file), "[sweep] seeds must be a non-empty list of integers, e.g. seeds = [1, 2, 3]");
+      if (!array || array->empty()) config_error(where(node, file), "[sweep] seeds must be a non-empty list of integers, e.g. seeds = [1, 2, 3]");
       for (const auto& item : *array) {
         if (!item.is_integer() || *item.value<std::int64_t>() < 0) {
-          sweep_error(where(item, file), "[sweep] seeds must be non-negative integers");
+          config_error(where(item, file), "[sweep] seeds must be non-negative integers");
         }
         const auto seed = *item.value<std::int64_t>();
         if (std::find(study.seeds.begin(), study.seeds.end(), seed) != study.seeds.end()) {
-          sweep_error(where(item, file), fmt::format("[sweep] seeds lists {} twice", seed));
+          config_error(where(item, file), fmt::format("[sweep] seeds lists {} twice", seed));
         }
         study.seeds.push_back(seed);
       }
     } else if (key == "rank_by") {
-      if (!node.is_string()) sweep_error(where(node, file), "[sweep] rank_by must be a key, e.g. rank_by = \"aggregator.plugin\"");
+      if (!node.is_string()) config_error(where(node, file), "[sweep] rank_by must be a key, e.g. rank_by = \"aggregator.plugin\"");
       rank_by = *node.value<std::string>();
     } else if (key == "zip") {
       const auto* groups = node.as_array();
-      if (!groups) sweep_error(where(node, file), "[sweep] zip must be a list of tables, e.g. zip = [{\"privacy.clip\" = [4, 2], \"privacy.noise_multiplier\" = [1, 2]}]");
+      if (!groups) config_error(where(node, file), "[sweep] zip must be a list of tables, e.g. zip = [{\"privacy.clip\" = [4, 2], \"privacy.noise_multiplier\" = [1, 2]}]");
       for (const auto& group : *groups) {
         const auto* table = group.as_table();
-        if (!table || table->empty()) sweep_error(where(group, file), "[sweep] zip entries are tables of key = [values]");
+        if (!table || table->empty()) config_error(where(group, file), "[sweep] zip entries are tables of key = [values]");
         std::vector<std::pair<std::string, const toml::array*>> entries;
         for (const auto& [k, v] : *table) collect(v, std::string(k.str()), file, entries);
         placed.push_back(make_axis(std::move(entries), group, file));
@@ -292,17 +289,16 @@ Study load_study(const std::string& file, const std::vector<std::string>& overri
   std::set<std::string> keys;
   for (const auto& p : placed) {
     for (const auto& key : p.axis.keys) {
-      if (!keys.insert(key).second) sweep_error(p.location, fmt::format("[sweep] varies '{}' twice", key));
+      if (!keys.insert(key).second) config_error(p.location, fmt::format("[sweep] varies '{}' twice", key));
       if (key == "experiment.seed" && !study.seeds.empty()) {
-        sweep_error(p.location, "give the seeds as [sweep] seeds = [...] only (results are averaged over them), not also as experiment.seed");
+        config_error(p.location, "give the seeds as [sweep] seeds = [...] only (results are averaged over them), not also as experiment.seed");
       }
     }
   }
   for (const auto& assignment : overrides) {
     const auto key = override_key(assignment);
     if (keys.count(key)) {
-      throw Error(ErrorKind::Config, fmt::format("--set {}: error: '{}' is varied by the study's [sweep]; "
-                                                 "change it there", assignment, key));
+      config_error("--set " + assignment, fmt::format("'{}' is varied by the study's [sweep]; change it there", key));
     }
   }
 
@@ -326,7 +322,7 @@ Study load_study(const std::string& file, const std::vector<std::string>& overri
     if (!found) {
       std::vector<std::string> names;
       for (const auto& axis : study.axes) names.push_back(axis.name());
-      sweep_error(where(*sweep->get("rank_by"), file),
+      config_error(where(*sweep->get("rank_by"), file),
                   fmt::format("rank_by = \"{}\" is not a varied key; varied keys: {}", rank_by,
                               names.empty() ? std::string("none") : fmt::format("{}", fmt::join(names, ", "))));
     }
@@ -404,7 +400,7 @@ Study load_study(const std::string& file, const std::vector<std::string>& overri
       cell.seed = config.experiment.get<std::int64_t>("seed");
       if (i == 0) study.threads = static_cast<int>(config.experiment.get<std::int64_t>("threads"));
     } catch (const Error& e) {
-      throw Error(e.kind(), std::string(e.what()) + " (in sweep cell '" + cell.name + "')");
+      rethrow_with_note(e, " (in sweep cell '" + cell.name + "')");
     }
     cell.table = table;
     study.cells.push_back(std::move(cell));
@@ -452,7 +448,7 @@ std::vector<PreparedCell> prepare(const Study& study, PluginRegistry& registry, 
       p.rounds = config.experiment.get<std::int64_t>("rounds");
       p.engine = std::make_unique<Engine>(std::move(config), registry);
     } catch (const Error& e) {
-      throw Error(e.kind(), std::string(e.what()) + " (in sweep cell '" + cell.name + "')");
+      rethrow_with_note(e, " (in sweep cell '" + cell.name + "')");
     }
     p.status = cell_status(p.dir);
     const auto resolved = p.engine->resolved_config();
@@ -467,7 +463,7 @@ std::vector<PreparedCell> prepare(const Study& study, PluginRegistry& registry, 
     }
     if (stale) {
       throw Error(ErrorKind::Config,
-                  fmt::format("error: {} holds results of another configuration than cell '{}' of {} describes "
+                  fmt::format("{} holds results of another configuration than cell '{}' of {} describes "
                               "(was the study file changed?); delete that folder to run the cell again, or "
                               "choose another --out",
                               p.dir.string(), cell.name, study.file));

@@ -61,11 +61,7 @@ torch::Tensor iterated_krum(const torch::Tensor& distances, std::int64_t f, std:
     // row is scored against all the others, so the pick is still the most central one.
     const auto neighbours = left > 2 * f + 2 ? left - f - 2 : left - 1;
     // Removed rows are neither candidates nor neighbours: their column is +inf for everyone.
-    auto restricted = distances.masked_fill(~remaining.unsqueeze(0), kInfinity);
-    auto scores =
-        neighbours > 0
-            ? std::get<0>(restricted.topk(neighbours, /*dim=*/1, /*largest=*/false)).sum(1)
-            : torch::zeros({count}, distances.options());
+    auto scores = bulwark::krum_scores(distances.masked_fill(~remaining.unsqueeze(0), kInfinity), neighbours);
     scores.masked_fill_(~remaining, kInfinity);
     const auto best = scores.argmin().item<std::int64_t>();
     chosen.push_back(best);
@@ -104,9 +100,7 @@ class Bulyan final : public bulwark::Aggregator {
       const auto f_left = std::max<std::int64_t>(f - (n - kept), 0);
       const auto theta = kept - 2 * f_left;
       const auto beta = theta - 2 * f_left;
-      auto distances = finite.squared.clone();
-      distances.fill_diagonal_(kInfinity);
-      auto chosen = good.index_select(0, iterated_krum(distances, f_left, theta));
+      auto chosen = good.index_select(0, iterated_krum(finite.squared, f_left, theta));
       is_selected.index_fill_(0, chosen.cpu(), true);
 
       auto selected = updates.index_select(0, chosen.to(updates.device()));

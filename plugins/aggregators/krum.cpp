@@ -20,7 +20,6 @@
 #include <torch/torch.h>
 
 #include <algorithm>
-#include <limits>
 #include <string>
 
 #include "bulwark/error.hpp"
@@ -61,13 +60,7 @@ class Krum final : public bulwark::Aggregator {
     if (kept == 0) {
       result.aggregate = torch::zeros({updates.size(1)}, updates.options());
     } else {
-      auto distances = finite.squared.clone();
-      distances.fill_diagonal_(std::numeric_limits<double>::infinity());
-      const auto neighbours = std::min(n - f - 2, kept - 1);
-      auto scores = neighbours > 0
-                        ? std::get<0>(distances.topk(neighbours, /*dim=*/1, /*largest=*/false))
-                              .sum(/*dim=*/1)
-                        : torch::zeros({kept}, distances.options());
+      auto scores = bulwark::krum_scores(finite.squared, std::min(n - f - 2, kept - 1));
       selected = good[scores.argmin()].item<std::int64_t>();
       result.aggregate = updates[selected].clone();
     }

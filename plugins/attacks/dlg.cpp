@@ -25,8 +25,6 @@
 // steps taken until then, and the returned iterate is the one with the lowest matching loss seen.
 #include <torch/torch.h>
 
-#include <cmath>
-#include <limits>
 #include <string>
 #include <vector>
 
@@ -91,63 +89,23 @@ class Dlg final : public bulwark::Attack {
       variables.push_back(y);
     }
 
-    auto matching_loss = [&](bool with_grad) {
+    auto matching_loss = [&](bool create_graph) {
       auto targets = known ? y : torch::softmax(y, 1);
       auto per_example = -(targets * torch::log_softmax(model.forward(params, x), 1)).sum(1);
       auto loss = problem.observed_is_mean ? per_example.mean() : per_example.sum();
       auto gradient = torch::autograd::grad({loss}, {params}, {}, /*retain_graph=*/true,
-                                            /*create_graph=*/with_grad)[0];
+                                            create_graph)[0];
       return (gradient - observed).pow(2).sum();
     };
 
-    torch::optim::LBFGS optimizer(variables, torch::optim::LBFGSOptions(lr_).history_size(history_));
-    auto closure = [&] {
-      auto distance = matching_loss(/*with_grad=*/true);
-      auto grads = torch::autograd::grad({distance}, variables);
-      for (std::size_t i = 0; i < variables.size(); ++i) variables[i].mutable_grad() = grads[i];
-      return distance.detach();
-    };
-
     const double stop_at = tolerance_ * observed.pow(2).sum().item<double>();
-    double best = std::numeric_limits<double>::infinity();
-    auto best_x = x.detach().clone();
-    auto best_y = y.detach().clone();
-    auto keep_if_best = [&](double loss, const torch::Tensor& at_x, const torch::Tensor& at_y) {
-      if (loss < best) {
-        best = loss;
-        best_x = at_x;
-        best_y = at_y;
-      }
-    };
-    std::vector<double> trace;
-    std::int64_t used = iterations_;  // steps taken until convergence, divergence or the budget
-    for (std::int64_t it = 0; it < iterations_; ++it) {
-      auto x_before = x.detach().clone();
-      auto y_before = y.detach().clone();
-      // step() returns the loss at the point it started from: the iterate after `it` steps.
-      const double loss = optimizer.step(closure).item<double>();
-      trace.push_back(loss);
-      if (!std::isfinite(loss)) {
-        used = it;
-        break;
-      }
-      keep_if_best(loss, x_before, y_before);
-      if (loss <= stop_at) {
-        used = it;
-        break;
-      }
-    }
-    if (used == iterations_) {  // the last step's result has not been scored yet
-      const double loss = matching_loss(/*with_grad=*/false).item<double>();
-      trace.push_back(loss);
-      keep_if_best(loss, x.detach().clone(), y.detach().clone());
-    }
+    auto match = bulwark::lbfgs_gradient_matching(variables, matching_loss, iterations_, lr_, history_, stop_at);
 
     bulwark::LeakageResult result;
-    result.inputs = best_x;
-    result.labels = known ? problem.known_labels.to(torch::kLong) : best_y.argmax(1);
-    result.iterations = used;
-    result.distance_trace = torch::tensor(trace, torch::kDouble);
+    result.inputs = match.best[0];
+    result.labels = known ? problem.known_labels.to(torch::kLong) : match.best[1].argmax(1);
+    result.iterations = match.iterations;
+    result.distance_trace = match.trace;
     return result;
   }
 

@@ -22,8 +22,6 @@
 // iterate with the lowest loss it saw.
 #include <torch/torch.h>
 
-#include <cmath>
-#include <limits>
 #include <string>
 #include <vector>
 
@@ -98,54 +96,21 @@ class Idlg final : public bulwark::Attack {
     }
 
     auto x = bulwark::dummy_inputs(init_, patch_, batch, problem.input_shape, problem.generator).requires_grad_(true);
-    auto matching_loss = [&](bool with_grad) {
+    auto matching_loss = [&](bool create_graph) {
       auto loss = torch::cross_entropy_loss(model.forward(params, x), labels, {},
                                             problem.observed_is_mean ? at::Reduction::Mean : at::Reduction::Sum);
       auto gradient = torch::autograd::grad({loss}, {params}, {}, /*retain_graph=*/true,
-                                            /*create_graph=*/with_grad)[0];
+                                            create_graph)[0];
       return (gradient - observed).pow(2).sum();
     };
-    torch::optim::LBFGS optimizer({x}, torch::optim::LBFGSOptions(lr_).history_size(history_));
-    auto closure = [&] {
-      auto distance = matching_loss(/*with_grad=*/true);
-      x.mutable_grad() = torch::autograd::grad({distance}, {x})[0];
-      return distance.detach();
-    };
-
     const double stop_at = tolerance_ * observed.pow(2).sum().item<double>();
-    double best = std::numeric_limits<double>::infinity();
-    auto best_x = x.detach().clone();
-    std::vector<double> trace;
-    std::int64_t used = iterations_;  // steps taken until convergence, divergence or the budget
-    for (std::int64_t it = 0; it < iterations_; ++it) {
-      auto x_before = x.detach().clone();
-      // step() returns the loss at the point it started from: the iterate after `it` steps.
-      const double loss = optimizer.step(closure).item<double>();
-      trace.push_back(loss);
-      if (!std::isfinite(loss)) {
-        used = it;
-        break;
-      }
-      if (loss < best) {
-        best = loss;
-        best_x = x_before;
-      }
-      if (loss <= stop_at) {
-        used = it;
-        break;
-      }
-    }
-    if (used == iterations_) {  // the last step's result has not been scored yet
-      const double loss = matching_loss(/*with_grad=*/false).item<double>();
-      trace.push_back(loss);
-      if (loss < best) best_x = x.detach().clone();
-    }
+    auto match = bulwark::lbfgs_gradient_matching({x}, matching_loss, iterations_, lr_, history_, stop_at);
 
     bulwark::LeakageResult result;
-    result.inputs = best_x;
+    result.inputs = match.best[0];
     result.labels = labels;
-    result.iterations = used;
-    result.distance_trace = torch::tensor(trace, torch::kDouble);
+    result.iterations = match.iterations;
+    result.distance_trace = match.trace;
     return result;
   }
 

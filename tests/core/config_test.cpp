@@ -1,6 +1,7 @@
 // Option validation and experiment files: every promised message, with its position.
 #include <doctest/doctest.h>
 
+#include "config.hpp"
 #include "experiment.hpp"
 #include "test_support.hpp"
 
@@ -34,14 +35,14 @@ TEST_CASE("defaults are filled in and marked as not set") {
 
 TEST_CASE("an unknown key names the closest valid key and lists all, with line and column") {
   CHECK_THROWS_WITH_AS(options_from_string("f = 1\nmutli = 2", kSpecs, "aggregator 'krum'"),
-                       doctest::Contains("<options>:2:1: error: unknown option 'mutli' for aggregator 'krum'; "
+                       doctest::Contains("<options>:2:1: unknown option 'mutli' for aggregator 'krum'; "
                                          "did you mean 'multi'? valid options: f, multi, mode, eps"),
                        Error);
 }
 
 TEST_CASE("a wrong type or an out-of-range value is reported with file, line and column") {
   CHECK_THROWS_WITH_AS(options_from_string("\n  multi = \"three\"", kSpecs, "aggregator 'krum'"),
-                       doctest::Contains("<options>:2:11: error: option 'multi' for aggregator 'krum' must be an "
+                       doctest::Contains("<options>:2:11: option 'multi' for aggregator 'krum' must be an "
                                          "integer, found the string \"three\""),
                        Error);
   CHECK_THROWS_WITH_AS(options_from_string("multi = 0", kSpecs, "aggregator 'krum'"),
@@ -55,11 +56,11 @@ TEST_CASE("a wrong type or an out-of-range value is reported with file, line and
 
 TEST_CASE("experiment files: unknown sections and keys are caught with positions") {
   auto file = write_experiment("section", "[experimnt]\nrounds = 3\n");
-  CHECK_THROWS_WITH_AS(load_experiment(file), doctest::Contains("experiment.toml:1:1: error: unknown section [experimnt]; did you mean [experiment]?"), Error);
+  CHECK_THROWS_WITH_AS(load_experiment(file), doctest::Contains("experiment.toml:1:1: unknown section [experimnt]; did you mean [experiment]?"), Error);
 
   file = write_experiment("key", "[data]\nplugin = \"synthetic\"\n[clients]\nbatch_sise = 3\n");
   CHECK_THROWS_WITH_AS(load_experiment(file),
-                       doctest::Contains("experiment.toml:4:1: error: unknown option 'batch_sise' for [clients]; did you mean 'batch_size'?"),
+                       doctest::Contains("experiment.toml:4:1: unknown option 'batch_sise' for [clients]; did you mean 'batch_size'?"),
                        Error);
 
   file = write_experiment("missing_data", "[experiment]\nrounds = 3\n");
@@ -67,6 +68,25 @@ TEST_CASE("experiment files: unknown sections and keys are caught with positions
 
   file = write_experiment("sampling", "[data]\nplugin = \"synthetic\"\n[clients]\ncount = 4\nper_round = 2\nfraction = 0.5\n");
   CHECK_THROWS_WITH_AS(load_experiment(file), doctest::Contains("at most one of per_round, fraction and poisson_rate"), Error);
+}
+
+TEST_CASE("errors about a place carry it apart from the message, and keep it when a note is added") {
+  auto file = write_experiment("located", "[experiment]\nrounds = 0\n");
+  try {
+    load_experiment(file);
+    FAIL("rounds = 0 was accepted");
+  } catch (const LocatedError& e) {
+    CHECK(e.location() == file + ":2:10");
+    CHECK(e.message().rfind("option 'rounds' for [experiment] must be in [1, ", 0) == 0);
+    CHECK(std::string(e.what()) == e.location() + ": " + e.message());  // no "error:": the host adds it
+    try {
+      rethrow_with_note(e, " (in sweep cell 'a')");
+    } catch (const LocatedError& noted) {
+      CHECK(noted.location() == e.location());
+      CHECK(noted.message() == e.message() + " (in sweep cell 'a')");
+      CHECK((noted.kind() == ErrorKind::Config));
+    }
+  }
 }
 
 TEST_CASE("malformed TOML reports line and column") {

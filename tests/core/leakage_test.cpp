@@ -200,7 +200,7 @@ TEST_CASE("[leakage] parsing errors say what, where and what to do") {
   CHECK_THROWS_WITH_AS(parse("[leakage]\npoint = 1\n"), doctest::Contains("needs an attack: add attack = \"dlg\""),
                        Error);
   CHECK_THROWS_WITH_AS(parse("[leakage]\nattack = \"dlg\"\npoint = 3\n"),
-                       doctest::Contains("study.toml:3:9: error: [leakage] point = 3 is out of range: 0 (what "
+                       doctest::Contains("study.toml:3:9: [leakage] point = 3 is out of range: 0 (what "
                                          "the server"),
                        Error);
   CHECK_THROWS_WITH_AS(parse("[leakage]\nattack = \"dlg\"\nrounds = [1, 12]\n", 10),

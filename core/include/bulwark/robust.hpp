@@ -27,6 +27,12 @@ struct FiniteDistances {
 /// differences to rounding.
 BULWARK_API FiniteDistances finite_pairwise_distances(const at::Tensor& updates);
 
+/// Krum's score of every row (Blanchard et al., NeurIPS 2017): the sum of its `neighbours`
+/// smallest squared distances to the other rows, read from `squared` [m, m]; 0 when `neighbours`
+/// is 0. A row's distance to itself never counts, nor does a +inf entry while finite ones remain
+/// (rules that remove rows set their columns to +inf).
+BULWARK_API at::Tensor krum_scores(const at::Tensor& squared, std::int64_t neighbours);
+
 /// The mean of the rows with no NaN/±Inf entry; zeros when there is none.
 BULWARK_API at::Tensor finite_mean(const at::Tensor& rows);
 

@@ -1,8 +1,12 @@
 #include "bulwark/inversion.hpp"
 
 #include <ATen/ATen.h>
+#include <torch/autograd.h>
+#include <torch/optim/lbfgs.h>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 
 namespace bulwark {
 
@@ -35,6 +39,53 @@ std::optional<std::int64_t> final_layer_label(const ParamLayout& layout, const a
     }
   }
   return std::nullopt;
+}
+
+GradientMatch lbfgs_gradient_matching(const std::vector<at::Tensor>& variables,
+                                      const std::function<at::Tensor(bool)>& matching_loss, std::int64_t iterations,
+                                      double lr, std::int64_t history, double stop_at) {
+  torch::optim::LBFGS optimizer(variables, torch::optim::LBFGSOptions(lr).history_size(history));
+  auto closure = [&] {
+    auto distance = matching_loss(/*create_graph=*/true);
+    auto grads = torch::autograd::grad({distance}, variables);
+    for (std::size_t i = 0; i < variables.size(); ++i) variables[i].mutable_grad() = grads[i];
+    return distance.detach();
+  };
+  auto snapshot = [&] {
+    std::vector<at::Tensor> values;
+    for (const auto& v : variables) values.push_back(v.detach().clone());
+    return values;
+  };
+  GradientMatch match;
+  match.best = snapshot();
+  double best = std::numeric_limits<double>::infinity();
+  std::vector<double> trace;
+  match.iterations = iterations;
+  for (std::int64_t it = 0; it < iterations; ++it) {
+    auto before = snapshot();
+    // step() returns the loss at the point it started from: the iterate after `it` steps.
+    const double loss = optimizer.step(closure).item<double>();
+    trace.push_back(loss);
+    if (!std::isfinite(loss)) {
+      match.iterations = it;
+      break;
+    }
+    if (loss < best) {
+      best = loss;
+      match.best = std::move(before);
+    }
+    if (loss <= stop_at) {
+      match.iterations = it;
+      break;
+    }
+  }
+  if (match.iterations == iterations) {  // the last step's result has not been scored yet
+    const double loss = matching_loss(/*create_graph=*/false).item<double>();
+    trace.push_back(loss);
+    if (loss < best) match.best = snapshot();
+  }
+  match.trace = at::tensor(trace, at::kDouble);
+  return match;
 }
 
 }  // namespace bulwark

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <limits>
 #include <sstream>
 #include <tuple>
 #include <string>
@@ -41,6 +42,13 @@ FiniteDistances finite_pairwise_distances(const at::Tensor& updates) {
     // Without a row too large to square in float64, the centre may move: centre again.
     rows = rows.index_select(0, comparable.nonzero().flatten());
   }
+}
+
+at::Tensor krum_scores(const at::Tensor& squared, std::int64_t neighbours) {
+  if (neighbours <= 0) return at::zeros({squared.size(0)}, squared.options());
+  auto others = squared.clone();
+  others.fill_diagonal_(std::numeric_limits<double>::infinity());
+  return std::get<0>(others.topk(neighbours, /*dim=*/1, /*largest=*/false)).sum(/*dim=*/1);
 }
 
 at::Tensor finite_mean(const at::Tensor& rows) {
