@@ -21,8 +21,14 @@ demo: build
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
 
+# Open MPI builds also run the communication bench and the 1-process / 2-rank scaling script.
+MPIRUN = mpirun --oversubscribe $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
 bench: build
-	@for b in $(BUILD_DIR)/bench/*_bench; do echo "== $$b"; $$b || exit 1; done
+	@for b in $(BUILD_DIR)/bench/*_bench; do \
+	  case $$b in *mpi_comm_bench) continue;; esac; echo "== $$b"; $$b || exit 1; done
+	@if [ -x $(BUILD_DIR)/bench/mpi_comm_bench ]; then \
+	  echo "== mpi_comm_bench"; $(MPIRUN) -np 2 $(BUILD_DIR)/bench/mpi_comm_bench || exit 1; \
+	  echo "== mpi_scaling.sh"; BULWARK=$(BUILD_DIR)/bin/bulwark bench/mpi_scaling.sh || exit 1; fi
 
 clean:
 	rm -rf $(BUILD_DIR)

@@ -17,6 +17,7 @@
 #include "bulwark/error.hpp"
 #include "bulwark/plugin_abi.h"
 #include "bulwark/rng.hpp"
+#include "cluster.hpp"
 #include "config.hpp"
 #include "engine.hpp"
 #include "experiment.hpp"
@@ -87,11 +88,19 @@ void print_report(const ReportOutput& report, Verbosity verbosity) {
 /// A study: cells `jobs` at a time, a live study line on terminals (plain lines in logs), and
 /// the summary table and report at the end.
 int command_study(const std::string& file, const std::vector<std::string>& overrides, const RunFlags& flags) {
-  const auto study = load_study(file, overrides);
+  Study study;
+  std::exception_ptr failure;
+  try {
+    study = load_study(file, overrides);
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  cluster::agree(failure);  // under mpirun a file error is reported once, by rank 0
   PluginRegistry registry;
   const auto out = study_output_dir(study, flags.out);
   const bool terminal = ::isatty(STDOUT_FILENO);
   if (flags.dry_run) {
+    if (cluster::rank() != 0) return 0;
     const auto statuses = check_study(study, registry, out);
     std::vector<std::string> axes;
     for (const auto& axis : study.axes) axes.push_back(fmt::format("{} ({})", axis.name(), axis.size()));
@@ -164,6 +173,7 @@ int command_study(const std::string& file, const std::vector<std::string>& overr
     };
   }
   const auto result = run_study(study, registry, options);
+  if (cluster::rank() != 0) return 0;  // rank 0 reports the study
   if (verbosity != Verbosity::Quiet) {
     plain(fmt::format("study: {} cells, {} run now, {} finished earlier, {} failed; {}", result.cells, result.finished,
                       result.skipped, result.failed.size(), format_seconds(result.wall_seconds)));
@@ -174,15 +184,25 @@ int command_study(const std::string& file, const std::vector<std::string>& overr
 }
 
 int command_run(const std::string& file, const std::vector<std::string>& overrides, const RunFlags& flags) {
-  {
+  // Under mpirun every rank reads the file and builds the engine; a rank that cannot is reported
+  // once, by rank 0.
+  PluginRegistry registry;
+  std::unique_ptr<Engine> built;
+  bool study = false;
+  std::exception_ptr failure;
+  try {
     auto root = parse_toml_file(file);
     for (const auto& assignment : overrides) apply_override(root, assignment);
-    if (has_sweep(root)) return command_study(file, overrides, flags);
+    study = has_sweep(root);
+    if (!study) built = std::make_unique<Engine>(load_experiment(file, overrides), registry);
+  } catch (...) {
+    failure = std::current_exception();
   }
-  PluginRegistry registry;
-  Engine engine(load_experiment(file, overrides), registry);
+  cluster::agree(failure);
+  if (study) return command_study(file, overrides, flags);
+  auto& engine = *built;
   if (flags.dry_run) {
-    fmt::print("{}: ok; a single experiment (no [sweep]), nothing run\n", file);
+    if (cluster::rank() == 0) fmt::print("{}: ok; a single experiment (no [sweep]), nothing run\n", file);
     return 0;
   }
   RunOptions options;
@@ -205,7 +225,7 @@ int command_run(const std::string& file, const std::vector<std::string>& overrid
     };
   }
   auto summary = engine.run(options);
-  if (!quiet) {
+  if (!quiet && cluster::rank() == 0) {
     fmt::print("\n{:<26} {}\n", "output", summary.output_dir.string());
     if (summary.resumed_from > 0) fmt::print("{:<26} {}\n", "resumed after round", summary.resumed_from);
     fmt::print("{:<26} {}\n", "rounds", summary.rounds_run);
@@ -363,6 +383,7 @@ int command_privacy(const PrivacyQuery& query) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  cluster::Session mpi(argc, argv);  // a world of one unless launched by mpirun/srun
   init_runtime();
 
   CLI::App app{"bulwark: federated learning under Byzantine clients and privacy attacks"};
@@ -426,9 +447,21 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    if (cluster::rank() != 0) return e.get_exit_code() == 0 ? 0 : 2;  // every rank parsed the same line
     return app.exit(e) == 0 ? 0 : 2;
   }
 
+  // Under mpirun only `run` is distributed; other commands run on rank 0 alone, and only rank 0
+  // reports errors (every rank sees the same ones).
+  if (cluster::rank() != 0 && !*run) return 0;
+  // Rank 0 speaks for the job; another rank prints only a failure of its own, marked with its rank.
+  const auto tell = [rank = cluster::rank()](const std::string& line) {
+    if (rank == 0) {
+      std::fprintf(stderr, "%s\n", line.c_str());
+    } else {
+      std::fprintf(stderr, "rank %d: %s\n", rank, line.c_str());
+    }
+  };
   try {
     if (*run) {
       flags.verbosity = quiet ? Verbosity::Quiet : verbose ? Verbosity::Verbose : Verbosity::Normal;
@@ -443,18 +476,20 @@ int main(int argc, char** argv) {
     if (*describe) return command_describe(name, kind);
     if (*privacy) return command_privacy(privacy_query);
     if (*aggregate) return command_aggregate(aggregate_query);
+  } catch (const cluster::ReportedByRank0& e) {
+    return e.kind() == ErrorKind::Runtime ? 1 : 2;
   } catch (const LocatedError& e) {
-    std::fprintf(stderr, "%s: error: %s\n", e.location().c_str(), e.message().c_str());
+    tell(e.location() + ": error: " + e.message());
     return e.kind() == ErrorKind::Runtime ? 1 : 2;
   } catch (const Error& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
+    tell(std::string("error: ") + e.what());
     return e.kind() == ErrorKind::Runtime ? 1 : 2;
   } catch (const c10::Error& e) {
     // LibTorch's own messages carry a C++ backtrace that helps nobody running an experiment.
-    std::fprintf(stderr, "error: %s\n", e.what_without_backtrace());
+    tell(std::string("error: ") + e.what_without_backtrace());
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
+    tell(std::string("error: ") + e.what());
     return 1;
   }
   return 0;

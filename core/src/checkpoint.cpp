@@ -50,9 +50,8 @@ const char* dtype_name(c10::ScalarType type, const std::string& tensor) {
                                               c10::toString(type)));
 }
 
-[[noreturn]] void corrupt(const fs::path& file, const std::string& what) {
-  throw Error(ErrorKind::Data, file.string() + " is not a usable checkpoint: " + what +
-                                   ". Delete it to start the run from round 1.");
+[[noreturn]] void corrupt(const std::string& source, const std::string& what) {
+  throw Error(ErrorKind::Data, source + " is not a usable checkpoint: " + what + ". Delete it to start the run from round 1.");
 }
 
 }  // namespace
@@ -72,7 +71,7 @@ StateDict Checkpoint::take(const std::string& prefix) const {
 
 fs::path checkpoint_path(const fs::path& run_dir) { return run_dir / "checkpoint.bin"; }
 
-void save_checkpoint(const fs::path& file, const Checkpoint& checkpoint) {
+std::string encode_checkpoint(const Checkpoint& checkpoint) {
   nlohmann::ordered_json header;
   header["round"] = checkpoint.round;
   header["elapsed_seconds"] = checkpoint.elapsed_seconds;
@@ -135,7 +134,11 @@ void save_checkpoint(const fs::path& file, const Checkpoint& checkpoint) {
   for (const auto& blob : blobs) {
     content.append(static_cast<const char*>(blob.data_ptr()), static_cast<std::size_t>(blob.numel()) * blob.element_size());
   }
-  write_file_atomic(file, content);
+  return content;
+}
+
+void save_checkpoint(const fs::path& file, const Checkpoint& checkpoint) {
+  write_file_atomic(file, encode_checkpoint(checkpoint));
 }
 
 Checkpoint load_checkpoint(const fs::path& file) {
@@ -143,8 +146,10 @@ Checkpoint load_checkpoint(const fs::path& file) {
   if (!in) throw Error(ErrorKind::Data, "cannot read checkpoint " + file.string());
   std::stringstream buffer;
   buffer << in.rdbuf();
-  const std::string content = buffer.str();
+  return decode_checkpoint(buffer.str(), file.string());
+}
 
+Checkpoint decode_checkpoint(const std::string& content, const std::string& file) {
   if (content.size() < kMagicSize + 8 || content.compare(0, kMagicSize, kMagic) != 0) {
     corrupt(file, "wrong magic (expected a Bulwark checkpoint, format 1)");
   }

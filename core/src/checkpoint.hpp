@@ -42,4 +42,9 @@ void save_checkpoint(const std::filesystem::path& file, const Checkpoint& checkp
 /// Reads a checkpoint; a file that is not one, or is truncated, is Error(Data) naming the file.
 Checkpoint load_checkpoint(const std::filesystem::path& file);
 
+/// The file format in memory (also what ranks of an MPI job send each other, cluster.hpp), and
+/// back; `source` names the bytes in errors.
+std::string encode_checkpoint(const Checkpoint& checkpoint);
+Checkpoint decode_checkpoint(const std::string& content, const std::string& source);
+
 }  // namespace bulwark

@@ -21,7 +21,9 @@
 #include "bulwark/rng.hpp"
 #include "bulwark/rows.hpp"
 #include "checkpoint.hpp"
+#include "cluster.hpp"
 #include "config.hpp"
+#include "distributed_executor.hpp"
 #include "evaluation.hpp"
 #include "executor.hpp"
 #include "leakage.hpp"
@@ -29,6 +31,7 @@
 #include "models.hpp"
 #include "plugin_set.hpp"
 #include "run_accounting.hpp"
+#include "runtime.hpp"
 #include "schedule.hpp"
 #include "server_optimizer.hpp"
 
@@ -90,7 +93,9 @@ struct Engine::Impl {
   Partition shared_samples;  // DiverseFL: what each client shared with the server
   std::unique_ptr<Model> model;
   std::unique_ptr<LocalTrainer> trainer;
-  std::unique_ptr<ClientExecutor> executor;
+  std::unique_ptr<ThreadExecutor> local_executor;    // this process's worker threads
+  std::unique_ptr<DistributedExecutor> distributed;  // under mpirun with more than one rank
+  ClientExecutor* executor = nullptr;                // the one the round uses
   std::optional<RunAccounting> accounting;
   ByzantineSchedule schedule;  // who is malicious when (schedule.hpp)
   torch::Tensor theta;         // θ [d], the global model
@@ -113,7 +118,25 @@ struct Engine::Impl {
 
   RunSummary run(const RunOptions& options) {
     const auto start = Clock::now();
-    const auto out = prepare(options);
+    fs::path out;
+    if (options.alone || !cluster::distributed()) {
+      out = prepare(options, false);
+    } else {
+      // Every rank prepares the same run from the seed, once all run the same build and
+      // experiment; a failure on any rank is reported once.
+      check_same_build(plugins.build_fingerprint().dump());
+      std::exception_ptr failure;
+      try {
+        out = prepare(options, true);
+      } catch (...) {
+        failure = std::current_exception();
+      }
+      cluster::agree(failure);
+      if (cluster::rank() != 0) {
+        distributed->serve(device);
+        return {};
+      }
+    }
     MetricsLog log(out);
     RunSummary summary;
     summary.output_dir = out;
@@ -130,7 +153,9 @@ struct Engine::Impl {
       elapsed_before = checkpoint.elapsed_seconds;
     }
 
+    std::string recovery = first_round > 1 ? resume_note(checkpoint_file, first_round - 1) : no_checkpoint_note();
     for (std::int64_t number = first_round; number <= settings.rounds; ++number) {
+      if (distributed) cluster::set_fault_note(fmt::format("it was running round {}; {}", number, recovery));
       const auto round_start = Clock::now();
       Round round;
       round.number = number;
@@ -146,6 +171,7 @@ struct Engine::Impl {
       summary.rounds_run = number;
       if (settings.checkpoint_every > 0 && number % settings.checkpoint_every == 0 && number < settings.rounds) {
         save_checkpoint(checkpoint_file, capture(number, log, summary, elapsed_before + seconds_since(start)));
+        recovery = resume_note(checkpoint_file, number);
       }
       if (options.on_round) {
         RoundProgress progress;
@@ -162,6 +188,7 @@ struct Engine::Impl {
       }
     }
 
+    if (distributed) distributed->stop();
     summary.wall_seconds = elapsed_before + seconds_since(start);
     summary.metrics = log.rows();
     summary.notices = notices;
@@ -174,14 +201,18 @@ struct Engine::Impl {
 
   /// The output folder with config.toml in it; data, model, θ0, trainer and executor, attack
   /// sets, DiverseFL's shared samples, the accountant and the leakage study, all from the seed.
-  fs::path prepare(const RunOptions& options) {
+  /// `spread`: this run's clients are trained by every rank of the MPI job.
+  fs::path prepare(const RunOptions& options, bool spread) {
     threads = options.threads >= 0 ? options.threads : settings.threads;
-    if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    if (threads <= 0) threads = default_threads();
     fs::path out = options.output_dir;
     if (out.empty()) out = settings.output;
     if (out.empty()) out = fs::path("runs") / settings.name;
-    fs::create_directories(out);
-    write_file_atomic(out / "config.toml", plugins.resolved_text() + "\n");
+    const bool writes = !spread || cluster::rank() == 0;  // rank 0 writes every output file
+    if (writes) {
+      fs::create_directories(out);
+      write_file_atomic(out / "config.toml", plugins.resolved_text() + "\n");
+    }
 
     load_data();
     model = build_model(model_options(), data.input_shape, data.num_classes);
@@ -189,14 +220,20 @@ struct Engine::Impl {
       notices.push_back("model '" + config.model.get<std::string>("arch") +
                         "' has layers without a vectorised per-example rule: per-example gradients "
                         "use a loop of batch-size-1 backward passes (correct, slower)");
-      if (options.on_notice) options.on_notice(notices.back());
+      if (options.on_notice && writes) options.on_notice(notices.back());
     }
     trainer = std::make_unique<LocalTrainer>(settings, plugins, data, *model);
     const auto batching = settings.clients.batching;
     const bool batched = trainer->stacked_model() &&
                          (batching == ClientSettings::Batching::On ||
                           (batching == ClientSettings::Batching::Auto && model->layout().total <= kAutoBatchingMaxParameters));
-    executor = std::make_unique<ThreadExecutor>(*trainer, partition, settings.clients, threads, batched);
+    local_executor = std::make_unique<ThreadExecutor>(*trainer, partition, settings.clients, threads, batched);
+    executor = local_executor.get();
+    if (spread) {
+      if (!device.is_cpu()) config_error(config.file, "device = \"cuda\" under mpirun is not supported in this version; use device = \"cpu\"");
+      distributed = std::make_unique<DistributedExecutor>(*local_executor, plugins);
+      executor = distributed.get();
+    }
     theta = model->initial_parameters(derive_seed(settings.seed, 0, kServer, Stream::Init)).to(device);
     schedule = ByzantineSchedule(schedule_specs(plugins), settings.clients.count, settings.seed);
     for (auto& attack : plugins.attacks) {
@@ -209,7 +246,7 @@ struct Engine::Impl {
     const double shared_fraction = plugins.aggregator->shared_sample_fraction();
     if (shared_fraction > 0) shared_samples = draw_shared_samples(partition, shared_fraction, settings.seed);
     if (plugins.privacy) accounting.emplace(config, plugins, partition, data, *model);
-    if (leakage) leakage->start(*model, data, partition, *trainer, settings.seed, out);
+    if (leakage && writes) leakage->start(*model, data, partition, *trainer, settings.seed, out);
     return out;
   }
 
@@ -457,6 +494,19 @@ struct Engine::Impl {
   }
 
   // ---- checkpoints (checkpoint.hpp) --------------------------------------------------------
+
+  static std::string resume_note(const fs::path& file, std::int64_t round) {
+    return fmt::format("the last checkpoint is round {} ({}): run the same command with --resume, with any "
+                       "number of ranks, to go on from it",
+                       round, file.string());
+  }
+
+  std::string no_checkpoint_note() const {
+    return settings.checkpoint_every > 0
+               ? "no checkpoint was written yet: run the same command again"
+               : "no checkpoint was written ([experiment] checkpoint_every = 0): run the same command again, "
+                 "and set checkpoint_every so that a long run can resume";
+  }
   // Random streams are derived from (seed, round, client, purpose), data, partition and θ0 from
   // the seed, and the Byzantine schedule replays its chains from (seed, round): what one round
   // hands to the next is only θ, the server optimiser, the plugins' own state and the metrics.
@@ -521,6 +571,7 @@ struct Engine::Impl {
       json["solved_noise_multiplier"] = accounting->solved_noise_multiplier();
     }
     json["threads"] = threads;
+    if (distributed) json["ranks"] = cluster::size();
     json["dataset"] = data.description;
     json["model"] = model->describe();
     json["parameters"] = model->layout().total;
@@ -546,5 +597,7 @@ Engine::~Engine() = default;
 RunSummary Engine::run(const RunOptions& options) { return impl_->run(options); }
 
 std::string Engine::resolved_config() const { return impl_->plugins.resolved_text(); }
+
+std::string Engine::build_fingerprint() const { return impl_->plugins.build_fingerprint().dump(); }
 
 }  // namespace bulwark

@@ -34,6 +34,9 @@ struct RunOptions {
   /// Continue from <output>/checkpoint.bin when there is one (its configuration must match);
   /// otherwise start at round 1. See checkpoint.hpp.
   bool resume = false;
+  /// Run in this process alone even under mpirun (a study cell that one rank runs): no other
+  /// rank takes part, and this process writes the output folder.
+  bool alone = false;
   std::function<void(const RoundProgress&)> on_round;
   /// Called once per kind of notice (e.g. a slow fallback was chosen); library code never prints.
   std::function<void(const std::string&)> on_notice;
@@ -63,6 +66,10 @@ class Engine {
 
   /// The config with every default filled in, as TOML text (written to config.toml).
   std::string resolved_config() const;
+
+  /// What this process runs, as JSON text without paths (PluginSet::build_fingerprint): the ranks
+  /// of an MPI job compare it before they start.
+  std::string build_fingerprint() const;
 
  private:
   struct Impl;

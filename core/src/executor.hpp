@@ -41,13 +41,23 @@ class ThreadExecutor final : public ClientExecutor {
                  int threads, bool batching);
   void train(const RoundWork& work, torch::Tensor& updates, std::vector<double>& losses) override;
 
+  /// Trains only the round's rows `rows` (ascending), row rows[j] into out[j] and losses[j]. Stacked
+  /// batch widths still come from the whole round, so a client's numbers do not depend on which
+  /// of the round's rows this process trains (DistributedExecutor relies on it).
+  void train_rows(const RoundWork& work, const std::vector<std::int64_t>& rows, torch::Tensor& out,
+                  std::vector<double>& losses);
+
+  /// Local steps × batch size: what a client's training costs, to balance work across processes.
+  std::int64_t cost(std::int64_t client) const;
+
  private:
   /// Rows of the round that train together.
   struct Chunk {
     std::vector<std::int64_t> rows;
     std::int64_t width = 0;  ///< rows per client in the stacked batch; 0: one row, on the model itself
   };
-  std::vector<Chunk> plan_chunks(const std::vector<std::int64_t>& participants) const;
+  std::vector<Chunk> plan_chunks(const std::vector<std::int64_t>& participants,
+                                 const std::vector<std::int64_t>& rows) const;
 
   const LocalTrainer& trainer_;
   const Partition& partition_;

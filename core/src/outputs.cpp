@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <iterator>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -32,6 +33,26 @@ void write_file_atomic(const std::filesystem::path& path, const std::string& con
     throw Error(ErrorKind::Runtime, "cannot move " + temporary.string() + " to " + path.string() +
                                         ": " + ec.message());
   }
+}
+
+FolderFiles read_folder(const std::filesystem::path& dir) {
+  FolderFiles files;
+  if (!std::filesystem::is_directory(dir)) return files;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
+    if (!entry.is_regular_file()) continue;
+    std::ifstream in(entry.path(), std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (!in && !in.eof()) throw Error(ErrorKind::Runtime, "cannot read " + entry.path().string());
+    files[std::filesystem::relative(entry.path(), dir).generic_string()] = std::move(bytes);
+  }
+  return files;
+}
+
+void write_folder(const std::filesystem::path& dir, const FolderFiles& files, const std::string& last) {
+  for (const auto& [name, bytes] : files) {
+    if (name != last) write_file_atomic(dir / name, bytes);
+  }
+  if (const auto it = files.find(last); it != files.end()) write_file_atomic(dir / last, it->second);
 }
 
 std::string format_csv_number(double value) {
@@ -69,6 +90,12 @@ void MetricsLog::flush() const {
   }
   write_file_atomic(dir_ / "metrics.csv", csv);
   write_file_atomic(dir_ / "metrics.jsonl", jsonl);
+}
+
+std::uint64_t fnv1a(const std::string& bytes) {
+  std::uint64_t hash = 1469598103934665603ull;
+  for (unsigned char c : bytes) hash = (hash ^ c) * 1099511628211ull;
+  return hash;
 }
 
 }  // namespace bulwark

@@ -1,6 +1,8 @@
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -12,6 +14,15 @@ namespace bulwark {
 /// Writes `content` to `path` atomically: a temporary file in the same folder, then rename, so
 /// a reader (or a crash) never sees a half-written file.
 void write_file_atomic(const std::filesystem::path& path, const std::string& content);
+
+/// Every regular file under `dir`, recursively, by its path relative to `dir`: the outputs of a
+/// study cell that another rank ran travel this way. Empty when `dir` does not exist.
+using FolderFiles = std::map<std::string, std::string>;
+FolderFiles read_folder(const std::filesystem::path& dir);
+
+/// Writes `files` under `dir`, each atomically, and `last` (when among them) after all others:
+/// the file whose presence says the folder is complete.
+void write_folder(const std::filesystem::path& dir, const FolderFiles& files, const std::string& last);
 
 /// One row of metrics, columns in order. NaN means "not measured this round" (an empty CSV cell,
 /// null in JSON).
@@ -34,5 +45,8 @@ class MetricsLog {
 
 /// A number as CSV/JSON text: shortest round-trip form; NaN -> "" (CSV) or "null" (JSON).
 std::string format_csv_number(double value);
+
+/// 64-bit FNV-1a of `bytes`: short stable names for long keys, and file identities.
+std::uint64_t fnv1a(const std::string& bytes);
 
 }  // namespace bulwark

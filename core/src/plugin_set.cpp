@@ -3,12 +3,17 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <fstream>
 #include <sstream>
 #include <variant>
+
+#include <boost/dll/runtime_symbol_info.hpp>
+#include <torch/version.h>
 
 #include "accountant.hpp"
 #include "config.hpp"
 #include "leakage.hpp"
+#include "outputs.hpp"
 
 namespace bulwark {
 
@@ -186,6 +191,28 @@ nlohmann::ordered_json PluginSet::describe() const {
   if (privacy) add(privacy.plugin.library());
   if (leakage_attack) add(leakage_attack.plugin.library());
   return list;
+}
+
+nlohmann::ordered_json PluginSet::build_fingerprint() const {
+  auto file_hash = [](const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream bytes;
+    bytes << in.rdbuf();
+    return fmt::format("{:016x}", fnv1a(bytes.str()));
+  };
+  nlohmann::ordered_json print;
+  print["sdk"] = BULWARK_SDK_VERSION;
+  print["torch"] = TORCH_VERSION;
+  print["program"] = file_hash(boost::dll::program_location().string());
+  print["kernel"] = file_hash(boost::dll::this_line_location().string());
+  auto plugins = describe();
+  for (auto& plugin : plugins) {
+    plugin["hash"] = file_hash(plugin.at("path").get<std::string>());
+    plugin.erase("path");  // nodes may install the same files under other prefixes
+  }
+  print["plugins"] = plugins;
+  print["config"] = fmt::format("{:016x}", fnv1a(resolved_text()));
+  return print;
 }
 
 }  // namespace bulwark

@@ -88,6 +88,11 @@ class PluginSet {
   /// summary.json's "plugins": kind, name, version and file of each, in the order of a round.
   nlohmann::ordered_json describe() const;
 
+  /// What this process runs, for comparing the ranks of an MPI job: the SDK and LibTorch
+  /// versions, a content hash of the host program, the kernel library and every plugin file, and
+  /// the resolved configuration.
+  nlohmann::ordered_json build_fingerprint() const;
+
  private:
   PluginRegistry& registry_;
   Options privacy_options_;

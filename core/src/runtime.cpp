@@ -9,9 +9,12 @@
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
+#include <thread>
 
+#include "cluster.hpp"
 #include "config.hpp"
 
 namespace bulwark {
@@ -77,6 +80,11 @@ void init_cuda_runtime() {
   context.setBenchmarkCuDNN(false);
   context.setAllowTF32CuBLAS(false);
   context.setAllowTF32CuDNN(false);
+}
+
+int default_threads() {
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return std::max(1, cores / cluster::local_size());
 }
 
 c10::Device resolve_device(const std::string& name, const std::string& file) {

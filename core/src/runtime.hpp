@@ -14,6 +14,10 @@ namespace bulwark {
 /// its buffers; its single-thread build races when two threads call it).
 void init_runtime();
 
+/// Worker threads for `threads = 0` ("all cores"): the cores of this node shared evenly among the
+/// ranks of an MPI job that run on it, so `mpirun -np 2` on one machine does not oversubscribe it.
+int default_threads();
+
 /// Settings for runs on a CUDA device, applied before the first CUDA computation (the engine
 /// calls it when [experiment] device = "cuda"): deterministic algorithms, cuDNN without autotuning,
 /// and full fp32 precision (no TF32), so a run repeats bit for bit and follows the CPU run's

@@ -15,15 +15,23 @@
 #include <sstream>
 #include <thread>
 
+#include <unistd.h>
+
 #include <c10/util/Exception.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>  // fmt::join (moved here in fmt 11)
+#include <nlohmann/json.hpp>
 
 #include "bulwark/error.hpp"
 #include "checkpoint.hpp"
 #include "config.hpp"
 #include "experiment.hpp"
+#include "cluster.hpp"
+#include "distributed_executor.hpp"
+#include "outputs.hpp"
 #include "report.hpp"
+#include "runtime.hpp"
+#include "task_queue.hpp"
 
 namespace bulwark {
 
@@ -42,12 +50,6 @@ std::vector<std::string> split_key(const std::string& key) {
 
 bool is_index(const std::string& part) {
   return !part.empty() && std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; });
-}
-
-std::uint64_t fnv1a(const std::string& text) {
-  std::uint64_t hash = 1469598103934665603ull;
-  for (unsigned char c : text) hash = (hash ^ c) * 1099511628211ull;
-  return hash;
 }
 
 /// Sets `key` (dotted) in `root` to a copy of `value`; an empty table removes the key, so a study
@@ -435,9 +437,11 @@ struct PreparedCell {
   CellStatus status;
 };
 
-/// Opens every cell's plugins on this thread (the registry is not thread-safe) and checks that
-/// results already on disk belong to the configuration the file now describes.
-std::vector<PreparedCell> prepare(const Study& study, PluginRegistry& registry, const fs::path& out) {
+/// Opens every cell's plugins on this thread (the registry is not thread-safe) and, with
+/// `check_disk` (the process that writes the output), checks that results already on disk belong
+/// to the configuration the file now describes.
+std::vector<PreparedCell> prepare(const Study& study, PluginRegistry& registry, const fs::path& out,
+                                  bool check_disk = true) {
   std::vector<PreparedCell> prepared;
   for (const auto& cell : study.cells) {
     PreparedCell p;
@@ -449,6 +453,10 @@ std::vector<PreparedCell> prepare(const Study& study, PluginRegistry& registry, 
       p.engine = std::make_unique<Engine>(std::move(config), registry);
     } catch (const Error& e) {
       rethrow_with_note(e, " (in sweep cell '" + cell.name + "')");
+    }
+    if (!check_disk) {
+      prepared.push_back(std::move(p));
+      continue;
     }
     p.status = cell_status(p.dir);
     const auto resolved = p.engine->resolved_config();
@@ -485,6 +493,80 @@ StudyManifest manifest_of(const Study& study) {
   return manifest;
 }
 
+/// What the ranks of an MPI job compare before a study starts: the first cell's build
+/// fingerprint with the plugins and configurations of every cell.
+std::string study_fingerprint(const std::vector<PreparedCell>& prepared) {
+  nlohmann::ordered_json print;
+  std::string configs;
+  for (const auto& p : prepared) {
+    auto cell = nlohmann::ordered_json::parse(p.engine->build_fingerprint());
+    if (print.empty()) print = cell, print["plugins"] = nlohmann::ordered_json::array();
+    for (auto& plugin : cell.at("plugins")) print["plugins"].push_back(std::move(plugin));
+    configs += cell.at("config").get<std::string>();
+  }
+  if (!print.empty()) print["config"] = fmt::format("{:016x}", fnv1a(configs));
+  return print.dump();
+}
+
+/// A folder's files as a JSON object of binary values (sent as CBOR), and back.
+nlohmann::json files_json(const FolderFiles& files) {
+  auto out = nlohmann::json::object();
+  for (const auto& [name, bytes] : files) out[name] = nlohmann::json::binary({bytes.begin(), bytes.end()});
+  return out;
+}
+
+FolderFiles files_of(const nlohmann::json& json) {
+  FolderFiles files;
+  for (const auto& [name, bytes] : json.items()) {
+    files[name] = std::string(bytes.get_binary().begin(), bytes.get_binary().end());
+  }
+  return files;
+}
+
+std::string to_cbor(const nlohmann::json& json) {
+  const auto bytes = nlohmann::json::to_cbor(json);
+  return std::string(bytes.begin(), bytes.end());
+}
+
+/// A cell on a rank other than 0: run in a private scratch folder seeded with the files rank 0
+/// holds for the cell (a checkpoint to resume from), and every file of that folder sent back, so
+/// that rank 0 writes all outputs. The answer is CBOR {summary | error, files}.
+std::string run_cell_for_rank0(PreparedCell& job, const std::string& order, int threads) {
+  nlohmann::json answer;
+  const auto scratch =
+      fs::temp_directory_path() / fmt::format("bulwark-{}-rank{}", ::getpid(), cluster::rank()) / job.cell->name;
+  try {
+    fs::remove_all(scratch);
+    write_folder(scratch, files_of(nlohmann::json::from_cbor(order)), "");
+    RunOptions run;
+    run.output_dir = scratch;
+    run.threads = threads;
+    run.resume = true;
+    run.alone = true;
+    const auto summary = job.engine->run(run);
+    answer["summary"] = {{"final_accuracy", summary.final_accuracy},
+                         {"best_accuracy", summary.best_accuracy},
+                         {"final_loss", summary.final_loss},
+                         {"wall_seconds", summary.wall_seconds},
+                         {"rounds_run", summary.rounds_run},
+                         {"resumed_from", summary.resumed_from},
+                         {"stopped_reason", summary.stopped_reason}};
+  } catch (const std::exception& e) {
+    answer["error"] = message_of(e);
+  }
+  job.engine.reset();
+  try {
+    answer["files"] = files_json(read_folder(scratch));
+  } catch (const std::exception& e) {
+    answer["files"] = nlohmann::json::object();
+    answer["error"] = message_of(e);
+  }
+  std::error_code ignored;
+  fs::remove_all(scratch.parent_path(), ignored);
+  return to_cbor(answer);
+}
+
+
 }  // namespace
 
 std::vector<CellStatus> check_study(const Study& study, PluginRegistry& registry, const fs::path& study_dir) {
@@ -498,7 +580,22 @@ StudyResult run_study(const Study& study, PluginRegistry& registry, const StudyO
   StudyResult result;
   result.output_dir = study_output_dir(study, options.output_dir);
   result.cells = study.cells.size();
-  auto prepared = prepare(study, registry, result.output_dir);
+  // Under mpirun every rank opens every cell; a failure anywhere is reported once, by rank 0.
+  std::vector<PreparedCell> prepared;
+  std::exception_ptr failure;
+  try {
+    prepared = prepare(study, registry, result.output_dir, cluster::rank() == 0);
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  cluster::agree(failure);
+  check_same_build(study_fingerprint(prepared));
+  int threads = options.threads >= 0 ? options.threads : study.threads;
+  if (threads <= 0) threads = default_threads();
+  if (cluster::rank() != 0) {
+    serve_tasks([&](std::size_t i, const std::string& order) { return run_cell_for_rank0(prepared[i], order, threads); });
+    return result;
+  }
   write_manifest(result.output_dir, manifest_of(study));
 
   std::mutex mutex;  // guards everything below that workers touch, and serialises events
@@ -530,71 +627,129 @@ StudyResult run_study(const Study& study, PluginRegistry& registry, const StudyO
     }
   }
 
-  const int jobs = std::max(1, std::min<int>(options.jobs, static_cast<int>(pending.size())));
-  int threads = options.threads >= 0 ? options.threads : study.threads;
-  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  // Under mpirun each rank runs one cell at a time with all its threads; otherwise `jobs` cells
+  // share this process's threads.
+  const int jobs = cluster::distributed() ? 1 : std::max(1, std::min<int>(options.jobs, static_cast<int>(pending.size())));
   const int threads_per_cell = std::max(1, threads / jobs);
 
-  std::atomic<std::size_t> next{0};
-  auto worker = [&] {
-    for (std::size_t i = next++; i < pending.size(); i = next++) {
-      auto& job = *pending[i];
-      std::int64_t last_round = job.status.checkpoint_round;
-      {
-        std::lock_guard<std::mutex> lock(mutex);
-        ++progress.running;
-        StudyEvent event;
-        event.kind = StudyEvent::Kind::Started;
-        event.cell = job.cell;
-        event.resumed_from = job.status.checkpoint_round;
-        emit(event);
-      }
-      RunOptions run;
-      run.output_dir = job.dir;
-      run.threads = threads_per_cell;
-      run.resume = true;
-      run.on_round = [&](const RoundProgress& round) {
-        std::lock_guard<std::mutex> lock(mutex);
-        rounds_done += round.round - last_round;
-        last_round = round.round;
-        StudyEvent event;
-        event.kind = StudyEvent::Kind::Round;
-        event.cell = job.cell;
-        event.round = &round;
-        emit(event);
-      };
-      try {
-        const auto summary = job.engine->run(run);
-        job.engine.reset();  // frees the cell's data and model before the next cell loads its own
-        std::lock_guard<std::mutex> lock(mutex);
-        rounds_done += job.rounds - last_round;  // a run stopped early (ε budget) has no more rounds
-        --progress.running;
-        ++progress.done;
-        ++result.finished;
-        StudyEvent event;
-        event.kind = StudyEvent::Kind::Finished;
-        event.cell = job.cell;
-        event.summary = &summary;
-        emit(event);
-      } catch (const std::exception& e) {
-        job.engine.reset();
-        std::lock_guard<std::mutex> lock(mutex);
-        rounds_total -= job.rounds - last_round;
-        --progress.running;
-        ++progress.failed;
-        result.failed.push_back(job.cell->name + ": " + message_of(e));
-        StudyEvent event;
-        event.kind = StudyEvent::Kind::Failed;
-        event.cell = job.cell;
-        event.error = message_of(e);
-        emit(event);
-      }
+  auto run_here = [&](PreparedCell& job) {
+    std::int64_t last_round = job.status.checkpoint_round;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      ++progress.running;
+      StudyEvent event;
+      event.kind = StudyEvent::Kind::Started;
+      event.cell = job.cell;
+      event.resumed_from = job.status.checkpoint_round;
+      emit(event);
+    }
+    RunOptions run;
+    run.output_dir = job.dir;
+    run.threads = threads_per_cell;
+    run.resume = true;
+    run.alone = true;
+    run.on_round = [&](const RoundProgress& round) {
+      std::lock_guard<std::mutex> lock(mutex);
+      rounds_done += round.round - last_round;
+      last_round = round.round;
+      StudyEvent event;
+      event.kind = StudyEvent::Kind::Round;
+      event.cell = job.cell;
+      event.round = &round;
+      emit(event);
+    };
+    try {
+      const auto summary = job.engine->run(run);
+      job.engine.reset();  // frees the cell's data and model before the next cell loads its own
+      std::lock_guard<std::mutex> lock(mutex);
+      rounds_done += job.rounds - last_round;  // a run stopped early (ε budget) has no more rounds
+      --progress.running;
+      ++progress.done;
+      ++result.finished;
+      StudyEvent event;
+      event.kind = StudyEvent::Kind::Finished;
+      event.cell = job.cell;
+      event.summary = &summary;
+      emit(event);
+    } catch (const std::exception& e) {
+      job.engine.reset();
+      std::lock_guard<std::mutex> lock(mutex);
+      rounds_total -= job.rounds - last_round;
+      --progress.running;
+      ++progress.failed;
+      result.failed.push_back(job.cell->name + ": " + message_of(e));
+      StudyEvent event;
+      event.kind = StudyEvent::Kind::Failed;
+      event.cell = job.cell;
+      event.error = message_of(e);
+      emit(event);
     }
   };
-  std::vector<std::thread> workers;
-  for (int j = 1; j < jobs; ++j) workers.emplace_back(worker);
-  worker();
-  for (auto& w : workers) w.join();
+
+  if (!cluster::distributed()) {
+    std::atomic<std::size_t> next{0};
+    auto worker = [&] {
+      for (std::size_t i = next++; i < pending.size(); i = next++) run_here(*pending[i]);
+    };
+    std::vector<std::thread> workers;
+    for (int j = 1; j < jobs; ++j) workers.emplace_back(worker);
+    worker();
+    for (auto& w : workers) w.join();
+  } else {
+    std::vector<std::size_t> tasks;
+    for (const auto* p : pending) tasks.push_back(static_cast<std::size_t>(p - prepared.data()));
+    cluster::set_fault_note(fmt::format("finished cells are kept in {}: run the same command again, with any "
+                                        "number of ranks, to run the others (cells with a checkpoint resume)",
+                                        (result.output_dir / "cells").string()));
+    TaskQueueHooks hooks;
+    hooks.order_of = [&](std::size_t i) { return to_cbor(files_json(read_folder(prepared[i].dir))); };
+    hooks.run_here = [&](std::size_t i) { run_here(prepared[i]); };
+    hooks.sent = [&](std::size_t i, int) {
+      std::lock_guard<std::mutex> lock(mutex);
+      ++progress.running;
+      StudyEvent event;
+      event.kind = StudyEvent::Kind::Started;
+      event.cell = prepared[i].cell;
+      event.resumed_from = prepared[i].status.checkpoint_round;
+      emit(event);
+    };
+    hooks.returned = [&](std::size_t i, int rank, const std::string& bytes) {
+      auto& job = prepared[i];
+      job.engine.reset();
+      const auto answer = nlohmann::json::from_cbor(bytes);
+      write_folder(job.dir, files_of(answer.at("files")), "summary.json");
+      std::lock_guard<std::mutex> lock(mutex);
+      --progress.running;
+      StudyEvent event;
+      event.cell = job.cell;
+      if (answer.contains("error")) {
+        rounds_total -= job.rounds - job.status.checkpoint_round;
+        ++progress.failed;
+        event.kind = StudyEvent::Kind::Failed;
+        event.error = fmt::format("{} (on rank {})", answer.at("error").get<std::string>(), rank);
+        result.failed.push_back(job.cell->name + ": " + event.error);
+        emit(event);
+        return;
+      }
+      const auto& s = answer.at("summary");
+      RunSummary summary;
+      summary.output_dir = job.dir;
+      summary.final_accuracy = s.at("final_accuracy").get<double>();
+      summary.best_accuracy = s.at("best_accuracy").get<double>();
+      summary.final_loss = s.at("final_loss").get<double>();
+      summary.wall_seconds = s.at("wall_seconds").get<double>();
+      summary.rounds_run = s.at("rounds_run").get<std::int64_t>();
+      summary.resumed_from = s.at("resumed_from").get<std::int64_t>();
+      summary.stopped_reason = s.at("stopped_reason").get<std::string>();
+      rounds_done += job.rounds - job.status.checkpoint_round;
+      ++progress.done;
+      ++result.finished;
+      event.kind = StudyEvent::Kind::Finished;
+      event.summary = &summary;
+      emit(event);
+    };
+    schedule_tasks(tasks, hooks);
+  }
   result.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;
 }
