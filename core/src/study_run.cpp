@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -303,20 +304,31 @@ std::string run_cell_for_rank0(PreparedCell& job, const std::string& order, int 
 /// on a second thread), and writes the files of the cells other ranks ran.
 void run_cells_across_ranks(std::vector<PreparedCell>& prepared, const std::vector<PreparedCell*>& pending,
                             const RunOptions& base, const fs::path& study_dir, StudyLedger& ledger) {
-  cluster::set_fault_note(fmt::format("finished cells are kept in {}: run the same command again, with any number "
-                                      "of ranks, to run the others (cells with a checkpoint resume)",
-                                      (study_dir / "cells").string()));
+  // What rank 0 says if the job is ended under it: which cells other ranks were running.
+  std::map<int, std::string> running;
+  const auto note = [&] {
+    std::string cells;
+    for (const auto& [rank, name] : running) cells += fmt::format("{}rank {} was running cell '{}'", cells.empty() ? "" : ", ", rank, name);
+    cluster::set_fault_note(fmt::format("{}{}finished cells are kept in {}: run the same command again, with any "
+                                        "number of ranks, to run the others (cells with a checkpoint resume)",
+                                        cells, cells.empty() ? "" : "; ", (study_dir / "cells").string()));
+  };
+  note();
   std::vector<std::size_t> tasks;
   for (const auto* p : pending) tasks.push_back(static_cast<std::size_t>(p - prepared.data()));
   TaskQueueHooks hooks;
   hooks.order_of = [&](std::size_t i) { return to_cbor(files_json(read_folder(prepared[i].dir))); };
   hooks.run_here = [&](std::size_t i) { run_cell(prepared[i], base, ledger); };
-  hooks.sent = [&](std::size_t i, int) {
+  hooks.sent = [&](std::size_t i, int rank) {
     prepared[i].engine.reset();  // another rank runs it
+    running[rank] = prepared[i].cell->name;
+    note();
     ledger.started(prepared[i]);
   };
   hooks.returned = [&](std::size_t i, int rank, const std::string& bytes) {
     const auto& job = prepared[i];
+    running.erase(rank);
+    note();
     const auto answer = nlohmann::json::from_cbor(bytes);
     write_folder(job.dir, files_of(answer.at("files")), "summary.json");
     if (answer.contains("error")) {
