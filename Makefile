@@ -2,20 +2,24 @@
 BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build demo test bench clean
+.PHONY: all deps configure build demo test bench clean
 
 all: build
 
 deps:
 	scripts/install-deps
 
-build: deps
+configure: deps
 	@if [ ! -f $(BUILD_DIR)/build.ninja ]; then \
 	  cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release; fi
+
+build: configure
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
-# Quickstart on the real Fashion-MNIST: 20 non-IID clients, GroupNorm CNN, FedAvg.
-demo: build
+# Quickstart on the real Fashion-MNIST: 20 non-IID clients, GroupNorm CNN, FedAvg. Builds only the
+# host and the plugins (the tests and benches come with `make test` / `make build`).
+demo: configure
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target bulwark_runtime
 	$(BUILD_DIR)/bin/bulwark run experiments/quickstart.toml --out runs/quickstart
 
 test: build

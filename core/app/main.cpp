@@ -82,7 +82,7 @@ void print_report(const ReportOutput& report, Verbosity verbosity) {
   if (verbosity == Verbosity::Quiet) return;
   fmt::print("\n{}\n", summary_markdown(report.summary));
   for (const auto& notice : report.notices) std::fprintf(stderr, "note: %s\n", notice.c_str());
-  fmt::print("report: {}\n", report.report.string());
+  fmt::print("report: {} (and {}, for a browser)\n", report.report.string(), report.html.string());
 }
 
 /// A study: cells `jobs` at a time, a live study line on terminals (plain lines in logs), and
@@ -407,7 +407,7 @@ int main(int argc, char** argv) {
   auto* quiet_flag = run->add_flag("--quiet,-q", quiet, "Print nothing but errors");
   run->add_flag("--verbose,-v", verbose, "Print every round (of every cell) as a plain line")->excludes(quiet_flag);
 
-  auto* report = app.add_subcommand("report", "Write a study's summary table, figures and report.md (any time)");
+  auto* report = app.add_subcommand("report", "Write a study's summary table, figures, report.md and report.html (any time)");
   report->add_option("dir", report_dir, "A study's output folder (or a single run's)")->required();
 
   auto* validate = app.add_subcommand("validate", "Check an experiment file and its plugins without running");

@@ -70,6 +70,7 @@ struct Round {
   std::int64_t nonfinite = 0;
   double precision = std::nan(""), recall = std::nan("");
   Evaluation test;
+  double test_examples = std::nan("");              // how many test examples `test` saw
   std::vector<double> backdoor_accuracy;            // per attack with a triggered test set
   double time_train = 0, time_attack = 0, time_aggregate = 0, time_eval = 0;
   std::int64_t size() const { return static_cast<std::int64_t>(work.participants.size()); }
@@ -99,6 +100,7 @@ struct Engine::Impl {
   std::optional<RunAccounting> accounting;
   ByzantineSchedule schedule;  // who is malicious when (schedule.hpp)
   torch::Tensor theta;         // θ [d], the global model
+  torch::Tensor eval_inputs, eval_labels;  // what rounds before the last are tested on (eval_subset)
   ServerOptimizer server{settings.server, settings.mode};
   std::vector<std::string> notices;  // each said once, kept for summary.json
 
@@ -264,6 +266,17 @@ struct Engine::Impl {
     // Once, here: every batch is then gathered on the device from index windows.
     for (auto* tensor : {&data.train_inputs, &data.train_labels, &data.test_inputs, &data.test_labels}) {
       *tensor = tensor->to(device);
+    }
+    // eval_subset: one random subset for every intermediate evaluation, so that rounds compare.
+    eval_inputs = data.test_inputs;
+    eval_labels = data.test_labels;
+    const auto test_size = data.test_inputs.size(0);
+    if (settings.eval_subset > 0 && settings.eval_subset < test_size) {
+      auto generator = make_generator(derive_seed(settings.seed, 0, kServer, Stream::Evaluation));
+      auto chosen = std::get<0>(torch::randperm(test_size, generator).narrow(0, 0, settings.eval_subset).sort());
+      chosen = chosen.to(device);
+      eval_inputs = data.test_inputs.index_select(0, chosen);
+      eval_labels = data.test_labels.index_select(0, chosen);
     }
   }
 
@@ -439,7 +452,11 @@ struct Engine::Impl {
   void evaluate_round(Round& round, RunSummary& summary) {
     const auto phase = Clock::now();
     if (round.number % settings.eval_every == 0 || round.number == settings.rounds) {
-      round.test = evaluate(*model, theta, data.test_inputs, data.test_labels, settings.eval_batch_size, threads);
+      const bool last = round.number == settings.rounds;
+      const auto& inputs = last ? data.test_inputs : eval_inputs;
+      const auto& labels = last ? data.test_labels : eval_labels;
+      round.test = evaluate(*model, theta, inputs, labels, settings.eval_batch_size, threads);
+      round.test_examples = static_cast<double>(inputs.size(0));
       for (auto& attack : plugins.attacks) {
         if (attack.backdoor) round.backdoor_accuracy.push_back(evaluate(*model, theta, attack.backdoor->inputs, attack.backdoor->labels, settings.eval_batch_size, threads).accuracy);
       }
@@ -466,6 +483,7 @@ struct Engine::Impl {
                       {"test_accuracy", round.test.accuracy},
                       {"test_loss", round.test.loss},
                       {"train_loss", trained > 0 ? train_loss / trained : std::nan("")}};
+    if (settings.eval_subset > 0) row.emplace_back("test_examples", round.test_examples);
     std::size_t backdoor_index = 0;
     for (auto& attack : plugins.attacks) {
       if (!attack.backdoor) continue;

@@ -85,6 +85,11 @@ const std::vector<OptionSpec>& experiment_option_specs() {
        "fedavg: clients upload Δ = θ_local − θ after local training; fedsgd: one gradient at θ on one batch.",
        "fedavg|fedsgd"},
       {"eval_batch_size", OptType::Int, "1000", 1, kInf, "Batch size for evaluation.", nullptr},
+      {"eval_subset", OptType::Int, "0", 0, kInf,
+       "Evaluate the rounds before the last on a fixed random subset of this many test examples "
+       "(drawn once from the seed; metrics gain a test_examples column); the last round always on "
+       "the full test set. 0 = the full set every time.",
+       nullptr},
       {"device", OptType::String, "\"cpu\"", 0, 0, "cpu, or cuda: data, models and updates on the first GPU (needs a CUDA LibTorch; docs/performance.md, On a GPU).", "cpu|cuda"},
       {"checkpoint_every", OptType::Int, "0", 0, kInf,
        "Save a checkpoint every k rounds (0 = never); `bulwark run --resume` continues from it with "

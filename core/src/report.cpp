@@ -22,6 +22,7 @@
 #include "bulwark/error.hpp"
 #include "outputs.hpp"
 #include "report_figures.hpp"
+#include "report_html.hpp"
 
 namespace bulwark {
 
@@ -348,63 +349,84 @@ WorstCaseTable worst_case_table(const StudySummary& summary) {
   return table;
 }
 
-std::string summary_markdown(const StudySummary& summary) {
+std::vector<TextTable> summary_tables(const StudySummary& summary) {
   const auto& manifest = summary.manifest;
-  std::vector<std::string> header, rule;
-  for (const auto& axis : manifest.axes) header.push_back(markdown_cell(axis.name()));
-  if (manifest.axes.empty()) header.push_back("cells");
-  header.insert(header.end(), {"seeds", "final acc", "best acc"});
-  for (const auto& column : summary.extra_columns) header.push_back(markdown_cell(pretty(column)));
-  header.push_back("wall time (s)");
-  for (std::size_t i = 0; i < header.size(); ++i) rule.push_back(i < std::max<std::size_t>(manifest.axes.size(), 1) ? "---" : "---:");
-
-  std::string out = fmt::format("| {} |\n|{}|\n", fmt::join(header, " | "), fmt::join(rule, "|"));
+  TextTable table;
+  for (const auto& axis : manifest.axes) table.header.push_back(axis.name());
+  if (manifest.axes.empty()) table.header.push_back("cells");
+  table.label_columns = table.header.size();
+  table.header.insert(table.header.end(), {"seeds", "final acc", "best acc"});
+  for (const auto& column : summary.extra_columns) table.header.push_back(pretty(column));
+  table.header.push_back("wall time (s)");
   for (const auto& group : summary.groups) {
     std::vector<std::string> cells;
-    for (std::size_t a = 0; a < manifest.axes.size(); ++a) cells.push_back(markdown_cell(manifest.axes[a].labels[group.choice[a]]));
+    for (std::size_t a = 0; a < manifest.axes.size(); ++a) cells.push_back(manifest.axes[a].labels[group.choice[a]]);
     if (manifest.axes.empty()) cells.push_back("all");
     cells.push_back(fmt::format("{}/{}", group.seeds_done, group.seeds_total));
     cells.push_back(format_stat(group.final_accuracy, 4));
     cells.push_back(format_stat(group.best_accuracy, 4));
     for (const auto& [column, stat] : group.extras) cells.push_back(format_stat(stat, decimals_of(column)));
     cells.push_back(format_stat(group.wall_seconds, 1));
-    out += fmt::format("| {} |\n", fmt::join(cells, " | "));
+    table.rows.push_back(std::move(cells));
   }
-  out += "\nValues are mean ± sample standard deviation (n − 1 denominator) over the seeds that finished "
-         "(no ± with one seed). Final = the last evaluation, best = the highest evaluation of a run";
-  if (std::any_of(summary.extra_columns.begin(), summary.extra_columns.end(),
-                  [](const std::string& c) { return c.rfind("epsilon", 0) == 0; })) {
-    out += "; ε = the privacy spent by the end of the run";
-  }
-  if (std::any_of(summary.extra_columns.begin(), summary.extra_columns.end(),
-                  [](const std::string& c) { return c.rfind("backdoor", 0) == 0; })) {
-    out += "; backdoor acc = the last measured backdoor accuracy";
-  }
-  if (std::any_of(summary.extra_columns.begin(), summary.extra_columns.end(),
-                  [](const std::string& c) { return c.rfind("detection", 0) == 0; })) {
-    out += "; detection precision/recall = a run's mean over the rounds where defined";
-  }
-  out += ".\n";
+  table.note = "Values are mean ± sample standard deviation (n − 1 denominator) over the seeds that finished "
+               "(no ± with one seed). Final = the last evaluation, best = the highest evaluation of a run";
+  const auto any_column = [&](const char* prefix) {
+    return std::any_of(summary.extra_columns.begin(), summary.extra_columns.end(),
+                       [&](const std::string& c) { return c.rfind(prefix, 0) == 0; });
+  };
+  if (any_column("epsilon")) table.note += "; ε = the privacy spent by the end of the run";
+  if (any_column("backdoor")) table.note += "; backdoor acc = the last measured backdoor accuracy";
+  if (any_column("detection")) table.note += "; detection precision/recall = a run's mean over the rounds where defined";
+  table.note += ".";
+  std::vector<TextTable> tables = {std::move(table)};
 
   const auto worst = worst_case_table(summary);
   if (!worst.rows.empty()) {
-    std::vector<std::string> h = {markdown_cell(worst.rank_key)};
-    for (const auto& c : worst.conditions) h.push_back(markdown_cell(c));
-    h.insert(h.end(), {"mean", "worst case"});
-    std::vector<std::string> r(h.size(), "---:");
-    r[0] = "---";
-    out += fmt::format("\nWorst case of each {} over the other axes (mean final accuracy over seeds; best worst "
-                       "case first):\n\n| {} |\n|{}|\n",
-                       markdown_cell(worst.rank_key), fmt::join(h, " | "), fmt::join(r, "|"));
+    TextTable ranked;
+    ranked.caption = fmt::format("Worst case of each {} over the other axes (mean final accuracy over seeds; best "
+                                 "worst case first):",
+                                 worst.rank_key);
+    ranked.header = {worst.rank_key};
+    ranked.header.insert(ranked.header.end(), worst.conditions.begin(), worst.conditions.end());
+    ranked.header.insert(ranked.header.end(), {"mean", "worst case"});
+    ranked.strong_column = static_cast<int>(ranked.header.size()) - 1;
     auto show = [](double v) { return std::isnan(v) ? std::string("–") : fmt::format("{:.4f}", v); };
     for (const auto& row : worst.rows) {
-      std::vector<std::string> cells = {markdown_cell(row.label)};
+      std::vector<std::string> cells = {row.label};
       for (double v : row.accuracy) cells.push_back(show(v));
       cells.push_back(show(row.mean));
-      cells.push_back("**" + show(row.worst) + "**");
-      out += fmt::format("| {} |\n", fmt::join(cells, " | "));
+      cells.push_back(show(row.worst));
+      ranked.rows.push_back(std::move(cells));
     }
+    tables.push_back(std::move(ranked));
   }
+  return tables;
+}
+
+std::string markdown_table(const TextTable& table) {
+  std::string out;
+  if (!table.caption.empty()) out += "\n" + table.caption + "\n\n";
+  std::vector<std::string> header, rule;
+  for (std::size_t i = 0; i < table.header.size(); ++i) {
+    header.push_back(markdown_cell(table.header[i]));
+    rule.push_back(i < table.label_columns ? "---" : "---:");
+  }
+  out += fmt::format("| {} |\n|{}|\n", fmt::join(header, " | "), fmt::join(rule, "|"));
+  for (const auto& row : table.rows) {
+    std::vector<std::string> cells;
+    for (std::size_t i = 0; i < row.size(); ++i) {
+      cells.push_back(static_cast<int>(i) == table.strong_column ? "**" + markdown_cell(row[i]) + "**" : markdown_cell(row[i]));
+    }
+    out += fmt::format("| {} |\n", fmt::join(cells, " | "));
+  }
+  if (!table.note.empty()) out += "\n" + table.note + "\n";
+  return out;
+}
+
+std::string summary_markdown(const StudySummary& summary) {
+  std::string out;
+  for (const auto& table : summary_tables(summary)) out += markdown_table(table);
   return out;
 }
 
@@ -466,23 +488,29 @@ ReportOutput write_report(const fs::path& study_dir, const ReportOptions& option
   } else if (!figures.gnuplot_found) {
     report += "## Figures\n\nNot drawn: gnuplot was not found. The scripts in `figures/` draw them.\n\n";
   }
-  report += "## Cells\n\n| cell | seed | status | final acc | folder |\n|---|---:|---|---:|---|\n";
+  std::vector<ReportCell> cells;
   for (const auto& cell : manifest.cells) {
     const auto dir = study_dir / cell.dir;
-    std::string status = "pending", accuracy = "–";
+    ReportCell row{cell.name, cell.seed, "pending", "–", cell.dir};
     if (fs::exists(dir / "summary.json")) {
-      status = "finished";
-      accuracy = fmt::format("{:.4f}", number(read_json(dir / "summary.json"), "final_test_accuracy"));
+      row.status = "finished";
+      row.accuracy = fmt::format("{:.4f}", number(read_json(dir / "summary.json"), "final_test_accuracy"));
     } else if (fs::exists(dir / "metrics.csv")) {
-      status = "interrupted or running";
+      row.status = "interrupted or running";
     }
-    report += fmt::format("| {} | {} | {} | {} | [{}]({}/) |\n", markdown_cell(cell.name), cell.seed, status, accuracy,
-                          cell.dir, cell.dir);
+    cells.push_back(std::move(row));
+  }
+  report += "## Cells\n\n| cell | seed | status | final acc | folder |\n|---|---:|---|---:|---|\n";
+  for (const auto& cell : cells) {
+    report += fmt::format("| {} | {} | {} | {} | [{}]({}/) |\n", markdown_cell(cell.name), cell.seed, cell.status,
+                          cell.accuracy, cell.dir, cell.dir);
   }
   report += "\nsummary.csv holds the summary table with full precision; each cell folder holds config.toml "
             "(the resolved configuration), metrics.csv and summary.json.\n";
   output.report = study_dir / "report.md";
   write_file_atomic(output.report, report);
+  output.html = study_dir / "report.html";
+  write_file_atomic(output.html, report_html(summary, figures, cells, study_dir));
   return output;
 }
 

@@ -96,7 +96,22 @@ WorstCaseTable worst_case_table(const StudySummary& summary);
 /// ("key=value, key=value").
 std::string condition_of(const StudyManifest& manifest, const std::vector<std::size_t>& choice);
 
-/// The summary table (and the worst-case table when two or more axes vary) as Markdown.
+/// A table for people, as plain text cells: report.md and summary.md render it as Markdown,
+/// report.html as HTML.
+struct TextTable {
+  std::string caption;  ///< said before the table; may be empty
+  std::vector<std::string> header;
+  std::size_t label_columns = 1;  ///< leading columns of labels (left-aligned); the rest are numbers
+  std::vector<std::vector<std::string>> rows;
+  int strong_column = -1;  ///< a column set in bold (the worst case); -1: none
+  std::string note;        ///< said after the table; may be empty
+};
+
+/// The summary table, and the worst-case table when two or more axes vary.
+std::vector<TextTable> summary_tables(const StudySummary& summary);
+std::string markdown_table(const TextTable& table);
+
+/// summary_tables() as Markdown (summary.md, and the Summary section of report.md).
 std::string summary_markdown(const StudySummary& summary);
 
 struct ReportOptions {
@@ -108,12 +123,14 @@ struct ReportOptions {
 struct ReportOutput {
   StudySummary summary;
   std::filesystem::path report;      ///< report.md
+  std::filesystem::path html;        ///< report.html: the same, one self-contained page
   std::vector<std::string> figures;  ///< image files written, relative to the study folder
   std::vector<std::string> notices;  ///< for the user (e.g. gnuplot missing)
 };
 
-/// Writes summary.csv, summary.md, figures/ (gnuplot scripts, data, PNG and SVG) and report.md
-/// into the study folder, every file atomically. Works at any time: only finished cells count.
+/// Writes summary.csv, summary.md, figures/ (gnuplot scripts, data, PNG and SVG), report.md and
+/// report.html into the study folder, every file atomically. Works at any time: only finished
+/// cells count.
 ReportOutput write_report(const std::filesystem::path& study_dir, const ReportOptions& options = {});
 
 }  // namespace bulwark

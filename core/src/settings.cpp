@@ -59,6 +59,7 @@ RunSettings decode_settings(const Options& experiment, const Options& clients, c
   s.rounds = experiment.get<std::int64_t>("rounds");
   s.eval_every = experiment.get<std::int64_t>("eval_every");
   s.eval_batch_size = experiment.get<std::int64_t>("eval_batch_size");
+  s.eval_subset = experiment.get<std::int64_t>("eval_subset");
   s.checkpoint_every = experiment.get<std::int64_t>("checkpoint_every");
   s.threads = static_cast<int>(experiment.get<std::int64_t>("threads"));
   s.mode = experiment.get<std::string>("mode") == "fedsgd" ? Mode::FedSgd : Mode::FedAvg;

@@ -64,6 +64,7 @@ struct RunSettings {
   std::string name, output, device;
   std::uint64_t seed = 1;
   std::int64_t rounds = 1, eval_every = 1, eval_batch_size = 1000, checkpoint_every = 0;
+  std::int64_t eval_subset = 0;  ///< test examples of intermediate evaluations; 0 = all
   int threads = 0;  ///< 0: all cores
   Mode mode = Mode::FedAvg;
   ClientSettings clients;

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include <ATen/Parallel.h>
 #include <torch/script.h>
@@ -54,6 +55,35 @@ TEST_CASE("the same file and seed give identical metrics with 1 and 2 worker thr
     }
   }
   CHECK(one.final_accuracy > 0.5);  // the synthetic task is learnable: training happened
+}
+
+TEST_CASE("eval_subset: rounds before the last test one fixed subset, the last the full test set, training unchanged") {
+  auto dir = test::scratch_dir("engine_eval_subset");
+  test::write_file(dir / "experiment.toml", test::tiny_experiment());  // 3 rounds, 200 test examples
+  auto run = [&](const std::vector<std::string>& overrides, const std::string& out) {
+    Engine engine(load_experiment((dir / "experiment.toml").string(), overrides), test::registry());
+    RunOptions options;
+    options.output_dir = dir / out;
+    options.threads = 2;
+    return engine.run(options);
+  };
+  auto column = [](const RunSummary& summary, const std::string& name) {
+    std::vector<double> values;
+    for (const auto& row : summary.metrics) {
+      for (const auto& [key, value] : row) {
+        if (key == name) values.push_back(value);
+      }
+    }
+    return values;
+  };
+  const auto full = run({}, "full");
+  const auto subset = run({"experiment.eval_subset=50"}, "subset");
+  const auto again = run({"experiment.eval_subset=50"}, "again");
+  CHECK(column(subset, "test_examples") == std::vector<double>{50, 50, 200});
+  CHECK(column(full, "test_examples").empty());  // no column unless asked for
+  CHECK(column(subset, "train_loss") == column(full, "train_loss"));  // evaluation never touches training
+  CHECK(subset.final_accuracy == full.final_accuracy);                 // the last round: the full set
+  CHECK(column(subset, "test_accuracy") == column(again, "test_accuracy"));  // the same subset every run
 }
 
 TEST_CASE("a different seed gives different numbers") {

@@ -149,7 +149,7 @@ TEST_CASE("worst case: each ranked value's lowest accuracy over the other axis, 
   CHECK(by_attack.rows[0].worst == doctest::Approx(0.75));
 }
 
-TEST_CASE("write_report writes summary.csv, summary.md and report.md; figures are PNG and SVG") {
+TEST_CASE("write_report writes summary.csv, summary.md, report.md and report.html; figures are PNG and SVG") {
   auto dir = make_study("report_files");
   auto output = write_report(dir);
   auto csv = test::read_file(dir / "summary.csv");
@@ -175,7 +175,21 @@ TEST_CASE("write_report writes summary.csv, summary.md and report.md; figures ar
     }
     CHECK(test::read_file(dir / "figures" / "heatmap.svg").find("<svg") != std::string::npos);
     CHECK(report.find("![accuracy](figures/accuracy.png)") != std::string::npos);
+    // report.html carries both figures inline (the SVG elements, not links to them).
+    const auto html = test::read_file(output.html);
+    std::size_t inline_svgs = 0;
+    for (auto at = html.find("<svg"); at != std::string::npos; at = html.find("<svg", at + 1)) ++inline_svgs;
+    CHECK(inline_svgs == 2);
+    CHECK(html.find("<?xml") == std::string::npos);  // the SVG files' prologues stay out of the page
   }
+  // report.html: the same tables as report.md, escaped; a configuration per finished cell.
+  const auto html = test::read_file(dir / "report.html");
+  CHECK(html.rfind("<!DOCTYPE html>", 0) == 0);
+  CHECK(html.find("<th>aggregator.plugin</th><th>attack.plugin</th><th class=\"n\">seeds</th>") != std::string::npos);
+  CHECK(html.find("<td class=\"n\"><strong>0.") != std::string::npos);  // the worst case, in bold
+  CHECK(html.find("Cells finished: 8 of 12") != std::string::npos);
+  CHECK(html.find("interrupted or running") != std::string::npos);
+  CHECK(html.find("<script") == std::string::npos);
   for (const auto& entry : fs::recursive_directory_iterator(dir)) {
     const auto name = entry.path().filename().string();
     CHECK_MESSAGE(name.find(".tmp.") == std::string::npos, name);

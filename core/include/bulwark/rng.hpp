@@ -22,6 +22,7 @@ enum class Stream : std::uint64_t {
   Aggregator = 8,  ///< randomised aggregators (bucketing, ...)
   Leakage = 9,     ///< gradient-leakage attacks
   Dataset = 10,    ///< synthetic data generation
+  Evaluation = 11, ///< the test subset of intermediate evaluations (eval_subset)
 };
 
 /// Use as `client` for streams that belong to the server, not to one client.
