@@ -3,8 +3,11 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
+#include <functional>
 #include <iostream>
 
 #include <ATen/Parallel.h>
@@ -32,6 +35,28 @@
 namespace {
 
 using namespace bulwark;
+
+// Ctrl-C (and SIGTERM) stop a run at the end of the round in progress, with a checkpoint; a
+// second one stops at once. Not under mpirun, where a signal means the launcher is ending the job.
+std::atomic<bool> stop_asked{false};
+
+extern "C" void ask_to_stop(int signal_number) {
+  if (stop_asked.exchange(true)) {
+    std::signal(signal_number, SIG_DFL);
+    std::raise(signal_number);
+    return;
+  }
+  const char note[] = "\nstopping after the round in progress (Ctrl-C again stops at once)\n";
+  [[maybe_unused]] auto written = ::write(STDERR_FILENO, note, sizeof(note) - 1);
+}
+
+/// What a run asks after each round; also installs the handlers.
+std::function<bool()> stop_on_signals() {
+  if (cluster::distributed()) return {};
+  std::signal(SIGINT, ask_to_stop);
+  std::signal(SIGTERM, ask_to_stop);
+  return [] { return stop_asked.load(); };
+}
 
 std::string format_seconds(double s) {
   if (!std::isfinite(s)) return "-";
@@ -62,6 +87,14 @@ struct RunFlags {
   bool resume = false, dry_run = false;
   Verbosity verbosity = Verbosity::Normal;
 };
+
+/// The command that resumes this run: the same file, output and --set values, with --resume.
+std::string resume_command(const std::string& file, const std::vector<std::string>& overrides, const RunFlags& flags) {
+  std::string command = "bulwark run " + file;
+  if (!flags.out.empty()) command += " --out " + flags.out;
+  for (const auto& assignment : overrides) command += " --set '" + assignment + "'";
+  return command + " --resume";
+}
 
 std::string round_line(const RoundProgress& p) {
   std::string accuracy = std::isnan(p.test_accuracy) ? "   -   " : fmt::format("{:.4f}", p.test_accuracy);
@@ -123,6 +156,7 @@ int command_study(const std::string& file, const std::vector<std::string>& overr
   }
 
   StudyOptions options;
+  options.stop_requested = stop_on_signals();
   options.output_dir = out;
   options.jobs = flags.jobs;
   options.threads = flags.threads;
@@ -180,6 +214,11 @@ int command_study(const std::string& file, const std::vector<std::string>& overr
   }
   print_report(write_report(result.output_dir), verbosity);
   for (const auto& failure : result.failed) std::fprintf(stderr, "error: cell %s\n", failure.c_str());
+  if (result.interrupted) {
+    std::fprintf(stderr, "interrupted: the cells that were running keep a checkpoint; run the same command again to "
+                         "go on (finished cells are skipped)\n");
+    return 130;
+  }
   return result.failed.empty() ? 0 : 1;
 }
 
@@ -224,7 +263,14 @@ int command_run(const std::string& file, const std::vector<std::string>& overrid
       std::fflush(stdout);
     };
   }
-  auto summary = engine.run(options);
+  options.stop_requested = stop_on_signals();
+  RunSummary summary;
+  try {
+    summary = engine.run(options);
+  } catch (const RunInterrupted& e) {
+    std::fprintf(stderr, "\n%s — resume with `%s`\n", e.what(), resume_command(file, overrides, flags).c_str());
+    return 130;
+  }
   if (!quiet && cluster::rank() == 0) {
     fmt::print("\n{:<26} {}\n", "output", summary.output_dir.string());
     if (summary.resumed_from > 0) fmt::print("{:<26} {}\n", "resumed after round", summary.resumed_from);
@@ -286,9 +332,19 @@ int command_aggregate(const AggregateQuery& query) {
   }
   auto weights = query.weights.empty() ? torch::ones({updates.size(0)}, torch::kDouble)
                                        : read_npy(query.weights).to(torch::kDouble);
+  if (updates.size(0) == 0 || updates.size(1) == 0) {
+    throw Error(ErrorKind::Data, fmt::format("{}: holds {} x {} updates; give at least one row and one column",
+                                             query.updates, updates.size(0), updates.size(1)));
+  }
   if (weights.dim() != 1 || weights.size(0) != updates.size(0)) {
     throw Error(ErrorKind::Data, query.weights + ": expected " + std::to_string(updates.size(0)) +
                                      " weights (one per row of the updates)");
+  }
+  // Weights are sample counts: finite, not negative, and not all zero (a weighted mean of nothing).
+  if (!torch::isfinite(weights).all().item<bool>() || (weights < 0).any().item<bool>() ||
+      weights.sum().item<double>() <= 0) {
+    throw Error(ErrorKind::Data, query.weights + ": weights must be finite, non-negative and not all zero "
+                                                 "(they are the rows' sample counts)");
   }
   AggregationContext context;
   context.params = torch::zeros({updates.size(1)}, updates.options());
@@ -463,6 +519,7 @@ int main(int argc, char** argv) {
     }
   };
   try {
+    cluster::check_launch();
     if (*run) {
       flags.verbosity = quiet ? Verbosity::Quiet : verbose ? Verbosity::Verbose : Verbosity::Normal;
       return command_run(file, overrides, flags);

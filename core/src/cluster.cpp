@@ -10,7 +10,9 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "config.hpp"
@@ -28,6 +30,10 @@ constexpr std::size_t kChunkBytes = std::size_t{1} << 28;
 constexpr int kLengthTag = 21;  // gather(): a rank's message length (the task queue uses 11, 12)
 
 int world_rank = 0, world_size = 1, node_size = 1;
+
+#if !BULWARK_WITH_MPI
+int launched_copies = 1, launched_rank = 0;  // what mpirun or srun says, for check_launch()
+#endif
 
 #if BULWARK_WITH_MPI
 bool started = false;
@@ -69,14 +75,6 @@ bool launched_by_mpi() {
 
 }  // namespace
 
-bool available() {
-#if BULWARK_WITH_MPI
-  return true;
-#else
-  return false;
-#endif
-}
-
 void init(int& argc, char**& argv) {
 #if BULWARK_WITH_MPI
   if (!launched_by_mpi()) return;
@@ -96,6 +94,28 @@ void init(int& argc, char**& argv) {
 #else
   (void)argc;
   (void)argv;
+  // Without MPI, only what a launcher put in the environment tells this copy it has siblings.
+  const auto number = [](std::initializer_list<const char*> names, int fallback) {
+    for (const char* name : names) {
+      if (const char* value = std::getenv(name)) return std::atoi(value);
+    }
+    return fallback;
+  };
+  launched_copies = number({"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"}, 1);
+  launched_rank = number({"OMPI_COMM_WORLD_RANK", "PMI_RANK"}, 0);
+#endif
+}
+
+void check_launch() {
+#if !BULWARK_WITH_MPI
+  if (launched_copies <= 1) return;
+  const auto message = fmt::format(
+      "this bulwark was built without MPI, but a launcher started {} copies of it; each would run the whole "
+      "experiment into the same folder. Install libopenmpi-dev and openmpi-bin and rebuild (CMake then turns "
+      "BULWARK_WITH_MPI on), or run it as one process",
+      launched_copies);
+  if (launched_rank != 0) throw ReportedByRank0(ErrorKind::Config, message);
+  throw Error(ErrorKind::Config, message);
 #endif
 }
 
@@ -310,13 +330,6 @@ void set_fault_note(const std::string& note) {
 #else
   (void)note;
 #endif
-}
-
-void abort(int code) {
-#if BULWARK_WITH_MPI
-  if (started) MPI_Abort(MPI_COMM_WORLD, code);
-#endif
-  std::exit(code);
 }
 
 }  // namespace bulwark::cluster

@@ -34,8 +34,17 @@ int size();
 /// The ranks of this job on this node (1 without MPI).
 int local_size();
 inline bool distributed() { return size() > 1; }
-/// Whether this build can run distributed at all (Open MPI found at configure time).
-bool available();
+
+/// What ranks other than 0 throw for a failure rank 0 reports: main() does not print it.
+class ReportedByRank0 : public Error {
+ public:
+  using Error::Error;
+};
+
+/// Throws Error(Config) (ReportedByRank0 off the first process) when a build without MPI was
+/// started as several processes by mpirun or srun: each copy would run the whole experiment into
+/// the same folder.
+void check_launch();
 
 /// Rank 0's `bytes` on every rank.
 void broadcast(std::string& bytes);
@@ -54,12 +63,6 @@ void send(int to, int tag, const std::string& bytes);
 std::string receive(int from, int tag);
 Message poll(int tag);
 
-/// What ranks other than 0 throw for a failure rank 0 reports: main() does not print it.
-class ReportedByRank0 : public Error {
- public:
-  using Error::Error;
-};
-
 /// A collective check: every rank passes what it caught (or null). When any rank failed, every
 /// rank throws: rank 0 the failure of the lowest failing rank (its own error as it was, another
 /// rank's with "(on rank k)" added, keeping kind and location), the others ReportedByRank0 of the
@@ -75,9 +78,6 @@ std::string describe_failure(std::exception_ptr failure);
 /// sends SIGTERM to every rank when one dies): `note` says where the run stood and how to go on,
 /// and the ranks rank 0 was waiting for in gather() are named. Set it again as the run moves.
 void set_fault_note(const std::string& note);
-
-/// Ends every process of the job with `code` (after a message that rank 0 printed).
-[[noreturn]] void abort(int code);
 
 }  // namespace cluster
 

@@ -188,6 +188,11 @@ struct Engine::Impl {
                                static_cast<double>(settings.rounds - number);
         options.on_round(progress);
       }
+      if (number < settings.rounds && options.stop_requested && options.stop_requested()) {
+        save_checkpoint(checkpoint_file, capture(number, log, summary, elapsed_before + seconds_since(start)));
+        throw RunInterrupted(number, fmt::format("interrupted after round {} of {} (checkpoint: {})", number,
+                                                 settings.rounds, checkpoint_file.string()));
+      }
     }
 
     if (distributed) distributed->stop();
@@ -208,8 +213,7 @@ struct Engine::Impl {
     threads = options.threads >= 0 ? options.threads : settings.threads;
     if (threads <= 0) threads = default_threads();
     fs::path out = options.output_dir;
-    if (out.empty()) out = settings.output;
-    if (out.empty()) out = fs::path("runs") / settings.name;
+    if (out.empty()) out = default_output_dir(config);
     const bool writes = !spread || cluster::rank() == 0;  // rank 0 writes every output file
     if (writes) {
       fs::create_directories(out);

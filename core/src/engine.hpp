@@ -9,6 +9,7 @@
 
 #include <torch/types.h>
 
+#include "bulwark/error.hpp"
 #include "bulwark/model.hpp"
 #include "experiment.hpp"
 #include "loader.hpp"
@@ -38,6 +39,9 @@ struct RunOptions {
   /// rank takes part, and this process writes the output folder.
   bool alone = false;
   std::function<void(const RoundProgress&)> on_round;
+  /// Asked after every round (Ctrl-C in the binary): true stops the run there, with a checkpoint
+  /// to resume from, by throwing RunInterrupted.
+  std::function<bool()> stop_requested;
   /// Called once per kind of notice (e.g. a slow fallback was chosen); library code never prints.
   std::function<void(const std::string&)> on_notice;
 };
@@ -51,6 +55,17 @@ struct RunSummary {
   std::vector<std::string> notices;  ///< each notice once, also in summary.json
   std::int64_t resumed_from = 0;  ///< the checkpoint's round when the run resumed, else 0
   std::vector<MetricsRow> metrics;
+};
+
+/// A run stopped at a safe point because RunOptions::stop_requested said so: its checkpoint is
+/// written and the message says how to resume.
+class RunInterrupted : public Error {
+ public:
+  RunInterrupted(std::int64_t round, const std::string& message) : Error(ErrorKind::Runtime, message), round_(round) {}
+  std::int64_t round() const { return round_; }
+
+ private:
+  std::int64_t round_;
 };
 
 /// One federated run as docs/architecture.md describes it: sample clients, train them concurrently into

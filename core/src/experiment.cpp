@@ -277,6 +277,24 @@ ExperimentConfig parse_experiment(std::shared_ptr<const toml::table> root_table,
   return config;
 }
 
+bool is_plain_folder_name(const std::string& name) {
+  return !name.empty() && name != "." && name != ".." && name.find_first_of("/\\") == std::string::npos &&
+         std::none_of(name.begin(), name.end(), [](unsigned char c) { return c < 0x20; });
+}
+
+std::filesystem::path default_output_dir(const ExperimentConfig& config) {
+  if (!config.settings.output.empty()) return config.settings.output;
+  const auto& name = config.settings.name;
+  if (!is_plain_folder_name(name)) {
+    const auto node = config.root ? config.root->at_path("experiment.name") : toml::node_view<const toml::node>();
+    config_error(node ? where(*node.node(), config.file) : config.file,
+                 fmt::format("name = \"{}\" must be a plain folder name to name the output folder runs/<name> "
+                             "(no '/', no '..'); or set [experiment] output, or pass --out",
+                             name));
+  }
+  return std::filesystem::path("runs") / name;
+}
+
 ExperimentConfig load_experiment(const std::string& file, const std::vector<std::string>& overrides) {
   auto root = std::make_shared<toml::table>(parse_toml_file(file));
   for (const auto& assignment : overrides) apply_override(*root, assignment);

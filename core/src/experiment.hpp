@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -70,6 +71,14 @@ const std::vector<OptionSpec>& accounting_option_specs();
 
 /// Reads and validates `file`, applying `overrides` ("key=value") first.
 ExperimentConfig load_experiment(const std::string& file, const std::vector<std::string>& overrides = {});
+
+/// One folder name, not a path: not empty, no '/' or '\\', not "." or "..", no control characters.
+bool is_plain_folder_name(const std::string& name);
+
+/// Where a run writes when no --out is given: [experiment] output, else runs/<name>. A name that
+/// is not one plain folder name (a '/', "..") is an error at the name's line: it would write
+/// outside runs/.
+std::filesystem::path default_output_dir(const ExperimentConfig& config);
 
 /// Validates an already-parsed table (used by sweeps, which build one table per cell).
 ExperimentConfig parse_experiment(std::shared_ptr<const toml::table> root, const std::string& file);

@@ -22,8 +22,10 @@ void write_file_atomic(const std::filesystem::path& path, const std::string& con
     out << content;
     out.flush();
     if (!out) {
-      throw Error(ErrorKind::Runtime, "cannot write " + temporary.string() +
-                                          " (disk full or no permission?)");
+      out.close();
+      std::error_code ignored;
+      std::filesystem::remove(temporary, ignored);  // a failed write leaves nothing behind
+      throw Error(ErrorKind::Runtime, "cannot write " + path.string() + " (disk full or no permission?)");
     }
   }
   std::error_code ec;

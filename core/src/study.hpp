@@ -112,12 +112,16 @@ struct StudyOptions {
   int threads = -1;
   /// Called one event at a time (under a lock), from worker threads.
   std::function<void(const StudyEvent&)> on_event;
+  /// Asked after every round of every cell (Ctrl-C in the binary): true stops the running cells
+  /// at a checkpoint and starts no other; StudyResult::interrupted says so.
+  std::function<bool()> stop_requested;
 };
 
 struct StudyResult {
   std::filesystem::path output_dir;
   std::size_t cells = 0, skipped = 0, finished = 0;
   std::vector<std::string> failed;  ///< "cell: message"
+  bool interrupted = false;         ///< stopped by StudyOptions::stop_requested; rerun to go on
   double wall_seconds = 0.0;
 };
 

@@ -25,6 +25,7 @@
 #include "cluster.hpp"
 #include "config.hpp"
 #include "distributed_executor.hpp"
+#include "experiment.hpp"
 #include "outputs.hpp"
 #include "report.hpp"
 #include "runtime.hpp"
@@ -37,6 +38,12 @@ namespace fs = std::filesystem;
 fs::path study_output_dir(const Study& study, const fs::path& requested) {
   if (!requested.empty()) return requested;
   if (!study.output.empty()) return study.output;
+  if (!is_plain_folder_name(study.name)) {
+    throw Error(ErrorKind::Config, fmt::format("{}: [experiment] name = \"{}\" must be a plain folder name to name the "
+                                               "output folder runs/<name> (no '/', no '..'); or set [experiment] "
+                                               "output, or pass --out",
+                                               study.file, study.name));
+  }
   return fs::path("runs") / study.name;
 }
 
@@ -206,6 +213,14 @@ class StudyLedger {
     emit(event);
   }
 
+  /// Stopped at a checkpoint on request: neither finished nor failed.
+  void interrupted(const PreparedCell& job, std::int64_t last_round) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    rounds_total_ -= job.rounds - last_round;
+    --progress_.running;
+    result_.interrupted = true;
+  }
+
   void failed(const PreparedCell& job, const std::string& error, std::int64_t last_round) {
     std::lock_guard<std::mutex> lock(mutex_);
     rounds_total_ -= job.rounds - last_round;
@@ -257,6 +272,9 @@ void run_cell(PreparedCell& job, const RunOptions& base, StudyLedger& ledger) {
     const auto summary = job.engine->run(run);
     job.engine.reset();  // frees the cell's data and model before the next cell loads its own
     ledger.finished(job, summary, last_round);
+  } catch (const RunInterrupted&) {
+    job.engine.reset();
+    ledger.interrupted(job, last_round);
   } catch (const std::exception& e) {
     job.engine.reset();
     ledger.failed(job, message_of(e), last_round);
@@ -394,6 +412,7 @@ StudyResult run_study(const Study& study, PluginRegistry& registry, const StudyO
   }
 
   RunOptions base;
+  base.stop_requested = options.stop_requested;
   if (cluster::distributed()) {
     base.threads = threads;  // each rank runs one cell at a time with all its threads
     run_cells_across_ranks(prepared, pending, base, result.output_dir, ledger);
@@ -402,7 +421,10 @@ StudyResult run_study(const Study& study, PluginRegistry& registry, const StudyO
     base.threads = std::max(1, threads / jobs);
     std::atomic<std::size_t> next{0};
     auto worker = [&] {
-      for (std::size_t i = next++; i < pending.size(); i = next++) run_cell(*pending[i], base, ledger);
+      for (std::size_t i = next++; i < pending.size(); i = next++) {
+        if (base.stop_requested && base.stop_requested()) break;  // no new cell after Ctrl-C
+        run_cell(*pending[i], base, ledger);
+      }
     };
     std::vector<std::thread> workers;
     for (int j = 1; j < jobs; ++j) workers.emplace_back(worker);

@@ -1,6 +1,9 @@
 // `bulwark aggregate`: a rule run once on saved updates, as a researcher checks a rule.
 #include <doctest/doctest.h>
 
+#include <cmath>
+#include <utility>
+
 #include "npy.hpp"
 #include "test_support.hpp"
 
@@ -42,4 +45,26 @@ TEST_CASE("bulwark aggregate refuses a malformed .npy file and a bad option with
                                    "ff=1", "--out", (dir / "g.npy").string()});
   CHECK(option.exit_code == 2);
   CHECK(option.output.find("unknown option 'ff' for aggregator 'krum'; did you mean 'f'?") != std::string::npos);
+}
+
+TEST_CASE("bulwark aggregate refuses weights that sum to nothing and an empty matrix, naming the file") {
+  auto dir = test::scratch_dir("cli_aggregate_weights");
+  write_npy(dir / "U.npy", torch::ones({3, 2}));
+  for (const auto& [name, weights] : {std::pair<const char*, torch::Tensor>{"zero.npy", torch::zeros({3})},
+                                      {"negative.npy", torch::tensor({1.0, -1.0, 1.0})},
+                                      {"nan.npy", torch::tensor({1.0, std::nan(""), 1.0})}}) {
+    INFO(name);
+    write_npy(dir / name, weights);
+    auto result = test::run_bulwark({"aggregate", "--plugin", "fedavg", "--updates", (dir / "U.npy").string(),
+                                     "--weights", (dir / name).string(), "--out", (dir / "g.npy").string()});
+    CHECK(result.exit_code == 2);
+    CHECK(result.output.find(std::string(name) + ": weights must be finite, non-negative and not all zero") !=
+          std::string::npos);
+    CHECK_FALSE(std::filesystem::exists(dir / "g.npy"));
+  }
+  write_npy(dir / "empty.npy", torch::ones({0, 5}));
+  auto empty = test::run_bulwark({"aggregate", "--plugin", "fedavg", "--updates", (dir / "empty.npy").string(), "--out",
+                                  (dir / "g.npy").string()});
+  CHECK(empty.exit_code == 2);
+  CHECK(empty.output.find("empty.npy: holds 0 x 5 updates") != std::string::npos);
 }

@@ -146,3 +146,34 @@ TEST_CASE("a run stopped after a checkpoint resumes to exactly the metrics of an
   save_checkpoint(checkpoint_path(tampered / "out"), checkpoint);
   CHECK(numbers(run(tampered, true, 0, settings).metrics) != numbers(reference.metrics));
 }
+
+TEST_CASE("a stop request (Ctrl-C) ends the run after the round in progress with a checkpoint, even without checkpoint_every") {
+  auto whole = test::scratch_dir("interrupt_whole");
+  auto stopped = test::scratch_dir("interrupt_stopped");
+  const auto text = test::tiny_experiment(kExtra);
+  test::write_file(whole / "experiment.toml", text);
+  test::write_file(stopped / "experiment.toml", text);
+  const std::vector<std::string> settings = {"experiment.rounds=5"};  // checkpoint_every = 0
+  auto reference = run(whole, false, 0, settings);
+
+  Engine engine(load_experiment((stopped / "experiment.toml").string(), settings), test::registry());
+  RunOptions options;
+  options.output_dir = stopped / "out";
+  options.threads = 1;
+  std::int64_t rounds_seen = 0;
+  options.on_round = [&](const RoundProgress& p) { rounds_seen = p.round; };
+  options.stop_requested = [&] { return rounds_seen == 3; };  // asked during round 3
+  try {
+    engine.run(options);
+    FAIL("the run did not stop");
+  } catch (const RunInterrupted& e) {
+    CHECK(e.round() == 3);
+    CHECK(std::string(e.what()).find("interrupted after round 3 of 5") != std::string::npos);
+  }
+  REQUIRE(load_checkpoint(checkpoint_path(stopped / "out")).round == 3);
+  CHECK_FALSE(std::filesystem::exists(stopped / "out" / "summary.json"));
+
+  auto resumed = run(stopped, true, 0, settings);
+  CHECK(resumed.resumed_from == 3);
+  CHECK(numbers(resumed.metrics) == numbers(reference.metrics));
+}

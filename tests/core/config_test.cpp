@@ -70,6 +70,23 @@ TEST_CASE("experiment files: unknown sections and keys are caught with positions
   CHECK_THROWS_WITH_AS(load_experiment(file), doctest::Contains("at most one of per_round, fraction and poisson_rate"), Error);
 }
 
+TEST_CASE("the default output folder runs/<name>: a name that would escape runs/ is refused where it is written") {
+  for (const char* name : {"../../escaped", "a/b", "..", ""}) {
+    INFO(name);
+    const auto config = load_experiment(write_experiment("bad_name", std::string("[experiment]\nname = \"") + name +
+                                                                         "\"\n[data]\nplugin = \"synthetic\"\n"));
+    const std::string expected = "experiment.toml:2:8: name = \"" + std::string(name) + "\" must be a plain folder name";
+    CHECK_THROWS_WITH_AS(default_output_dir(config), doctest::Contains(expected.c_str()), Error);
+  }
+  const auto good = load_experiment(write_experiment("good_name", "[experiment]\nname = \"robust-fmnist_v2.1\"\n"
+                                                                  "[data]\nplugin = \"synthetic\"\n"));
+  CHECK(default_output_dir(good) == std::filesystem::path("runs/robust-fmnist_v2.1"));
+  // With an output set the name only labels the run.
+  const auto elsewhere = load_experiment(write_experiment(
+      "named_output", "[experiment]\nname = \"a/b\"\noutput = \"out/x\"\n[data]\nplugin = \"synthetic\"\n"));
+  CHECK(default_output_dir(elsewhere) == std::filesystem::path("out/x"));
+}
+
 TEST_CASE("errors about a place carry it apart from the message, and keep it when a note is added") {
   auto file = write_experiment("located", "[experiment]\nrounds = 0\n");
   try {

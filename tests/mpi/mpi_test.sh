@@ -88,7 +88,7 @@ fault_resume)
   done
   victim=""
   for pid in $(pgrep -f "experiment.toml --out $work/cut"); do
-    if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=2; then victim=$pid; fi
+    if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -x OMPI_COMM_WORLD_RANK=2 >/dev/null; then victim=$pid; fi
   done
   [ -n "$victim" ] || fail "no rank 2 to kill (did the run end before round 3?)"
   kill -9 "$victim"

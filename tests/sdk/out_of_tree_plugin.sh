@@ -124,7 +124,7 @@ step "(b) the installed host loads the plugin by name through BULWARK_PLUGIN_PAT
 logged "installing the example failed" "$work/example-install.log" "$BULWARK_CMAKE" --install "$example_build"
 installed_plugin=$plugin_prefix/$BULWARK_LIBDIR/bulwark/aggregators/meamed.so
 [ -f "$installed_plugin" ] || fail "bulwark_add_plugin's install rule did not install $installed_plugin"
-ldd "$installed_plugin" | grep -q "libbulwark_sdk.so => $libdir/" ||
+ldd "$installed_plugin" | grep "libbulwark_sdk.so => $libdir/" >/dev/null ||
   { ldd "$installed_plugin"; fail "the installed example plugin does not resolve the SDK through its RPATH"; }
 set +e
 "$host" run "$experiment" --out "$work/run-no-path" --quiet >"$work/run-no-path.log" 2>&1
