@@ -18,8 +18,10 @@ build: configure
 
 # Quickstart on the real Fashion-MNIST: 20 non-IID clients, GroupNorm CNN, FedAvg. Builds only the
 # host and the plugins (the tests and benches come with `make test` / `make build`).
+# A run never overwrites a finished run's folder, so the demo clears its own first.
 demo: configure
 	cmake --build $(BUILD_DIR) -j $(JOBS) --target bulwark_runtime
+	rm -rf runs/quickstart
 	$(BUILD_DIR)/bin/bulwark run experiments/quickstart.toml --out runs/quickstart
 
 test: build

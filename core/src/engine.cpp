@@ -142,9 +142,6 @@ struct Engine::Impl {
     MetricsLog log(out);
     RunSummary summary;
     summary.output_dir = out;
-    // summary.json marks a finished run (a study skips those): it goes until this run finishes.
-    std::error_code no_error;
-    fs::remove(out / "summary.json", no_error);
     const auto checkpoint_file = checkpoint_path(out);
     std::int64_t first_round = 1;
     double elapsed_before = 0.0;  // wall time of the rounds a resumed run does not repeat
@@ -200,6 +197,7 @@ struct Engine::Impl {
     summary.metrics = log.rows();
     summary.notices = notices;
     write_summary(out, summary);
+    std::error_code no_error;
     fs::remove(checkpoint_file, no_error);  // summary.json now marks the run as complete
     return summary;
   }
@@ -215,6 +213,11 @@ struct Engine::Impl {
     fs::path out = options.output_dir;
     if (out.empty()) out = default_output_dir(config);
     const bool writes = !spread || cluster::rank() == 0;  // rank 0 writes every output file
+    if (writes && fs::exists(out / "summary.json")) {
+      throw Error(ErrorKind::Config, fmt::format("{} holds a finished run (its summary.json): a new run would replace "
+                                                 "its results; choose another --out, or delete that folder first",
+                                                 out.string()));
+    }
     if (writes) {
       fs::create_directories(out);
       write_file_atomic(out / "config.toml", plugins.resolved_text() + "\n");

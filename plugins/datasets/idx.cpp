@@ -120,11 +120,21 @@ class IdxFile {
 
   // Reads exactly `count` records of `record` bytes into a uint8 [count, record] tensor; with
   // `whole` set, bytes after them are an error too (the header's count must describe the file).
+  // Memory grows with the bytes that arrive, never with what the header claims: a corrupt header
+  // that declares billions of items fails as "truncated", not in the allocator.
   torch::Tensor records(std::int64_t count, std::int64_t record, std::int64_t declared, bool whole,
                         const char* what) {
-    auto out = torch::empty({count, record}, torch::kUInt8);
+    constexpr std::int64_t kStep = std::int64_t{1} << 26;
     const std::int64_t want = count * record;
-    const std::int64_t got = read(out.data_ptr(), want);
+    std::vector<std::uint8_t> bytes;
+    std::int64_t got = 0;
+    while (got < want) {
+      const auto chunk = std::min(kStep, want - got);
+      bytes.resize(static_cast<std::size_t>(got + chunk));
+      const auto arrived = read(bytes.data() + got, chunk);
+      got += arrived;
+      if (arrived < chunk) break;
+    }
     if (got < want) {
       data_error(path_.string() + ": truncated data (the header declares " +
                  std::to_string(declared) + " " + what + ", " + std::to_string(declared * record) +
@@ -137,6 +147,8 @@ class IdxFile {
                  std::to_string(declared * record) + " bytes of " + what +
                  ", found more); the file is corrupt or not an IDX file, download it again");
     }
+    auto out = torch::empty({count, record}, torch::kUInt8);
+    if (want > 0) std::memcpy(out.data_ptr(), bytes.data(), static_cast<std::size_t>(want));
     return out;
   }
 

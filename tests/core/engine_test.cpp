@@ -86,6 +86,29 @@ TEST_CASE("eval_subset: rounds before the last test one fixed subset, the last t
   CHECK(column(subset, "test_accuracy") == column(again, "test_accuracy"));  // the same subset every run
 }
 
+TEST_CASE("a run never replaces a finished run's outputs: running into its folder again is refused") {
+  auto dir = test::scratch_dir("engine_finished_folder");
+  test::write_file(dir / "experiment.toml", test::tiny_experiment());
+  auto run = [&](const std::vector<std::string>& overrides, bool resume) {
+    Engine engine(load_experiment((dir / "experiment.toml").string(), overrides), test::registry());
+    RunOptions options;
+    options.output_dir = dir / "out";
+    options.threads = 1;
+    options.resume = resume;
+    return engine.run(options);
+  };
+  run({}, false);
+  const auto config = test::read_file(dir / "out" / "config.toml");
+  const auto summary = test::read_file(dir / "out" / "summary.json");
+  for (bool resume : {false, true}) {
+    CAPTURE(resume);
+    CHECK_THROWS_WITH_AS(run({"clients.lr=0.2"}, resume), doctest::Contains("holds a finished run (its summary.json)"),
+                         Error);
+  }
+  CHECK(test::read_file(dir / "out" / "config.toml") == config);
+  CHECK(test::read_file(dir / "out" / "summary.json") == summary);
+}
+
 TEST_CASE("a different seed gives different numbers") {
   auto a = run_tiny("seed_a", 2);
   auto b = run_tiny("seed_b", 2);

@@ -189,6 +189,20 @@ TEST_CASE("idx: truncated image data is reported with the file name") {
   }
 }
 
+TEST_CASE("idx: a header that declares billions of items fails as truncated data, not in the allocator") {
+  for (bool gzipped : {false, true}) {
+    CAPTURE(gzipped);
+    Files files = good_files();
+    const std::uint32_t claimed = 0xFFFFFFF0;  // 4.29e9 images of 28x28: 3.4 TB if believed
+    files.train_images = be32(0x00000803) + be32(claimed) + be32(28) + be32(28) + std::string(784 * 2, '\x01');
+    files.train_labels = be32(0x00000801) + be32(claimed) + std::string(2, '\x01');
+    files.test_images = images_file(3, 28, 28);
+    auto message = load_error(write_set(gzipped ? "huge-gz" : "huge", files, gzipped));
+    CHECK(message.find("train-images-idx3-ubyte") != std::string::npos);
+    CHECK(message.find("truncated data (the header declares 4294967280 images") != std::string::npos);
+  }
+}
+
 TEST_CASE("idx: a gzip stream cut short is reported as truncated with the file name") {
   auto dir = write_set("gz-cut", good_files(), true);
   const auto path = dir / "t10k-images-idx3-ubyte.gz";
