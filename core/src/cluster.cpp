@@ -30,10 +30,13 @@ constexpr std::size_t kChunkBytes = std::size_t{1} << 28;
 constexpr int kLengthTag = 21;  // gather(): a rank's message length (the task queue uses 11, 12)
 
 int world_rank = 0, world_size = 1, node_size = 1;
-
-#if !BULWARK_WITH_MPI
-int launched_copies = 1, launched_rank = 0;  // what mpirun or srun says, for check_launch()
+#if BULWARK_WITH_MPI
+constexpr bool kBuiltWithMpi = true;
+#else
+constexpr bool kBuiltWithMpi = false;
 #endif
+
+int launched_copies = 1, launched_rank = 0;  // what mpirun or srun says, for check_launch()
 
 #if BULWARK_WITH_MPI
 bool started = false;
@@ -76,6 +79,15 @@ bool launched_by_mpi() {
 }  // namespace
 
 void init(int& argc, char**& argv) {
+  // What the launcher put in the environment says how many copies it started, MPI or not.
+  const auto number = [](std::initializer_list<const char*> names, int fallback) {
+    for (const char* name : names) {
+      if (const char* value = std::getenv(name)) return std::atoi(value);
+    }
+    return fallback;
+  };
+  launched_copies = number({"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS"}, 1);
+  launched_rank = number({"OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"}, 0);
 #if BULWARK_WITH_MPI
   if (!launched_by_mpi()) return;
   int provided = 0;
@@ -94,29 +106,23 @@ void init(int& argc, char**& argv) {
 #else
   (void)argc;
   (void)argv;
-  // Without MPI, only what a launcher put in the environment tells this copy it has siblings.
-  const auto number = [](std::initializer_list<const char*> names, int fallback) {
-    for (const char* name : names) {
-      if (const char* value = std::getenv(name)) return std::atoi(value);
-    }
-    return fallback;
-  };
-  launched_copies = number({"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"}, 1);
-  launched_rank = number({"OMPI_COMM_WORLD_RANK", "PMI_RANK"}, 0);
 #endif
 }
 
 void check_launch() {
-#if !BULWARK_WITH_MPI
-  if (launched_copies <= 1) return;
-  const auto message = fmt::format(
-      "this bulwark was built without MPI, but a launcher started {} copies of it; each would run the whole "
-      "experiment into the same folder. Install libopenmpi-dev and openmpi-bin and rebuild (CMake then turns "
-      "BULWARK_WITH_MPI on), or run it as one process",
-      launched_copies);
+  if (launched_copies <= 1 || world_size > 1) return;
+  const auto message =
+      kBuiltWithMpi
+          ? fmt::format("{} copies were started without an MPI connection between them (srun without PMIx?); "
+                        "each would run the whole experiment into the same folder. Use srun --mpi=pmix (or "
+                        "MpiDefault=pmix in slurm.conf), or mpirun",
+                        launched_copies)
+          : fmt::format("this bulwark was built without MPI, but a launcher started {} copies of it; each would "
+                        "run the whole experiment into the same folder. Install libopenmpi-dev and openmpi-bin "
+                        "and rebuild (CMake then turns BULWARK_WITH_MPI on), or run it as one process",
+                        launched_copies);
   if (launched_rank != 0) throw ReportedByRank0(ErrorKind::Config, message);
   throw Error(ErrorKind::Config, message);
-#endif
 }
 
 void finalize() {

@@ -41,9 +41,9 @@ class ReportedByRank0 : public Error {
   using Error::Error;
 };
 
-/// Throws Error(Config) (ReportedByRank0 off the first process) when a build without MPI was
-/// started as several processes by mpirun or srun: each copy would run the whole experiment into
-/// the same folder.
+/// Throws Error(Config) (ReportedByRank0 off the first process) when a launcher started several
+/// copies that are not connected by MPI (a build without MPI, or srun without PMIx): each copy
+/// would run the whole experiment into the same folder.
 void check_launch();
 
 /// Rank 0's `bytes` on every rank.
