@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -88,6 +89,16 @@ void check_range(double value, const OptionSpec& spec, const std::string& locati
   }
 }
 
+// Numbers reach float32 tensors (rates, bounds, scales): inf, NaN or a value past float's range
+// would run to a silent non-finite result, so no option takes one.
+void check_finite(double value, const OptionSpec& spec, const std::string& location, const std::string& owner) {
+  if (!std::isfinite(value) || std::fabs(value) > std::numeric_limits<float>::max()) {
+    config_error(location, fmt::format("option '{}' for {} must be a finite number of at most {:g} in magnitude, "
+                                       "found {}",
+                                       spec.name, owner, std::numeric_limits<float>::max(), format_number(value)));
+  }
+}
+
 OptionValue convert(const toml::node& node, const OptionSpec& spec, const std::string& location,
                     const std::string& owner) {
   auto wrong = [&]() {
@@ -107,6 +118,7 @@ OptionValue convert(const toml::node& node, const OptionSpec& spec, const std::s
     case BULWARK_OPT_FLOAT: {
       if (!node.is_number()) wrong();
       auto v = *node.value<double>();
+      check_finite(v, spec, location, owner);
       check_range(v, spec, location, owner);
       return v;
     }
@@ -134,6 +146,7 @@ OptionValue convert(const toml::node& node, const OptionSpec& spec, const std::s
       for (const auto& item : *array) {
         if (!item.is_number()) wrong();
         values.push_back(*item.value<double>());
+        check_finite(values.back(), spec, where(item, location), owner);
         check_range(values.back(), spec, where(item, location), owner);
       }
       return values;

@@ -70,6 +70,17 @@ TEST_CASE("experiment files: unknown sections and keys are caught with positions
   CHECK_THROWS_WITH_AS(load_experiment(file), doctest::Contains("at most one of per_round, fraction and poisson_rate"), Error);
 }
 
+TEST_CASE("a number option is finite and within float range: inf, nan and 1e308 are refused at their place") {
+  for (const char* value : {"inf", "-inf", "nan", "1e308"}) {
+    INFO(value);
+    const auto file = write_experiment("nonfinite", std::string("[data]\nplugin = \"synthetic\"\n[clients]\nlr = ") +
+                                                        value + "\n");
+    CHECK_THROWS_WITH_AS(load_experiment(file),
+                         doctest::Contains("experiment.toml:4:6: option 'lr' for [clients] must be a finite number"),
+                         Error);
+  }
+}
+
 TEST_CASE("the default output folder runs/<name>: a name that would escape runs/ is refused where it is written") {
   for (const char* name : {"../../escaped", "a/b", "..", ""}) {
     INFO(name);
