@@ -107,18 +107,30 @@ std::vector<std::string> split_csv_line(const std::string& line) {
   return fields;
 }
 
-Table read_metrics(const fs::path& path) {
+/// A damaged row (cut short, or a cell that is not a number) is left out and said in `problems`:
+/// the report must not draw from it as if it were whole.
+Table read_metrics(const fs::path& path, std::vector<std::string>& problems) {
   Table table;
   std::stringstream in(read_text(path));
   std::string line;
   if (!std::getline(in, line)) return table;
   table.columns = split_csv_line(line);
-  while (std::getline(in, line)) {
+  for (std::size_t number = 2; std::getline(in, line); ++number) {
     if (line.empty()) continue;
-    auto fields = split_csv_line(line);
+    const auto fields = split_csv_line(line);
     std::vector<double> row(table.columns.size(), kNaN);
-    for (std::size_t i = 0; i < fields.size() && i < row.size(); ++i) {
-      if (!fields[i].empty()) row[i] = std::strtod(fields[i].c_str(), nullptr);
+    bool whole = fields.size() == row.size();
+    for (std::size_t i = 0; whole && i < fields.size(); ++i) {
+      if (fields[i].empty()) continue;
+      char* end = nullptr;
+      row[i] = std::strtod(fields[i].c_str(), &end);
+      whole = end == fields[i].c_str() + fields[i].size();
+    }
+    if (!whole) {
+      problems.push_back(fmt::format("{}:{}: a damaged row ({} of {} fields, or a cell that is not a number) was "
+                                     "left out of the report",
+                                     path.string(), number, fields.size(), row.size()));
+      continue;
     }
     table.rows.push_back(std::move(row));
   }
@@ -220,7 +232,7 @@ RunResultRecord read_run(const fs::path& run_dir) {
   record.best_accuracy = number(summary, "best_test_accuracy");
   record.wall_seconds = number(summary, "wall_seconds");
   if (!fs::exists(run_dir / "metrics.csv")) return record;
-  const auto metrics = read_metrics(run_dir / "metrics.csv");
+  const auto metrics = read_metrics(run_dir / "metrics.csv", record.problems);
   const int round = metrics.column("round"), accuracy = metrics.column("test_accuracy");
   if (round >= 0 && accuracy >= 0) {
     for (const auto& row : metrics.rows) {
@@ -264,6 +276,8 @@ StudySummary summarize_study(const fs::path& study_dir) {
     const auto dir = study_dir / cell.dir;
     if (!fs::exists(dir / "summary.json")) continue;
     runs[it->second].push_back(read_run(dir));
+    const auto& problems = runs[it->second].back().problems;
+    summary.problems.insert(summary.problems.end(), problems.begin(), problems.end());
     ++group.seeds_done;
     ++summary.cells_done;
     for (const auto& [name, value] : runs[it->second].back().extras) {
@@ -466,6 +480,7 @@ ReportOutput write_report(const fs::path& study_dir, const ReportOptions& option
   const auto table = summary_markdown(summary);
   write_file_atomic(study_dir / "summary.md", table);
 
+  output.notices = summary.problems;
   const auto figures = draw_study_figures(summary, worst_case_table(summary), study_dir / "figures", options.gnuplot,
                                           output.notices);
   for (const auto& file : figures.files) output.figures.push_back("figures/" + file);

@@ -51,6 +51,7 @@ struct RunResultRecord {
   /// are defined).
   std::vector<std::pair<std::string, double>> extras;
   std::vector<std::pair<double, double>> curve;  ///< (round, test accuracy) where evaluated
+  std::vector<std::string> problems;  ///< damaged metrics.csv rows, left out ("file:line: ...")
 };
 
 /// Reads summary.json and metrics.csv of a finished run folder.
@@ -71,6 +72,7 @@ struct StudySummary {
   std::vector<GroupSummary> groups;       ///< in study order; groups with no finished cell too
   std::vector<std::string> extra_columns;
   std::size_t cells_done = 0;
+  std::vector<std::string> problems;  ///< every cell's RunResultRecord::problems
 };
 
 StudySummary summarize_study(const std::filesystem::path& study_dir);

@@ -237,3 +237,21 @@ TEST_CASE("report reads a single run's folder as a study of one cell; other fold
   CHECK_THROWS_WITH_AS(summarize_study(test::scratch_dir("report_empty")),
                        doctest::Contains("is neither a study folder (no study.json) nor a finished run"), Error);
 }
+
+TEST_CASE("a damaged metrics.csv row (cut short, or not a number) is left out of the report and said") {
+  auto dir = test::scratch_dir("report_damaged");
+  StudyManifest manifest;
+  manifest.name = "damaged";
+  manifest.cells = {{"a", "a", {}, 1, "cells/a"}};
+  write_manifest(dir, manifest);
+  write_run(dir / "cells/a", 0.8, 0.8, 1, "round,test_accuracy,test_loss\n1,0.5,1.2\n2,0.6,1.1\n3,0.7,abc\n4,0.8");
+  const auto record = read_run(dir / "cells/a");
+  CHECK(record.curve == std::vector<std::pair<double, double>>{{1, 0.5}, {2, 0.6}});
+  REQUIRE(record.problems.size() == 2);
+  CHECK(record.problems[0].find("metrics.csv:4: a damaged row (3 of 3 fields, or a cell that is not a number)") !=
+        std::string::npos);
+  CHECK(record.problems[1].find("metrics.csv:5: a damaged row (2 of 3 fields") != std::string::npos);
+  const auto output = write_report(dir);
+  CHECK(std::count_if(output.notices.begin(), output.notices.end(),
+                      [](const std::string& n) { return n.find("damaged row") != std::string::npos; }) == 2);
+}
