@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <limits>
 #include <sstream>
 
@@ -228,6 +229,10 @@ Options options_from_string(const std::string& toml_text, const std::vector<Opti
 }
 
 toml::table parse_toml_file(const std::string& path) {
+  if (std::filesystem::is_directory(path)) {
+    config_error(path, "is a folder, not an experiment file: give the .toml file (a run's folder is read by "
+                       "`bulwark report`)");
+  }
   try {
     return toml::parse_file(path);
   } catch (const toml::parse_error& e) {

@@ -117,6 +117,11 @@ TEST_CASE("errors about a place carry it apart from the message, and keep it whe
   }
 }
 
+TEST_CASE("a folder given as the experiment file is named as a folder, not as a file without [data]") {
+  const auto dir = test::scratch_dir("config_folder");
+  CHECK_THROWS_WITH_AS(load_experiment(dir.string()), doctest::Contains("is a folder, not an experiment file"), Error);
+}
+
 TEST_CASE("malformed TOML reports line and column") {
   auto file = write_experiment("malformed", "[experiment]\nrounds = = 3\n");
   CHECK_THROWS_WITH_AS(load_experiment(file), doctest::Contains("experiment.toml:2:"), Error);
