@@ -268,6 +268,12 @@ struct Engine::Impl {
     data.test_inputs = data.test_inputs.to(torch::kFloat).contiguous();
     data.train_labels = data.train_labels.to(torch::kLong).contiguous();
     data.test_labels = data.test_labels.to(torch::kLong).contiguous();
+    if (settings.clients.count > data.train_inputs.size(0)) {
+      config_error(location_of(config, "clients.count"),
+                   fmt::format("[clients] count = {} exceeds the {} training examples of {}: most clients would hold "
+                               "no data; lower count",
+                               settings.clients.count, data.train_inputs.size(0), plugins.dataset.label));
+    }
     partition = make_partition(data.train_labels, data.num_classes, settings.clients.count, config.partition,
                                derive_seed(settings.seed, 0, kServer, Stream::Partition));
     // Once, here: every batch is then gathered on the device from index windows.

@@ -101,7 +101,7 @@ const std::vector<OptionSpec>& experiment_option_specs() {
 
 const std::vector<OptionSpec>& client_option_specs() {
   static const std::vector<OptionSpec> specs = {
-      {"count", OptType::Int, "10", 1, kInf, "K: total number of clients.", nullptr},
+      {"count", OptType::Int, "10", 1, 1e8, "K: total number of clients (at most 10^8: per-client state is kept for each).", nullptr},
       {"per_round", OptType::Int, "0", 0, kInf, "Clients sampled per round (fixed count); 0 = all unless fraction/poisson_rate.", nullptr},
       {"fraction", OptType::Float, "0", 0, 1, "Fraction of K sampled per round (rounded, at least 1).", nullptr},
       {"poisson_rate", OptType::Float, "0", 0, 1, "Each client takes part independently with probability q (what DP accounting assumes).", nullptr},
@@ -282,12 +282,16 @@ bool is_plain_folder_name(const std::string& name) {
          std::none_of(name.begin(), name.end(), [](unsigned char c) { return c < 0x20; });
 }
 
+std::string location_of(const ExperimentConfig& config, const char* key) {
+  const auto node = config.root ? config.root->at_path(key) : toml::node_view<const toml::node>();
+  return node ? where(*node.node(), config.file) : config.file;
+}
+
 std::filesystem::path default_output_dir(const ExperimentConfig& config) {
   if (!config.settings.output.empty()) return config.settings.output;
   const auto& name = config.settings.name;
   if (!is_plain_folder_name(name)) {
-    const auto node = config.root ? config.root->at_path("experiment.name") : toml::node_view<const toml::node>();
-    config_error(node ? where(*node.node(), config.file) : config.file,
+    config_error(location_of(config, "experiment.name"),
                  fmt::format("name = \"{}\" must be a plain folder name to name the output folder runs/<name> "
                              "(no '/', no '..'); or set [experiment] output, or pass --out",
                              name));

@@ -72,6 +72,10 @@ const std::vector<OptionSpec>& accounting_option_specs();
 /// Reads and validates `file`, applying `overrides` ("key=value") first.
 ExperimentConfig load_experiment(const std::string& file, const std::vector<std::string>& overrides = {});
 
+/// Where `key` ("clients.count") is written in the experiment file ("file:line:col"), or the file
+/// when it is not written there (a default), for errors found after parsing.
+std::string location_of(const ExperimentConfig& config, const char* key);
+
 /// One folder name, not a path: not empty, no '/' or '\\', not "." or "..", no control characters.
 bool is_plain_folder_name(const std::string& name);
 

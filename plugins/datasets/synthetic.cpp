@@ -13,6 +13,8 @@
 // The construction is the standard Gaussian-mixture benchmark, as in scikit-learn's
 // make_classification (Guyon, "Design of experiments of the NIPS 2003 variable selection
 // benchmark", 2003), with means placed on an orthonormal frame.
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -63,7 +65,20 @@ class SyntheticDataset final : public bulwark::DatasetLoader {
         train_size_(options.get<std::int64_t>("train_size")),
         test_size_(options.get<std::int64_t>("test_size")),
         separation_(options.get<double>("separation")),
-        noise_(options.get<double>("noise")) {}
+        noise_(options.get<double>("noise")) {
+    // Refuse at once what this machine cannot hold, rather than fail deep in the allocator.
+    const double bytes = 4.0 * static_cast<double>(c10::multiply_integers(shape_)) *
+                         (static_cast<double>(train_size_) + static_cast<double>(test_size_));
+    const double memory = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGE_SIZE));
+    if (memory > 0 && bytes > memory) {
+      throw bulwark::Error(bulwark::ErrorKind::Config,
+                           "synthetic: train_size + test_size = " + std::to_string(train_size_ + test_size_) +
+                               " examples need " + std::to_string(static_cast<long long>(bytes / (1 << 30))) +
+                               " GiB for their inputs; this machine has " +
+                               std::to_string(static_cast<long long>(memory / (1 << 30))) +
+                               " GiB: lower train_size or test_size");
+    }
+  }
 
   bulwark::Dataset load(const bulwark::DatasetContext& context) override {
     // Keep this order of draws (means, train, test): it defines the data for a seed.

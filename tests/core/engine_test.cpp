@@ -109,6 +109,20 @@ TEST_CASE("a run never replaces a finished run's outputs: running into its folde
   CHECK(test::read_file(dir / "out" / "summary.json") == summary);
 }
 
+TEST_CASE("more clients than training examples is an error at clients.count, not in the allocator") {
+  auto dir = test::scratch_dir("engine_too_many_clients");
+  test::write_file(dir / "experiment.toml", test::tiny_experiment());  // 600 training examples
+  Engine engine(load_experiment((dir / "experiment.toml").string(), {"clients.count=1000"}), test::registry());
+  RunOptions options;
+  options.output_dir = dir / "out";
+  CHECK_THROWS_WITH_AS(engine.run(options), doctest::Contains("[clients] count = 1000 exceeds the 600 training examples"),
+                       Error);
+  // Far beyond any dataset, the count is refused where it is written, before the engine exists.
+  CHECK_THROWS_WITH_AS(load_experiment((dir / "experiment.toml").string(), {"clients.count=100000000000"}),
+                       doctest::Contains("option 'count' for [clients] must be in [1, 100000000], found 100000000000"),
+                       Error);
+}
+
 TEST_CASE("a different seed gives different numbers") {
   auto a = run_tiny("seed_a", 2);
   auto b = run_tiny("seed_b", 2);

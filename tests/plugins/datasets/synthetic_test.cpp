@@ -98,3 +98,8 @@ TEST_CASE("synthetic: softmax regression learns the default task to high accurac
   // Bayes pairwise error Phi(-5/2) = 0.6%; with 9 rivals the optimum is about 95%.
   CHECK(accuracy > 0.9);
 }
+
+TEST_CASE("synthetic: a size this machine cannot hold is refused when the plugin is opened, not in the allocator") {
+  CHECK_THROWS_WITH_AS(bulwark::test::load<bulwark::DatasetLoader>("synthetic", "train_size = 1000000000000"),
+                       doctest::Contains("GiB for their inputs; this machine has"), bulwark::Error);
+}
