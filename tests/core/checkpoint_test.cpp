@@ -40,8 +40,17 @@ const std::string kExtra = "\n[aggregator]\nplugin = \"centered_clipping\"\n\n[s
 
 struct Crash {};
 
+/// A scratch folder holding the tiny experiment with kExtra.
+std::filesystem::path experiment_dir(const std::string& name) {
+  auto dir = test::scratch_dir(name);
+  test::write_file(dir / "experiment.toml", test::tiny_experiment(kExtra));
+  return dir;
+}
+
+/// Runs dir/experiment.toml into dir/out. `crash_at`: throws Crash while reporting that round;
+/// `stop_at`: asks the run to stop (as Ctrl-C does) once that round has been reported.
 RunSummary run(const std::filesystem::path& dir, bool resume, std::int64_t crash_at = 0,
-               const std::vector<std::string>& overrides = {}) {
+               const std::vector<std::string>& overrides = {}, std::int64_t stop_at = 0) {
   Engine engine(load_experiment((dir / "experiment.toml").string(), overrides), test::registry());
   RunOptions options;
   options.output_dir = dir / "out";
@@ -49,9 +58,12 @@ RunSummary run(const std::filesystem::path& dir, bool resume, std::int64_t crash
   // those; concurrent calls into a BLAS built without locking are not reproducible).
   options.threads = 1;
   options.resume = resume;
-  options.on_round = [crash_at](const RoundProgress& p) {
+  std::int64_t reported = 0;
+  options.on_round = [&](const RoundProgress& p) {
+    reported = p.round;
     if (p.round == crash_at) throw Crash{};
   };
+  options.stop_requested = [&] { return stop_at > 0 && reported == stop_at; };
   return engine.run(options);
 }
 
@@ -104,11 +116,8 @@ TEST_CASE("damaged checkpoints are errors that name the file") {
 }
 
 TEST_CASE("a run stopped after a checkpoint resumes to exactly the metrics of an uninterrupted run") {
-  auto whole = test::scratch_dir("checkpoint_whole");
-  auto broken = test::scratch_dir("checkpoint_broken");
-  const auto text = test::tiny_experiment(kExtra);
-  test::write_file(whole / "experiment.toml", text);
-  test::write_file(broken / "experiment.toml", text);
+  auto whole = experiment_dir("checkpoint_whole");
+  auto broken = experiment_dir("checkpoint_broken");
   const std::vector<std::string> settings = {"experiment.rounds=5", "experiment.checkpoint_every=2"};
 
   auto reference = run(whole, false, 0, settings);
@@ -135,8 +144,7 @@ TEST_CASE("a run stopped after a checkpoint resumes to exactly the metrics of an
 
   // The comparison is sensitive to the restored state: the same resume from a checkpoint that
   // lost the rule's and the server optimiser's state drifts.
-  auto tampered = test::scratch_dir("checkpoint_tampered");
-  test::write_file(tampered / "experiment.toml", text);
+  auto tampered = experiment_dir("checkpoint_tampered");
   CHECK_THROWS_AS(run(tampered, false, 3, settings), Crash);
   auto checkpoint = load_checkpoint(checkpoint_path(tampered / "out"));
   CHECK(checkpoint.tensors.count("aggregator/previous") == 1);
@@ -148,23 +156,13 @@ TEST_CASE("a run stopped after a checkpoint resumes to exactly the metrics of an
 }
 
 TEST_CASE("a stop request (Ctrl-C) ends the run after the round in progress with a checkpoint, even without checkpoint_every") {
-  auto whole = test::scratch_dir("interrupt_whole");
-  auto stopped = test::scratch_dir("interrupt_stopped");
-  const auto text = test::tiny_experiment(kExtra);
-  test::write_file(whole / "experiment.toml", text);
-  test::write_file(stopped / "experiment.toml", text);
+  auto whole = experiment_dir("interrupt_whole");
+  auto stopped = experiment_dir("interrupt_stopped");
   const std::vector<std::string> settings = {"experiment.rounds=5"};  // checkpoint_every = 0
   auto reference = run(whole, false, 0, settings);
 
-  Engine engine(load_experiment((stopped / "experiment.toml").string(), settings), test::registry());
-  RunOptions options;
-  options.output_dir = stopped / "out";
-  options.threads = 1;
-  std::int64_t rounds_seen = 0;
-  options.on_round = [&](const RoundProgress& p) { rounds_seen = p.round; };
-  options.stop_requested = [&] { return rounds_seen == 3; };  // asked during round 3
   try {
-    engine.run(options);
+    run(stopped, false, 0, settings, /*stop_at=*/3);
     FAIL("the run did not stop");
   } catch (const RunInterrupted& e) {
     CHECK(e.round() == 3);
