@@ -513,6 +513,7 @@ int main(int argc, char** argv) {
   // Rank 0 speaks for the job; another rank prints only a failure of its own, marked with its rank.
   const auto tell = [rank = cluster::rank()](const std::string& line) {
     if (rank == 0) {
+      cluster::clear_fault_note();  // this error is the report; other ranks may be ended now
       std::fprintf(stderr, "%s\n", line.c_str());
     } else {
       std::fprintf(stderr, "rank %d: %s\n", rank, line.c_str());
@@ -533,8 +534,10 @@ int main(int argc, char** argv) {
     if (*describe) return command_describe(name, kind);
     if (*privacy) return command_privacy(privacy_query);
     if (*aggregate) return command_aggregate(aggregate_query);
-  } catch (const cluster::ReportedByRank0& e) {
-    return e.kind() == ErrorKind::Runtime ? 1 : 2;
+  } catch (const cluster::ReportedByRank0&) {
+    // Rank 0 reports it and exits with its code; a non-zero exit here could make the launcher
+    // end rank 0 before it has.
+    return 0;
   } catch (const LocatedError& e) {
     tell(e.location() + ": error: " + e.message());
     return e.kind() == ErrorKind::Runtime ? 1 : 2;

@@ -328,6 +328,12 @@ void agree(std::exception_ptr failure) {
   rethrow_failure(verdict.substr(space + 1), std::stoi(verdict.substr(0, space)));
 }
 
+void clear_fault_note() {
+#if BULWARK_WITH_MPI
+  if (world_rank == 0 && world_size > 1) std::signal(SIGTERM, SIG_DFL);
+#endif
+}
+
 void set_fault_note(const std::string& note) {
 #if BULWARK_WITH_MPI
   if (world_rank != 0 || world_size == 1) return;

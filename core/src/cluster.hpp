@@ -35,7 +35,8 @@ int size();
 int local_size();
 inline bool distributed() { return size() > 1; }
 
-/// What ranks other than 0 throw for a failure rank 0 reports: main() does not print it.
+/// What ranks other than 0 throw for a failure rank 0 reports: main() neither prints it nor
+/// exits non-zero for it (rank 0 exits with the code; the launcher must not end rank 0 first).
 class ReportedByRank0 : public Error {
  public:
   using Error::Error;
@@ -78,6 +79,10 @@ std::string describe_failure(std::exception_ptr failure);
 /// sends SIGTERM to every rank when one dies): `note` says where the run stood and how to go on,
 /// and the ranks rank 0 was waiting for in gather() are named. Set it again as the run moves.
 void set_fault_note(const std::string& note);
+
+/// Rank 0, about to report an error of its own: the launcher may now end the job without the
+/// fault message (the error says what happened).
+void clear_fault_note();
 
 }  // namespace cluster
 
