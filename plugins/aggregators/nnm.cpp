@@ -8,8 +8,9 @@
 // robust rule after it (`pre = ["nnm"]`), which the paper shows makes rules such as Krum, the
 // median or the trimmed mean order-optimal under heterogeneity. Needs n > 2f. Distances come from
 // one Gram matrix of the rows in float64, centred on their median (bulwark/robust.hpp), and the
-// mixing is a second matmul Y = M U with M_ij = 1/(n − f) for j ∈ N_i. Used alone, aggregate()
-// mixes and then takes the plain mean. Row weights pass through unchanged.
+// mixing is a second matmul Y = M U with M_ij = 1/(n − f) for j ∈ N_i. Rows at equal distance
+// from u_i enter N_i by lowest row index first. Used alone, aggregate() mixes and then takes the
+// plain mean. Row weights pass through unchanged.
 //
 // `f` = -1 (the default) takes the experiment's declared Byzantine bound (context.byzantine_bound).
 //
@@ -58,8 +59,11 @@ class NearestNeighbourMixing final : public bulwark::Aggregator {
     if (kept == 0) return {updates, weights};
 
     const auto neighbours = std::min(n - f, kept);
-    // The diagonal is exactly 0, so u_i is always among its own nearest rows.
-    auto nearest = std::get<1>(finite.squared.topk(neighbours, /*dim=*/1, /*largest=*/false));
+    // A stable sort: rows at equal distance enter in row order, so ties go to the lowest row
+    // index (topk leaves their order open). The diagonal is exactly 0, so u_i (or an identical
+    // row) is always among its own nearest rows.
+    auto nearest = std::get<1>(finite.squared.sort(/*stable=*/true, /*dim=*/1, /*descending=*/false))
+                       .narrow(/*dim=*/1, 0, neighbours);
     auto mixing = torch::zeros({kept, kept}, updates.options())
                       .scatter_(/*dim=*/1, nearest, 1.0 / static_cast<double>(neighbours));
     if (kept == n) return {torch::matmul(mixing, updates), weights};

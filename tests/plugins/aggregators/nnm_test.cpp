@@ -25,6 +25,16 @@ TEST_CASE("nnm: each row becomes the mean of its n - f nearest rows, itself incl
   CHECK_TENSOR_CLOSE(rule->aggregate(u, weights, context()).aggregate, vec({13.0 / 6}), 1e-14);
 }
 
+TEST_CASE("nnm: rows at equal distance enter the neighbourhood by lowest row index") {
+  auto rule = load<Aggregator>("nnm", "f = 3");  // n = 8: n - f = 5 neighbours
+  // Row 0 (at 0): itself at 0, row 7 at 0.25, rows 1 and 2 at 1, then rows 3 (-2) and 4 (+2) both
+  // at 4 for the fifth place: row 3, the lower index -> (0 + 0.5 - 1 + 1 - 2) / 5 = -0.3 (row 4
+  // would give +0.5). All values are dyadic, so the distances tie exactly.
+  auto u = matrix({{0}, {-1}, {1}, {-2}, {2}, {10}, {10}, {0.5}});
+  const auto mixed = rule->preprocess(u, vec({1, 1, 1, 1, 1, 1, 1, 1}), context()).updates;
+  CHECK(mixed[0][0].item<double>() == doctest::Approx(-0.3).epsilon(1e-12));
+}
+
 TEST_CASE("nnm: f = -1 takes the declared bound; refuses n <= 2f") {
   auto rule = load<Aggregator>("nnm");
   auto u = matrix({{0}, {1}, {3}, {10}});
