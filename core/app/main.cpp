@@ -230,10 +230,10 @@ int command_run(const std::string& file, const std::vector<std::string>& overrid
   bool study = false;
   std::exception_ptr failure;
   try {
-    auto root = parse_toml_file(file);
-    for (const auto& assignment : overrides) apply_override(root, assignment);
-    study = has_sweep(root);
-    if (!study) built = std::make_unique<Engine>(load_experiment(file, overrides), registry);
+    auto root = std::make_shared<toml::table>(parse_toml_file(file));
+    for (const auto& assignment : overrides) apply_override(*root, assignment);
+    study = has_sweep(*root);
+    if (!study) built = std::make_unique<Engine>(parse_experiment(root, file), registry);
   } catch (...) {
     failure = std::current_exception();
   }

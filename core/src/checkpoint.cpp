@@ -13,13 +13,12 @@
 #include <torch/torch.h>
 
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "bulwark/error.hpp"
+#include "outputs.hpp"
 
 namespace bulwark {
 
@@ -141,13 +140,7 @@ void save_checkpoint(const fs::path& file, const Checkpoint& checkpoint) {
   write_file_atomic(file, encode_checkpoint(checkpoint));
 }
 
-Checkpoint load_checkpoint(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw Error(ErrorKind::Data, "cannot read checkpoint " + file.string());
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return decode_checkpoint(buffer.str(), file.string());
-}
+Checkpoint load_checkpoint(const fs::path& file) { return decode_checkpoint(read_whole_file(file), file.string()); }
 
 Checkpoint decode_checkpoint(const std::string& content, const std::string& file) {
   if (content.size() < kMagicSize + 8 || content.compare(0, kMagicSize, kMagic) != 0) {

@@ -213,37 +213,16 @@ std::vector<std::string> gather(const std::string& bytes) {
 #endif
 }
 
-#if BULWARK_WITH_MPI
-namespace {
-
 // A message is its length, then its bytes in chunks, all with one tag: MPI keeps the messages of
 // one sender and tag in order, so the chunks of two messages never interleave.
-void send_chunks(int to, int tag, const std::string& bytes) {
+void send(int to, int tag, const std::string& bytes) {
+#if BULWARK_WITH_MPI
   std::uint64_t length = bytes.size();
   MPI_Send(&length, 1, MPI_UINT64_T, to, tag, MPI_COMM_WORLD);
   for (std::size_t at = 0; at < length; at += kChunkBytes) {
     const auto count = static_cast<int>(std::min(kChunkBytes, length - at));
     MPI_Send(bytes.data() + at, count, MPI_BYTE, to, tag, MPI_COMM_WORLD);
   }
-}
-
-std::string receive_chunks(int from, int tag) {
-  std::uint64_t length = 0;
-  MPI_Recv(&length, 1, MPI_UINT64_T, from, tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-  std::string bytes(length, '\0');
-  for (std::size_t at = 0; at < length; at += kChunkBytes) {
-    const auto count = static_cast<int>(std::min(kChunkBytes, length - at));
-    MPI_Recv(bytes.data() + at, count, MPI_BYTE, from, tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-  }
-  return bytes;
-}
-
-}  // namespace
-#endif
-
-void send(int to, int tag, const std::string& bytes) {
-#if BULWARK_WITH_MPI
-  send_chunks(to, tag, bytes);
 #else
   (void)to, (void)tag, (void)bytes;
   throw Error(ErrorKind::Runtime, "cluster::send in a world of one");
@@ -252,7 +231,14 @@ void send(int to, int tag, const std::string& bytes) {
 
 std::string receive(int from, int tag) {
 #if BULWARK_WITH_MPI
-  return receive_chunks(from, tag);
+  std::uint64_t length = 0;
+  MPI_Recv(&length, 1, MPI_UINT64_T, from, tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+  std::string bytes(length, '\0');
+  for (std::size_t at = 0; at < length; at += kChunkBytes) {
+    const auto count = static_cast<int>(std::min(kChunkBytes, length - at));
+    MPI_Recv(bytes.data() + at, count, MPI_BYTE, from, tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+  }
+  return bytes;
 #else
   (void)from, (void)tag;
   throw Error(ErrorKind::Runtime, "cluster::receive in a world of one");
@@ -267,7 +253,7 @@ Message poll(int tag) {
   MPI_Iprobe(MPI_ANY_SOURCE, tag, MPI_COMM_WORLD, &waiting, &status);
   if (waiting) {
     message.from = status.MPI_SOURCE;
-    message.bytes = receive_chunks(message.from, tag);
+    message.bytes = receive(message.from, tag);
   }
 #else
   (void)tag;
@@ -320,10 +306,7 @@ void agree(std::exception_ptr failure) {
   broadcast(verdict);
   if (verdict.empty()) return;
   const auto space = verdict.find(' ');
-  if (world_rank != 0) {  // the same kind, so every rank exits with the same code
-    const auto kind = nlohmann::json::parse(verdict.substr(space + 1)).at("kind").get<int>();
-    throw ReportedByRank0(static_cast<ErrorKind>(kind), "reported by rank 0");
-  }
+  if (world_rank != 0) throw ReportedByRank0(ErrorKind::Runtime, "reported by rank 0");
   if (failure) std::rethrow_exception(failure);  // rank 0's own error, as it was
   rethrow_failure(verdict.substr(space + 1), std::stoi(verdict.substr(0, space)));
 }

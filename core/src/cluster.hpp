@@ -66,8 +66,8 @@ Message poll(int tag);
 
 /// A collective check: every rank passes what it caught (or null). When any rank failed, every
 /// rank throws: rank 0 the failure of the lowest failing rank (its own error as it was, another
-/// rank's with "(on rank k)" added, keeping kind and location), the others ReportedByRank0 of the
-/// same kind, so a failure is reported once.
+/// rank's with "(on rank k)" added, keeping kind and location), the others ReportedByRank0, so a
+/// failure is reported once.
 void agree(std::exception_ptr failure);
 
 /// `failure` as text another rank can rethrow (its kind, location and message); "" for none.

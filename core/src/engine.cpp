@@ -168,10 +168,6 @@ struct Engine::Impl {
       const double round_seconds = seconds_since(round_start);
       const auto epsilon = record(round, log, round_seconds);
       summary.rounds_run = number;
-      if (settings.checkpoint_every > 0 && number % settings.checkpoint_every == 0 && number < settings.rounds) {
-        save_checkpoint(checkpoint_file, capture(number, log, summary, elapsed_before + seconds_since(start)));
-        recovery = resume_note(checkpoint_file, number);
-      }
       if (options.on_round) {
         RoundProgress progress;
         progress.round = number;
@@ -185,10 +181,16 @@ struct Engine::Impl {
                                static_cast<double>(settings.rounds - number);
         options.on_round(progress);
       }
-      if (number < settings.rounds && options.stop_requested && options.stop_requested()) {
+      // A checkpoint every checkpoint_every rounds, and one when asked to stop (Ctrl-C).
+      const bool stop = number < settings.rounds && options.stop_requested && options.stop_requested();
+      const bool due = settings.checkpoint_every > 0 && number % settings.checkpoint_every == 0 && number < settings.rounds;
+      if (due || stop) {
         save_checkpoint(checkpoint_file, capture(number, log, summary, elapsed_before + seconds_since(start)));
-        throw RunInterrupted(number, fmt::format("interrupted after round {} of {} (checkpoint: {})", number,
-                                                 settings.rounds, checkpoint_file.string()));
+        recovery = resume_note(checkpoint_file, number);
+      }
+      if (stop) {
+        throw RunInterrupted(fmt::format("interrupted after round {} of {} (checkpoint: {})", number, settings.rounds,
+                                         checkpoint_file.string()));
       }
     }
 
@@ -213,12 +215,13 @@ struct Engine::Impl {
     fs::path out = options.output_dir;
     if (out.empty()) out = default_output_dir(config);
     const bool writes = !spread || cluster::rank() == 0;  // rank 0 writes every output file
-    if (writes && fs::exists(out / "summary.json")) {
-      throw Error(ErrorKind::Config, fmt::format("{} holds a finished run (its summary.json): a new run would replace "
-                                                 "its results; choose another --out, or delete that folder first",
-                                                 out.string()));
-    }
     if (writes) {
+      if (fs::exists(out / "summary.json")) {
+        throw Error(ErrorKind::Config, fmt::format("{} holds a finished run (its summary.json): a new run would "
+                                                   "replace its results; choose another --out, or delete that folder "
+                                                   "first",
+                                                   out.string()));
+      }
       fs::create_directories(out);
       write_file_atomic(out / "config.toml", plugins.resolved_text() + "\n");
     }

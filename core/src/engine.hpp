@@ -61,11 +61,7 @@ struct RunSummary {
 /// written and the message says how to resume.
 class RunInterrupted : public Error {
  public:
-  RunInterrupted(std::int64_t round, const std::string& message) : Error(ErrorKind::Runtime, message), round_(round) {}
-  std::int64_t round() const { return round_; }
-
- private:
-  std::int64_t round_;
+  explicit RunInterrupted(const std::string& message) : Error(ErrorKind::Runtime, message) {}
 };
 
 /// One federated run as docs/architecture.md describes it: sample clients, train them concurrently into

@@ -37,15 +37,18 @@ void write_file_atomic(const std::filesystem::path& path, const std::string& con
   }
 }
 
+std::string read_whole_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(ErrorKind::Data, "cannot read " + path.string());
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
 FolderFiles read_folder(const std::filesystem::path& dir) {
   FolderFiles files;
   if (!std::filesystem::is_directory(dir)) return files;
   for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
     if (!entry.is_regular_file()) continue;
-    std::ifstream in(entry.path(), std::ios::binary);
-    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (!in && !in.eof()) throw Error(ErrorKind::Runtime, "cannot read " + entry.path().string());
-    files[std::filesystem::relative(entry.path(), dir).generic_string()] = std::move(bytes);
+    files[std::filesystem::relative(entry.path(), dir).generic_string()] = read_whole_file(entry.path());
   }
   return files;
 }

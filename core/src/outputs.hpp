@@ -15,6 +15,9 @@ namespace bulwark {
 /// a reader (or a crash) never sees a half-written file.
 void write_file_atomic(const std::filesystem::path& path, const std::string& content);
 
+/// The bytes of the file at `path`; Error(Data) naming it when it cannot be read.
+std::string read_whole_file(const std::filesystem::path& path);
+
 /// Every regular file under `dir`, recursively, by its path relative to `dir`: the outputs of a
 /// study cell that another rank ran travel this way. Empty when `dir` does not exist.
 using FolderFiles = std::map<std::string, std::string>;

@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include <fstream>
 #include <sstream>
 #include <variant>
 
@@ -194,12 +193,7 @@ nlohmann::ordered_json PluginSet::describe() const {
 }
 
 nlohmann::ordered_json PluginSet::build_fingerprint() const {
-  auto file_hash = [](const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream bytes;
-    bytes << in.rdbuf();
-    return fmt::format("{:016x}", fnv1a(bytes.str()));
-  };
+  auto file_hash = [](const std::string& path) { return fmt::format("{:016x}", fnv1a(read_whole_file(path))); };
   nlohmann::ordered_json print;
   print["sdk"] = BULWARK_SDK_VERSION;
   print["torch"] = TORCH_VERSION;

@@ -9,7 +9,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <map>
 #include <numeric>
 #include <optional>
@@ -32,17 +31,10 @@ namespace {
 
 const double kNaN = std::nan("");
 
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(ErrorKind::Data, "cannot read " + path.string());
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
 
 nlohmann::json read_json(const fs::path& path) {
   try {
-    return nlohmann::json::parse(read_text(path));
+    return nlohmann::json::parse(read_whole_file(path));
   } catch (const nlohmann::json::exception& e) {
     throw Error(ErrorKind::Data, path.string() + " is not valid JSON: " + e.what());
   }
@@ -111,7 +103,7 @@ std::vector<std::string> split_csv_line(const std::string& line) {
 /// the report must not draw from it as if it were whole.
 Table read_metrics(const fs::path& path, std::vector<std::string>& problems) {
   Table table;
-  std::stringstream in(read_text(path));
+  std::stringstream in(read_whole_file(path));
   std::string line;
   if (!std::getline(in, line)) return table;
   table.columns = split_csv_line(line);
@@ -418,6 +410,8 @@ std::vector<TextTable> summary_tables(const StudySummary& summary) {
   return tables;
 }
 
+namespace {
+
 std::string markdown_table(const TextTable& table) {
   std::string out;
   if (!table.caption.empty()) out += "\n" + table.caption + "\n\n";
@@ -437,6 +431,8 @@ std::string markdown_table(const TextTable& table) {
   if (!table.note.empty()) out += "\n" + table.note + "\n";
   return out;
 }
+
+}  // namespace
 
 std::string summary_markdown(const StudySummary& summary) {
   std::string out;

@@ -111,7 +111,6 @@ struct TextTable {
 
 /// The summary table, and the worst-case table when two or more axes vary.
 std::vector<TextTable> summary_tables(const StudySummary& summary);
-std::string markdown_table(const TextTable& table);
 
 /// summary_tables() as Markdown (summary.md, and the Summary section of report.md).
 std::string summary_markdown(const StudySummary& summary);

@@ -1,9 +1,8 @@
 #include "report_html.hpp"
 
-#include <fstream>
-#include <iterator>
-
 #include <fmt/format.h>
+
+#include "outputs.hpp"
 
 namespace bulwark {
 
@@ -38,11 +37,6 @@ std::string href(const std::string& path) {
   return out;
 }
 
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
 std::string html_table(const TextTable& table) {
   std::string out;
   if (!table.caption.empty()) out += "<p>" + escaped(table.caption) + "</p>\n";
@@ -66,7 +60,7 @@ std::string html_table(const TextTable& table) {
 
 /// A figure's SVG file as an element of the page (its XML prologue dropped).
 std::string inline_svg(const fs::path& file) {
-  const auto svg = read_text(file);
+  const auto svg = read_whole_file(file);
   const auto start = svg.find("<svg");
   return start == std::string::npos ? std::string() : svg.substr(start);
 }
@@ -131,7 +125,7 @@ std::string report_html(const StudySummary& summary, const StudyFigures& figures
     const auto config = study_dir / cell.dir / "config.toml";
     if (!fs::exists(config)) continue;
     page += fmt::format("<details>\n<summary>{}</summary>\n<pre>{}</pre>\n</details>\n", escaped(cell.name),
-                        escaped(read_text(config)));
+                        escaped(read_whole_file(config)));
   }
   page += "</body>\n</html>\n";
   return page;

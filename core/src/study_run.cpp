@@ -10,10 +10,8 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
-#include <fstream>
 #include <map>
 #include <mutex>
-#include <sstream>
 #include <thread>
 
 #include <c10/util/Exception.h>
@@ -98,10 +96,8 @@ std::vector<PreparedCell> prepare(const Study& study, PluginRegistry& registry, 
     const auto resolved = p.engine->resolved_config();
     bool stale = false;
     if (p.status.finished) {
-      std::ifstream in(p.dir / "config.toml", std::ios::binary);
-      std::stringstream saved;
-      saved << in.rdbuf();
-      stale = saved.str() != resolved + "\n";
+      const auto saved = p.dir / "config.toml";
+      stale = !fs::exists(saved) || read_whole_file(saved) != resolved + "\n";
     } else if (p.status.checkpoint_round > 0) {
       stale = load_checkpoint(checkpoint_path(p.dir)).fingerprint != resolved;
     }
@@ -258,15 +254,22 @@ class StudyLedger {
   std::int64_t rounds_total_ = 0, rounds_done_ = 0;
 };
 
+/// How a cell runs on any rank: into `dir`, on from a checkpoint there, in this process alone (under
+/// mpirun a cell runs on one rank).
+RunOptions cell_options(const RunOptions& base, const fs::path& dir) {
+  RunOptions run = base;
+  run.output_dir = dir;
+  run.resume = true;
+  run.alone = true;
+  return run;
+}
+
 /// Runs a cell in this process into its folder, reporting to the ledger; a failed cell is recorded,
 /// not thrown.
 void run_cell(PreparedCell& job, const RunOptions& base, StudyLedger& ledger) {
   std::int64_t last_round = job.status.checkpoint_round;
   ledger.started(job);
-  RunOptions run = base;
-  run.output_dir = job.dir;
-  run.resume = true;
-  run.alone = true;  // under mpirun a cell runs on one rank
+  auto run = cell_options(base, job.dir);
   run.on_round = [&](const RoundProgress& round) { ledger.round(job, round, last_round); };
   try {
     const auto summary = job.engine->run(run);
@@ -285,7 +288,7 @@ void run_cell(PreparedCell& job, const RunOptions& base, StudyLedger& ledger) {
 
 /// A cell on a rank other than 0: run in a private scratch folder seeded with the files rank 0
 /// holds for the cell (a checkpoint to resume from), and every file of that folder sent back, so
-/// that rank 0 writes all outputs. The answer is CBOR {summary | error, files}.
+/// that rank 0 writes all outputs. The answer is CBOR {files, and error when the cell failed}.
 std::string run_cell_for_rank0(PreparedCell& job, const std::string& order, int threads) {
   nlohmann::json answer;
   const auto scratch =
@@ -293,16 +296,9 @@ std::string run_cell_for_rank0(PreparedCell& job, const std::string& order, int 
   try {
     fs::remove_all(scratch);
     write_folder(scratch, files_of(nlohmann::json::from_cbor(order)), "");
-    RunOptions run;
-    run.output_dir = scratch;
-    run.threads = threads;
-    run.resume = true;
-    run.alone = true;
-    const auto summary = job.engine->run(run);
-    answer["summary"] = {{"final_accuracy", summary.final_accuracy}, {"best_accuracy", summary.best_accuracy},
-                         {"final_loss", summary.final_loss},         {"wall_seconds", summary.wall_seconds},
-                         {"rounds_run", summary.rounds_run},         {"resumed_from", summary.resumed_from},
-                         {"stopped_reason", summary.stopped_reason}};
+    RunOptions base;
+    base.threads = threads;
+    job.engine->run(cell_options(base, scratch));  // its summary.json travels with the other files
   } catch (const std::exception& e) {
     answer["error"] = message_of(e);
   }
@@ -354,16 +350,13 @@ void run_cells_across_ranks(std::vector<PreparedCell>& prepared, const std::vect
                     job.status.checkpoint_round);
       return;
     }
-    const auto& s = answer.at("summary");
+    // The event's figures, from the summary.json just written (report.hpp reads it the same way).
+    const auto record = read_run(job.dir);
     RunSummary summary;
     summary.output_dir = job.dir;
-    summary.final_accuracy = s.at("final_accuracy").get<double>();
-    summary.best_accuracy = s.at("best_accuracy").get<double>();
-    summary.final_loss = s.at("final_loss").get<double>();
-    summary.wall_seconds = s.at("wall_seconds").get<double>();
-    summary.rounds_run = s.at("rounds_run").get<std::int64_t>();
-    summary.resumed_from = s.at("resumed_from").get<std::int64_t>();
-    summary.stopped_reason = s.at("stopped_reason").get<std::string>();
+    summary.final_accuracy = record.final_accuracy;
+    summary.best_accuracy = record.best_accuracy;
+    summary.wall_seconds = record.wall_seconds;
     ledger.finished(job, summary, job.status.checkpoint_round);
   };
   schedule_tasks(tasks, hooks);

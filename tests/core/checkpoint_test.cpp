@@ -165,7 +165,6 @@ TEST_CASE("a stop request (Ctrl-C) ends the run after the round in progress with
     run(stopped, false, 0, settings, /*stop_at=*/3);
     FAIL("the run did not stop");
   } catch (const RunInterrupted& e) {
-    CHECK(e.round() == 3);
     CHECK(std::string(e.what()).find("interrupted after round 3 of 5") != std::string::npos);
   }
   REQUIRE(load_checkpoint(checkpoint_path(stopped / "out")).round == 3);
