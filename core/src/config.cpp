@@ -3,6 +3,7 @@
 #include "config.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <filesystem>
 #include <limits>
@@ -268,19 +269,40 @@ void apply_override(toml::table& root, const std::string& assignment) {
   std::string part;
   while (std::getline(in, part, '.')) parts.push_back(part);
 
+  const auto is_index = [](const std::string& s) {
+    return !s.empty() && s.size() < 10 && std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
+  };
   toml::node* current = &root;
   for (std::size_t i = 0; i + 1 < parts.size(); ++i) {
     if (auto* table = current->as_table()) {
-      if (!table->contains(parts[i])) table->insert(parts[i], toml::table{});
-      current = table->get(parts[i]);
-    } else if (auto* array = current->as_array()) {
-      std::size_t index = 0;
-      try {
-        index = std::stoul(parts[i]);
-      } catch (const std::exception&) {
-        config_error("--set " + assignment, "'" + parts[i] + "' indexes an array; use a number");
+      // An index after a name addresses an entry of a list such as [[attack]]; creating a table
+      // named "3" would only surface later as an unrelated complaint.
+      const bool indexes_next = i + 2 < parts.size() && is_index(parts[i + 1]);
+      if (!table->contains(parts[i])) {
+        if (indexes_next) {
+          config_error("--set " + assignment,
+                       fmt::format("the file has no list [[{0}]], so there is no entry {1} to change; add [[{0}]] "
+                                   "entries to the file, or add one with --set {0}.plugin=NAME --set {0}.KEY=VALUE",
+                                   parts[i], parts[i + 1]));
+        }
+        table->insert(parts[i], toml::table{});
       }
-      if (index >= array->size()) config_error("--set " + assignment, "array index out of range");
+      current = table->get(parts[i]);
+      if (indexes_next && current->is_table()) {
+        config_error("--set " + assignment,
+                     fmt::format("[{0}] is one table, not a list [[{0}]]; drop the index: --set {0}.{1}", parts[i],
+                                 fmt::join(parts.begin() + static_cast<std::ptrdiff_t>(i) + 2, parts.end(), ".")));
+      }
+    } else if (auto* array = current->as_array()) {
+      if (!is_index(parts[i])) {
+        config_error("--set " + assignment, "'" + parts[i] + "' indexes a list; use a number from 0");
+      }
+      const auto index = std::stoul(parts[i]);
+      if (index >= array->size()) {
+        config_error("--set " + assignment, fmt::format("entry {} does not exist: the list [[{}]] has {} entries, "
+                                                        "numbered from 0",
+                                                        index, parts[i - 1], array->size()));
+      }
       current = array->get(index);
     } else {
       config_error("--set " + assignment, "'" + parts[i] + "' is not a table");

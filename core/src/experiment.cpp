@@ -43,6 +43,10 @@ ComponentSpec component(const toml::table& table, const std::string& what, const
   ComponentSpec spec;
   spec.location = where(table, file);
   const auto* plugin = table.get("plugin");
+  if (!plugin && table.source().begin.line == 0) {
+    config_error(spec.location, what + " is not in the file and --set gave it no plugin: add --set " +
+                                    what.substr(1, what.size() - 2) + ".plugin=NAME, or write the section in the file");
+  }
   if (!plugin) config_error(spec.location, what + " needs a plugin: add plugin = \"name\" (or a path to a .so)");
   if (!plugin->is_string()) config_error(where(*plugin, file), "plugin must be a string");
   spec.plugin = *plugin->value<std::string>();

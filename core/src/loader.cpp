@@ -74,43 +74,76 @@ PluginLibrary::PluginLibrary(const fs::path& path) : path_(path) {
   if (!info_) plugin_error(path.string() + ": bulwark_plugin_info() returned null");
 }
 
-void PluginLibrary::check(std::uint32_t expected_kind) const {
-  const auto& path = path_;
+namespace {
+
+// A schema the host can validate against: each entry named once, of a known type, with a range
+// that is one, and a default (when given) that is a value of its type inside that range.
+void check_option_schema(const struct bulwark_plugin_info& info, const std::string& where) {
+  if (info.num_options == 0) return;
+  if (!info.options) plugin_error(where + " declares " + std::to_string(info.num_options) + " options but no table");
+  std::set<std::string> names;
+  std::vector<OptionSpec> with_default;
+  for (std::uint32_t i = 0; i < info.num_options; ++i) {
+    const auto& spec = info.options[i];
+    const auto entry = where + ": option " + std::to_string(i) +
+                       (spec.name ? " '" + std::string(spec.name) + "'" : std::string());
+    if (!spec.name || !*spec.name) plugin_error(entry + " has no name");
+    if (!names.insert(spec.name).second) plugin_error(entry + " is declared twice");
+    if (spec.type > BULWARK_OPT_LIST) plugin_error(entry + " has unknown type " + std::to_string(spec.type));
+    if (!(spec.min <= spec.max)) plugin_error(entry + " has an empty range [min, max]");
+    if (spec.default_value) with_default.push_back(spec);
+  }
+  try {
+    options_from_string("", with_default, where);
+  } catch (const Error& e) {
+    plugin_error(std::string(e.what()) + "; fix the plugin's option table");
+  }
+}
+
+}  // namespace
+
+void check_plugin_info(const struct bulwark_plugin_info& info, const fs::path& path, std::uint32_t expected_kind) {
   // Keep this order: abi_version is the only field guaranteed to be where we read it.
-  if (info_->abi_version != BULWARK_PLUGIN_ABI_VERSION) {
+  if (info.abi_version != BULWARK_PLUGIN_ABI_VERSION) {
     plugin_error(describe_plugin(path, nullptr) + " was built for plugin ABI " +
-                 std::to_string(info_->abi_version) + "; this bulwark needs ABI " +
+                 std::to_string(info.abi_version) + "; this bulwark needs ABI " +
                  std::to_string(BULWARK_PLUGIN_ABI_VERSION) + ". Rebuild it against this SDK.");
   }
-  if (info_->struct_size < sizeof(struct bulwark_plugin_info)) {
+  if (info.struct_size < sizeof(struct bulwark_plugin_info)) {
     plugin_error(describe_plugin(path, nullptr) + " has a plugin info struct of " +
-                 std::to_string(info_->struct_size) + " bytes; this bulwark expects " +
+                 std::to_string(info.struct_size) + " bytes; this bulwark expects " +
                  std::to_string(sizeof(struct bulwark_plugin_info)) + ". Rebuild it against this SDK.");
   }
-  const auto where = describe_plugin(path, info_->name);
-  if (expected_kind != 0 && info_->kind != expected_kind) {
-    plugin_error(where + " is a " + kind_name(info_->kind) + " plugin, but a " +
+  const auto where = describe_plugin(path, info.name);
+  if (expected_kind != 0 && info.kind != expected_kind) {
+    plugin_error(where + " is a " + kind_name(info.kind) + " plugin, but a " +
                  kind_name(expected_kind) + " was requested here.");
   }
-  if (std::string(info_->torch_version ? info_->torch_version : "") != TORCH_VERSION) {
+  if (std::string(info.torch_version ? info.torch_version : "") != TORCH_VERSION) {
     plugin_error(where + " was built with LibTorch " +
-                 (info_->torch_version ? info_->torch_version : "?") + "; this bulwark uses " +
+                 (info.torch_version ? info.torch_version : "?") + "; this bulwark uses " +
                  TORCH_VERSION + ". Rebuild it against this installation.");
   }
-  if (info_->glibcxx_cxx11_abi != _GLIBCXX_USE_CXX11_ABI) {
+  if (info.glibcxx_cxx11_abi != _GLIBCXX_USE_CXX11_ABI) {
     plugin_error(where + " was built with _GLIBCXX_USE_CXX11_ABI=" +
-                 std::to_string(info_->glibcxx_cxx11_abi) + "; this bulwark uses " +
+                 std::to_string(info.glibcxx_cxx11_abi) + "; this bulwark uses " +
                  std::to_string(_GLIBCXX_USE_CXX11_ABI) + ". Rebuild it with the same flag.");
   }
-  if (std::string(info_->compiler ? info_->compiler : "") != BULWARK_COMPILER_ID) {
-    plugin_error(where + " was built with " + (info_->compiler ? info_->compiler : "?") +
+  if (std::string(info.compiler ? info.compiler : "") != BULWARK_COMPILER_ID) {
+    plugin_error(where + " was built with " + (info.compiler ? info.compiler : "?") +
                  "; this bulwark was built with " + BULWARK_COMPILER_ID +
                  ". C++ plugins must use the host's compiler; rebuild it.");
   }
-  if (!info_->name || !info_->create || !info_->destroy) {
+  if (!info.name || !*info.name || !info.create || !info.destroy) {
     plugin_error(path.string() + ": plugin info lacks a name, create or destroy function");
   }
+  if (info.kind < BULWARK_KIND_DATASET || info.kind > BULWARK_KIND_PRIVACY) {
+    plugin_error(where + " declares unknown kind " + std::to_string(info.kind) + "; rebuild it against this SDK");
+  }
+  check_option_schema(info, where);
 }
+
+void PluginLibrary::check(std::uint32_t expected_kind) const { check_plugin_info(*info_, path_, expected_kind); }
 
 std::vector<OptionSpec> PluginLibrary::option_specs() const {
   return {info_->options, info_->options + info_->num_options};

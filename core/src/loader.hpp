@@ -23,6 +23,13 @@ const char* kind_name(std::uint32_t kind);
 /// names as the source folders under plugins/).
 const char* kind_folder(std::uint32_t kind);
 
+/// The handshake on a plugin's info struct: ABI version, struct size, kind (when `expected_kind`
+/// != 0), LibTorch version, compiler, C++11 ABI, then the option schema (names unique, types known,
+/// min <= max, defaults valid). Throws Error(Plugin) with a message that says what to rebuild or
+/// fix; `path` names the library in it.
+void check_plugin_info(const struct bulwark_plugin_info& info, const std::filesystem::path& path,
+                       std::uint32_t expected_kind);
+
 /// A loaded, checked plugin library. Held by shared_ptr; never unloaded during a run: the
 /// registry that owns the libraries lives in main() and dies last (tensors and exceptions can
 /// carry plugin code).
@@ -32,8 +39,7 @@ class PluginLibrary {
   /// the file cannot be loaded or is not a Bulwark plugin. Runs no plugin code but the entry.
   explicit PluginLibrary(const std::filesystem::path& path);
 
-  /// The handshake: ABI version, struct size, kind (when `expected_kind` != 0), LibTorch version,
-  /// compiler, C++11 ABI. Throws Error(Plugin) with a message that says what to rebuild.
+  /// check_plugin_info() on this library's info.
   void check(std::uint32_t expected_kind) const;
 
   /// Only abi_version may be read before check() passed.

@@ -1,10 +1,12 @@
 // Tabular classification data from CSV files (UCI Adult, Wisconsin breast cancer, ...).
 //
 // Encoding, learned from the training rows only and applied unchanged to the test rows:
-//   numeric column j (every present value parses as a number):  x_j = (v - mean_j) / std_j
-//     (population std; a constant column gives 0)
-//   other columns: one-hot over the categories seen in training, sorted; an unseen test value is
-//     all zeros
+//   numeric column j (every feature column not declared categorical):  x_j = (v - mean_j) / std_j
+//     (population std; a constant column gives 0). Every present cell must be a finite number in
+//     float range; anything else ("abc", "nan", "1e999") is an error at file:line:column, never a
+//     silent switch to categories.
+//   categorical columns (declared with `categorical`): one-hot over the categories seen in
+//     training, sorted; an unseen test value is all zeros
 //   label: the distinct label strings, whitespace and one trailing '.' removed (Adult's test file
 //     writes ">50K."), sorted (numerically when all are numbers) -> 0..C-1
 // Missing values ('?' or an empty field): missing = "drop" removes the row; "zero" keeps it with
@@ -24,6 +26,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <string>
 #include <unordered_map>
@@ -60,6 +63,10 @@ constexpr bulwark::OptionSpec kOptions[] = {
      nullptr},
     {"missing", bulwark::OptType::String, "\"drop\"", -bulwark::kInf, bulwark::kInf,
      "Rows with a missing value ('?' or empty): drop them, or zero the feature.", "drop|zero"},
+    {"categorical", bulwark::OptType::String, "\"\"", -bulwark::kInf, bulwark::kInf,
+     "Feature columns to one-hot encode, comma-separated header names or 0-based indices "
+     "(\"workclass, education\"). Every other feature column must hold numbers.",
+     nullptr},
 };
 
 [[noreturn]] void data_error(const std::string& message) {
@@ -72,12 +79,14 @@ std::string trim(const std::string& s) {
   return s.substr(first, s.find_last_not_of(" \t\r\n") - first + 1);
 }
 
+// A finite number that a float feature can hold.
 bool parse_number(const std::string& s, double& value) {
   if (s.empty()) return false;
   char* end = nullptr;
   errno = 0;
   value = std::strtod(s.c_str(), &end);
-  return end == s.c_str() + s.size() && errno != ERANGE && std::isfinite(value);
+  return end == s.c_str() + s.size() && errno != ERANGE && std::isfinite(value) &&
+         std::fabs(value) <= std::numeric_limits<float>::max();
 }
 
 bool is_missing(const std::string& cell) { return cell.empty() || cell == "?"; }
@@ -90,17 +99,25 @@ std::string label_text(const std::string& cell) {
 
 struct Table {
   std::string file;
+  char delimiter = ',';
   std::vector<std::string> columns;
   std::vector<std::vector<std::string>> rows;
   std::vector<std::int64_t> lines;  // 1-based line of each row, for messages
 };
 
 // Splits one line at `delimiter`, honouring double quotes ("a, b" and "" for a quote); unquoted
-// fields are trimmed.
-std::vector<std::string> split_line(const std::string& line, char delimiter) {
+// fields are trimmed. `starts`, when given, receives each field's 1-based character column.
+std::vector<std::string> split_line(const std::string& line, char delimiter,
+                                    std::vector<std::size_t>* starts = nullptr) {
   std::vector<std::string> fields;
   std::string field;
   bool quoted = false, was_quoted = false;
+  const auto mark_start = [&](std::size_t from) {
+    if (!starts) return;
+    while (from < line.size() && (line[from] == ' ' || line[from] == '\t')) ++from;
+    starts->push_back(from + 1);
+  };
+  mark_start(0);
   for (std::size_t i = 0; i < line.size(); ++i) {
     const char c = line[i];
     if (quoted) {
@@ -119,6 +136,7 @@ std::vector<std::string> split_line(const std::string& line, char delimiter) {
       fields.push_back(was_quoted ? field : trim(field));
       field.clear();
       was_quoted = false;
+      mark_start(i + 1);
     } else {
       field += c;
     }
@@ -135,6 +153,7 @@ Table read_table(const std::string& path, bool header, char delimiter, const std
   }
   Table table;
   table.file = path;
+  table.delimiter = delimiter;
   std::string line;
   std::int64_t number = 0;
   while (std::getline(in, line)) {
@@ -176,6 +195,60 @@ std::size_t find_label_column(const Table& table, const std::string& wanted) {
              c10::Join(", ", table.columns) + "); set label_column");
 }
 
+// The 1-based character column of field `field` on line `line` of the table's file (read again:
+// only error messages need it).
+std::size_t character_column(const Table& table, std::int64_t line, std::size_t field) {
+  std::ifstream in(table.file, std::ios::binary);
+  std::string text;
+  for (std::int64_t k = 0; k < line && std::getline(in, text); ++k) {
+  }
+  std::vector<std::size_t> starts;
+  split_line(text, table.delimiter, &starts);
+  return field < starts.size() ? starts[field] : 1;
+}
+
+[[noreturn]] void not_a_number(const Table& table, std::size_t row, std::size_t field) {
+  const auto& name = table.columns[field];
+  data_error(table.file + ":" + std::to_string(table.lines[row]) + ":" +
+             std::to_string(character_column(table, table.lines[row], field)) + ": column '" +
+             name + "' expected a finite number, found '" + table.rows[row][field] +
+             "'; fix the cell, mark it missing with '?', or declare the column categorical "
+             "(categorical = \"" +
+             name + "\")");
+}
+
+// The fields named by `categorical` (header names or 0-based indices, comma-separated).
+std::vector<bool> categorical_fields(const Table& table, const std::string& categorical,
+                                     std::size_t label) {
+  std::vector<bool> is_categorical(table.columns.size(), false);
+  std::size_t from = 0;
+  while (from <= categorical.size()) {
+    auto comma = categorical.find(',', from);
+    if (comma == std::string::npos) comma = categorical.size();
+    const auto wanted = trim(categorical.substr(from, comma - from));
+    from = comma + 1;
+    if (wanted.empty()) continue;
+    auto named = std::find(table.columns.begin(), table.columns.end(), wanted);
+    std::size_t field = named - table.columns.begin();
+    const bool digits = std::all_of(wanted.begin(), wanted.end(),
+                                    [](unsigned char c) { return std::isdigit(c); });
+    if (named == table.columns.end() && digits && wanted.size() < 10) field = std::stoull(wanted);
+    if (field >= table.columns.size()) {
+      throw bulwark::Error(bulwark::ErrorKind::Config,
+                           "csv: categorical column '" + wanted + "' is not a column of " +
+                               table.file + " (columns: " + c10::Join(", ", table.columns) +
+                               "); name a header or give a 0-based index");
+    }
+    if (field == label) {
+      throw bulwark::Error(bulwark::ErrorKind::Config,
+                           "csv: categorical names the label column '" + table.columns[field] +
+                               "'; labels are always classes, list only feature columns");
+    }
+    is_categorical[field] = true;
+  }
+  return is_categorical;
+}
+
 // What training taught us about one feature column.
 struct Column {
   std::size_t field;  // position in the row
@@ -191,22 +264,21 @@ struct Rows {
   std::vector<std::size_t> index;  // which rows of the table
 };
 
-std::vector<Column> learn_columns(const Rows& train, std::size_t label, std::size_t fields) {
+std::vector<Column> learn_columns(const Rows& train, std::size_t label,
+                                  const std::vector<bool>& is_categorical) {
   std::vector<Column> columns;
   std::int64_t offset = 0;
-  for (std::size_t j = 0; j < fields; ++j) {
+  for (std::size_t j = 0; j < is_categorical.size(); ++j) {
     if (j == label) continue;
     Column column;
     column.field = j;
+    column.numeric = !is_categorical[j];
     std::vector<double> values;
     double value = 0.0;
     for (auto r : train.index) {
       const auto& cell = train.table->rows[r][j];
-      if (is_missing(cell)) continue;
-      if (!parse_number(cell, value)) {
-        column.numeric = false;
-        break;
-      }
+      if (!column.numeric || is_missing(cell)) continue;
+      if (!parse_number(cell, value)) not_a_number(*train.table, r, j);
       values.push_back(value);
     }
     if (column.numeric && !values.empty()) {
@@ -253,11 +325,7 @@ torch::Tensor encode(const Rows& rows, const std::vector<Column>& columns, std::
       } else if (parse_number(cell, value)) {
         x[column.offset] = static_cast<float>((value - column.mean) / column.scale);
       } else {
-        data_error(rows.table->file + ":" + std::to_string(rows.table->lines[r]) + ": column '" +
-                   rows.table->columns[column.field] +
-                   "' expected a number (it is numeric in the "
-                   "training rows), found '" +
-                   cell + "'; fix the value or mark it missing with '?'");
+        not_a_number(*rows.table, r, column.field);
       }
     }
   }
@@ -292,7 +360,8 @@ class CsvDataset final : public bulwark::DatasetLoader {
         label_column_(options.get<std::string>("label_column")),
         header_(options.get<bool>("header")),
         comment_(options.get<std::string>("comment")),
-        drop_missing_(options.get<std::string>("missing") == "drop") {
+        drop_missing_(options.get<std::string>("missing") == "drop"),
+        categorical_(options.get<std::string>("categorical")) {
     const auto delimiter = options.get<std::string>("delimiter");
     if (delimiter.size() != 1) {
       throw bulwark::Error(bulwark::ErrorKind::Config,
@@ -327,7 +396,8 @@ class CsvDataset final : public bulwark::DatasetLoader {
       test = hold_out(train, context.seed);
     }
 
-    const auto columns = learn_columns(train, label, train_table.columns.size());
+    const auto columns =
+        learn_columns(train, label, categorical_fields(train_table, categorical_, label));
     const std::int64_t width = columns.empty() ? 0 : columns.back().offset + columns.back().width();
     if (width == 0) {
       data_error(path_ +
@@ -432,6 +502,7 @@ class CsvDataset final : public bulwark::DatasetLoader {
   bool header_;
   std::string comment_;
   bool drop_missing_;
+  std::string categorical_;
   char delimiter_ = ',';
 };
 
@@ -440,8 +511,10 @@ class CsvDataset final : public bulwark::DatasetLoader {
 BULWARK_PLUGIN(bulwark::DatasetLoader, CsvDataset, "csv", "1.0.0",
                "Tabular CSV data (UCI Adult, breast cancer, ...): one-hot + standardised features",
                "Reads a CSV training file and a test file (or holds out a seeded test_fraction). "
-               "Numeric columns are standardised with the training mean and std, other columns "
-               "one-hot encoded over the training categories (unseen = all zeros), labels mapped "
+               "Numeric columns are standardised with the training mean and std, the columns "
+               "declared in `categorical` one-hot encoded over the training categories (unseen = "
+               "all zeros); a cell that is not a finite number in a numeric column is an error at "
+               "file:line:column. Labels are mapped "
                "to 0..C-1 in sorted order after stripping a trailing '.', as UCI Adult's test file "
                "needs (Dua and Graff, UCI Machine Learning Repository, 2019; Adult as used in Li "
                "et al., ICLR 2020). Ragged rows, missing label columns and files without data are "

@@ -137,6 +137,35 @@ TEST_CASE("--set overrides any key, creating tables and parsing TOML values") {
   CHECK_THROWS_WITH_AS(load_experiment(file, {"clients.batch_size"}), doctest::Contains("expected key=value"), Error);
 }
 
+TEST_CASE("--set into attacks the file does not have says so, naming the assignment") {
+  auto file = write_experiment("override_attacks", "[data]\nplugin = \"synthetic\"\n");
+  // Before: each of these said "[attack] needs a plugin", as if the file were wrong.
+  CHECK_THROWS_WITH_AS(load_experiment(file, {"attack.3.byzantine=1"}),
+                       doctest::Contains("--set attack.3.byzantine=1: the file has no list [[attack]], so there is "
+                                         "no entry 3 to change"),
+                       Error);
+  CHECK_THROWS_WITH_AS(load_experiment(file, {"attack.byzantine=1"}),
+                       doctest::Contains("[attack] is not in the file and --set gave it no plugin: add --set "
+                                         "attack.plugin=NAME"),
+                       Error);
+  auto config = load_experiment(file, {"attack.byzantine=1", "attack.plugin=sign_flip"});
+  REQUIRE(config.attacks.size() == 1);
+  CHECK(config.attacks[0].component.plugin == "sign_flip");
+
+  auto one = write_experiment("override_one", "[data]\nplugin = \"synthetic\"\n[attack]\nplugin = \"nan\"\n");
+  CHECK_THROWS_WITH_AS(load_experiment(one, {"attack.0.byzantine=1"}),
+                       doctest::Contains("[attack] is one table, not a list [[attack]]; drop the index: --set "
+                                         "attack.byzantine"),
+                       Error);
+  auto two = write_experiment("override_two", "[data]\nplugin = \"synthetic\"\n[[attack]]\nplugin = \"nan\"\n"
+                                              "[[attack]]\nplugin = \"inf\"\n");
+  CHECK(load_experiment(two, {"attack.1.byzantine=2"}).attacks[1].schedule.get<std::int64_t>("byzantine") == 2);
+  CHECK_THROWS_WITH_AS(load_experiment(two, {"attack.2.byzantine=1"}),
+                       doctest::Contains("entry 2 does not exist: the list [[attack]] has 2 entries"), Error);
+  CHECK_THROWS_WITH_AS(load_experiment(two, {"attack.x.byzantine=1"}), doctest::Contains("use a number from 0"),
+                       Error);
+}
+
 TEST_CASE("attack schedules and plugin options are split") {
   auto file = write_experiment("attack",
                                "[data]\nplugin = \"synthetic\"\n"

@@ -52,7 +52,7 @@ TEST_CASE("csv: numeric columns standardised, categorical one-hot, labels sorted
   bulwark::test::write_file(dir / "test.csv",
                             "|1x3 Cross validator\nage, color, income\n25, green, <=50K.\n\n"
                             "40, blue, >50K.\n");
-  auto data = load(paths(dir / "train.csv", dir / "test.csv"));
+  auto data = load(paths(dir / "train.csv", dir / "test.csv") + "categorical = \"color\"");
   // age: mean 30, population std sqrt(200 / 3) = 8.16497; features [age, color=blue, color=red].
   const float z = 10.0f / std::sqrt(200.0f / 3.0f);  // 1.22474
   auto expected_train = torch::tensor({-z, 0.f, 1.f, 0.f, 1.f, 0.f, z, 0.f, 1.f}).view({3, 3});
@@ -70,13 +70,13 @@ TEST_CASE("csv: numeric columns standardised, categorical one-hot, labels sorted
 
 TEST_CASE("csv: numeric labels sort numerically; label_column by index without a header") {
   auto path = write("numeric", "data.csv", "1.5,a,10\n2.5,b,2\n3.5,a,1\n");
-  auto last = load(paths(path, path) + "header = false");
+  auto last = load(paths(path, path) + "header = false\ncategorical = \"1\"");
   // Labels 10, 2, 1 sorted as numbers: 1 -> 0, 2 -> 1, 10 -> 2.
   CHECK(torch::equal(last.train_labels, torch::tensor({2, 1, 0}, torch::kLong)));
   CHECK(last.num_classes == 3);
   CHECK(last.input_shape == std::vector<std::int64_t>{3});  // x0, c=a, c=b
 
-  auto first = load(paths(path, path) + "header = false\nlabel_column = \"0\"");
+  auto first = load(paths(path, path) + "header = false\nlabel_column = \"0\"\ncategorical = \"1\"");
   CHECK(torch::equal(first.train_labels, torch::tensor({0, 1, 2}, torch::kLong)));
   // Features: c=a, c=b, then column 2 (10, 2, 1) standardised: mean 13/3.
   CHECK(first.train_inputs[0][0].item<float>() == 1.0f);
@@ -105,7 +105,7 @@ TEST_CASE("csv: a ragged row is reported with file, line, expected and found") {
 
 TEST_CASE("csv: quoted fields may hold the delimiter") {
   auto path = write("quoted", "q.csv", "name,x,y\n\"Smith, J\",1,a\n\"O\"\"Brien\",2,b\n");
-  auto data = load(paths(path, path));
+  auto data = load(paths(path, path) + "categorical = \"name\"");
   CHECK(data.input_shape == std::vector<std::int64_t>{3});  // 2 names + x
   CHECK(data.train_inputs[0][1].item<float>() == 1.0f);     // "Smith, J" sorts after "O\"Brien"
 }
@@ -113,7 +113,8 @@ TEST_CASE("csv: quoted fields may hold the delimiter") {
 TEST_CASE("csv: missing values are dropped or zeroed; a missing label always drops the row") {
   auto path = write("missing", "m.csv", "x,c,y\n1,?,a\n2,u,b\n?,v,a\n4,u,a\n6,v,b\n5,u,?\n");
   // drop: rows (2,u,b), (4,u,a), (6,v,b); x mean 4, std sqrt(8 / 3) = 1.63299.
-  auto dropped = load(paths(path, path));
+  const auto options = paths(path, path) + "categorical = \"c\"\n";
+  auto dropped = load(options);
   const float z = 2.0f / std::sqrt(8.0f / 3.0f);  // 1.22474
   CHECK(torch::allclose(dropped.train_inputs,
                         torch::tensor({-z, 1.f, 0.f, 0.f, 1.f, 0.f, z, 0.f, 1.f}).view({3, 3}),
@@ -122,7 +123,7 @@ TEST_CASE("csv: missing values are dropped or zeroed; a missing label always dro
 
   // zero: every row but the unlabelled one; x stats over the present 1, 2, 4, 6: mean 3.25,
   // std sqrt(14.75 / 4) = 1.92029. A missing x is 0 (the mean); a missing c has no category.
-  auto zeroed = load(paths(path, path) + "missing = \"zero\"");
+  auto zeroed = load(options + "missing = \"zero\"");
   CHECK(zeroed.train_inputs.size(0) == 5);
   CHECK(torch::equal(zeroed.train_labels, torch::tensor({0, 1, 0, 0, 1}, torch::kLong)));
   const float sd = std::sqrt(14.75f / 4.0f);
@@ -165,8 +166,45 @@ TEST_CASE("csv: text in a numeric column of the test file is an error with file 
   bulwark::test::write_file(dir / "train.csv", "age,y\n1,yes\n2,no\n");
   bulwark::test::write_file(dir / "test.csv", "age,y\nold,yes\n");
   auto message = load_error(paths(dir / "train.csv", dir / "test.csv"));
-  CHECK(message.find("test.csv:2: column 'age' expected a number") != std::string::npos);
-  CHECK(message.find("found 'old'") != std::string::npos);
+  CHECK(message.find("test.csv:2:1: column 'age' expected a finite number, found 'old'") !=
+        std::string::npos);
+}
+
+TEST_CASE("csv: a bad cell in a numeric column is an error at file:line:column, never categories") {
+  // Before: one 'abc' turned the column into one-hot categories and training went on silently.
+  for (const std::string cell : {"abc", "nan", "1e999", "-inf", "1e39"}) {
+    CAPTURE(cell);
+    auto path = write("bad-cell", "cells.csv", "a, b,y\n1, 2,p\n3,  " + cell + ",q\n5, 6,p\n");
+    auto message = load_error(paths(path, path));
+    CHECK(message.find("cells.csv:3:5: column 'b' expected a finite number, found '" + cell + "'") !=
+          std::string::npos);
+    CHECK(message.find("categorical = \"b\"") != std::string::npos);
+  }
+  // A quoted cell: the column is the opening quote's.
+  auto quoted = write("bad-quoted", "q.csv", "a,b,y\n1,\"x, y\",p\n");
+  CHECK(load_error(paths(quoted, quoted)).find("q.csv:2:3: column 'b'") != std::string::npos);
+}
+
+TEST_CASE("csv: categorical names columns that exist and never the label") {
+  auto path = write("declared", "d.csv", "x,kind,y\n1,a,p\n2,b,q\n");
+  auto by_index = load(paths(path, path) + "categorical = \" 1 \"");
+  CHECK(by_index.input_shape == std::vector<std::int64_t>{3});
+
+  const auto error = [&](const std::string& categorical) {
+    try {
+      load(paths(path, path) + "categorical = \"" + categorical + "\"");
+    } catch (const bulwark::Error& e) {
+      CHECK(e.kind() == bulwark::ErrorKind::Config);
+      return std::string(e.what());
+    }
+    FAIL("expected a bulwark::Error");
+    return std::string();
+  };
+  CHECK(error("kind, colour").find("categorical column 'colour' is not a column of") !=
+        std::string::npos);
+  CHECK(error("kind, colour").find("columns: x, kind, y") != std::string::npos);
+  CHECK(error("7").find("'7' is not a column") != std::string::npos);
+  CHECK(error("y").find("names the label column 'y'") != std::string::npos);
 }
 
 TEST_CASE("csv: files without data rows are errors") {
