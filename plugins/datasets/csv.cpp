@@ -28,6 +28,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -181,15 +182,22 @@ Table read_table(const std::string& path, bool header, char delimiter, const std
   return table;
 }
 
-std::size_t find_label_column(const Table& table, const std::string& wanted) {
-  if (wanted.empty()) return table.columns.size() - 1;
+// A column named by its header or by a 0-based index written as text ("14").
+std::optional<std::size_t> find_column(const Table& table, const std::string& wanted) {
   const auto named = std::find(table.columns.begin(), table.columns.end(), wanted);
   if (named != table.columns.end()) return named - table.columns.begin();
-  const bool digits =
-      std::all_of(wanted.begin(), wanted.end(), [](unsigned char c) { return std::isdigit(c); });
+  const bool digits = !wanted.empty() && std::all_of(wanted.begin(), wanted.end(), [](unsigned char c) {
+    return std::isdigit(c);
+  });
   if (digits && wanted.size() < 10 && std::stoull(wanted) < table.columns.size()) {
     return std::stoull(wanted);
   }
+  return std::nullopt;
+}
+
+std::size_t find_label_column(const Table& table, const std::string& wanted) {
+  if (wanted.empty()) return table.columns.size() - 1;
+  if (const auto field = find_column(table, wanted)) return *field;
   data_error(table.file + ": label column '" + wanted + "' not found (expected a column name or " +
              "a 0-based index below " + std::to_string(table.columns.size()) + "; columns: " +
              c10::Join(", ", table.columns) + "); set label_column");
@@ -200,8 +208,8 @@ std::size_t find_label_column(const Table& table, const std::string& wanted) {
 std::size_t character_column(const Table& table, std::int64_t line, std::size_t field) {
   std::ifstream in(table.file, std::ios::binary);
   std::string text;
-  for (std::int64_t k = 0; k < line && std::getline(in, text); ++k) {
-  }
+  std::int64_t at = 0;
+  while (at < line && std::getline(in, text)) ++at;
   std::vector<std::size_t> starts;
   split_line(text, table.delimiter, &starts);
   return field < starts.size() ? starts[field] : 1;
@@ -228,23 +236,19 @@ std::vector<bool> categorical_fields(const Table& table, const std::string& cate
     const auto wanted = trim(categorical.substr(from, comma - from));
     from = comma + 1;
     if (wanted.empty()) continue;
-    auto named = std::find(table.columns.begin(), table.columns.end(), wanted);
-    std::size_t field = named - table.columns.begin();
-    const bool digits = std::all_of(wanted.begin(), wanted.end(),
-                                    [](unsigned char c) { return std::isdigit(c); });
-    if (named == table.columns.end() && digits && wanted.size() < 10) field = std::stoull(wanted);
-    if (field >= table.columns.size()) {
+    const auto field = find_column(table, wanted);
+    if (!field) {
       throw bulwark::Error(bulwark::ErrorKind::Config,
                            "csv: categorical column '" + wanted + "' is not a column of " +
                                table.file + " (columns: " + c10::Join(", ", table.columns) +
                                "); name a header or give a 0-based index");
     }
-    if (field == label) {
+    if (*field == label) {
       throw bulwark::Error(bulwark::ErrorKind::Config,
-                           "csv: categorical names the label column '" + table.columns[field] +
+                           "csv: categorical names the label column '" + table.columns[*field] +
                                "'; labels are always classes, list only feature columns");
     }
-    is_categorical[field] = true;
+    is_categorical[*field] = true;
   }
   return is_categorical;
 }
@@ -275,9 +279,10 @@ std::vector<Column> learn_columns(const Rows& train, std::size_t label,
     column.numeric = !is_categorical[j];
     std::vector<double> values;
     double value = 0.0;
-    for (auto r : train.index) {
+    for (std::size_t k = 0; column.numeric && k < train.index.size(); ++k) {
+      const auto r = train.index[k];
       const auto& cell = train.table->rows[r][j];
-      if (!column.numeric || is_missing(cell)) continue;
+      if (is_missing(cell)) continue;
       if (!parse_number(cell, value)) not_a_number(*train.table, r, j);
       values.push_back(value);
     }
