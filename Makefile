@@ -37,18 +37,20 @@ bench: build
 	  echo "== mpi_scaling.sh"; BULWARK=$(BUILD_DIR)/bin/bulwark bench/mpi_scaling.sh || exit 1; fi
 
 # The whole test suite under AddressSanitizer + UndefinedBehaviorSanitizer (docs/reliability.md):
-# a separate build folder, any report fails the test that triggered it. LibTorch and Open MPI are
-# not instrumented; their own one-off allocations are not ours to report (scripts/lsan.supp).
+# a separate build folder, any report fails the test that triggered it (LibTorch and Open MPI are
+# not instrumented). The mpirun tests run without the leak check: Open MPI leaks at exit from
+# components it has unloaded by then, so those reports cannot even be told apart by library.
 ASAN_DIR ?= build-asan
 SANITIZE = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g1
+ASAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:detect_odr_violation=0:verify_asan_link_order=0 \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 test-asan: deps
 	@if [ ! -f $(ASAN_DIR)/build.ninja ]; then \
 	  cmake -S . -B $(ASAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release -DBULWARK_BUILD_BENCH=OFF \
 	    -DCMAKE_CXX_FLAGS="$(SANITIZE)"; fi
 	cmake --build $(ASAN_DIR) -j $(JOBS)
-	cd $(ASAN_DIR) && ASAN_OPTIONS=$(ASAN_OPTIONS_RUN) LSAN_OPTIONS=suppressions=$(CURDIR)/scripts/lsan.supp \
-	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(JOBS)
-ASAN_OPTIONS_RUN = detect_leaks=1:abort_on_error=0:detect_odr_violation=0:verify_asan_link_order=0
+	cd $(ASAN_DIR) && $(ASAN_ENV) ctest --output-on-failure -j $(JOBS) -LE mpi
+	cd $(ASAN_DIR) && $(subst detect_leaks=1,detect_leaks=0,$(ASAN_ENV)) ctest --output-on-failure -j $(JOBS) -L mpi
 
 # libFuzzer on every reader (tests/fuzz): FUZZ_SECONDS per harness, clang with ASan + UBSan, in
 # its own build folder. Findings land in $(FUZZ_DIR)/findings; fixed ones go to tests/fuzz/corpus.

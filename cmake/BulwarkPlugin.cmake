@@ -53,7 +53,11 @@ function(bulwark_add_plugin name)
     CXX_VISIBILITY_PRESET hidden VISIBILITY_INLINES_HIDDEN ON
     LIBRARY_OUTPUT_DIRECTORY ${BULWARK_PLUGIN_OUTPUT_DIR}/${folder}
     INSTALL_RPATH "$ORIGIN/../.." INSTALL_RPATH_USE_LINK_PATH ON)
-  target_link_options(${name} PRIVATE LINKER:-z,defs)
+  # Clang keeps its sanitizer runtimes in the executable (`make fuzz`), so a sanitized plugin has
+  # those symbols unresolved until it is loaded.
+  if(NOT (CMAKE_CXX_COMPILER_ID MATCHES "Clang" AND CMAKE_CXX_FLAGS MATCHES "-fsanitize"))
+    target_link_options(${name} PRIVATE LINKER:-z,defs)
+  endif()
   if(BULWARK_PLUGIN_PCH_TARGET AND TARGET ${BULWARK_PLUGIN_PCH_TARGET})
     target_precompile_headers(${name} REUSE_FROM ${BULWARK_PLUGIN_PCH_TARGET})
   endif()

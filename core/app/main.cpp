@@ -78,6 +78,31 @@ void print_options(const std::vector<OptionSpec>& specs) {
   }
 }
 
+// Lower bounds said in one line (CLI11's NonNegativeNumber prints the largest double in full).
+const CLI::Validator not_negative(
+    [](std::string& text) {
+      const double value = std::strtod(text.c_str(), nullptr);
+      return value >= 0 ? std::string() : "must be >= 0, found " + text;
+    },
+    "NONNEGATIVE");
+const CLI::Validator positive(
+    [](std::string& text) {
+      const double value = std::strtod(text.c_str(), nullptr);
+      return value > 0 && std::isfinite(value) ? std::string() : "must be a finite number > 0, found " + text;
+    },
+    "POSITIVE");
+
+/// `bulwark frobnicate`: CLI11 would say only that a subcommand is required.
+void check_command_name(const CLI::App& app, int argc, char** argv) {
+  if (argc < 2 || argv[1][0] == '-') return;
+  std::vector<std::string> names;
+  for (const auto* command : app.get_subcommands([](const CLI::App*) { return true; })) names.push_back(command->get_name());
+  if (std::find(names.begin(), names.end(), argv[1]) != names.end()) return;
+  std::string message = fmt::format("unknown command '{}'", argv[1]);
+  if (auto guess = nearest(argv[1], names)) message += fmt::format("; did you mean '{}'?", *guess);
+  throw CLI::ValidationError(message + fmt::format(" (commands: {})", fmt::join(names, ", ")));
+}
+
 enum class Verbosity { Quiet, Normal, Verbose };
 
 struct RunFlags {
@@ -455,7 +480,8 @@ int main(int argc, char** argv) {
   run->add_option("file", file, "Experiment TOML file")->required();
   run->add_option("--out", flags.out, "Output folder (default: [experiment] output, else runs/<name>)");
   run->add_option("--set", overrides, "Override a key, e.g. --set clients.batch_size=32")->take_all();
-  run->add_option("--threads", flags.threads, "Worker threads (default: [experiment] threads); a study splits them among its jobs");
+  run->add_option("--threads", flags.threads, "Worker threads (default: [experiment] threads, 0 = all cores); a study splits them among its jobs")
+      ->check(CLI::Range(0, 1024));
   run->add_option("--jobs,-j", flags.jobs, "Study cells run at once (a file with [sweep])")->check(CLI::Range(1, 1024));
   run->add_flag("--resume", flags.resume,
                 "Continue an interrupted run from its checkpoint (studies always resume: finished cells are skipped)");
@@ -482,25 +508,28 @@ int main(int argc, char** argv) {
   aggregate->add_option("--updates", aggregate_query.updates, "U.npy: float32/float64 [n, d], C order")->required();
   aggregate->add_option("--weights", aggregate_query.weights, "w.npy: [n] row weights (default: all 1)");
   aggregate->add_option("--set", aggregate_query.options, "A plugin option, e.g. --set f=2")->take_all();
-  aggregate->add_option("--byzantine", aggregate_query.byzantine, "Declared Byzantine bound given to the rule's context (rules whose f = -1 use it)");
-  aggregate->add_option("--seed", aggregate_query.seed, "Seed of the rule's generator (randomised rules such as bucketing)");
+  aggregate->add_option("--byzantine", aggregate_query.byzantine, "Declared Byzantine bound given to the rule's context (rules whose f = -1 use it)")
+      ->check(not_negative);
+  aggregate->add_option("--seed", aggregate_query.seed, "Seed of the rule's generator (randomised rules such as bucketing)")
+      ->check(not_negative);
   aggregate->add_option("--out", aggregate_query.out, "g.npy: the aggregate, float64 when the updates are")->required();
 
   auto* privacy = app.add_subcommand("privacy", "Epsilon of T steps of the subsampled Gaussian mechanism (RDP accountant)");
   privacy->add_option("--sampling-rate,-q", privacy_query.sampling_rate, "Sampling rate q (e.g. B/N)")
       ->required()->check(CLI::Range(0.0, 1.0));
   auto* sigma_option = privacy->add_option("--noise-multiplier,-s", privacy_query.noise_multiplier,
-                                           "Noise multiplier sigma (noise std / L2 sensitivity)")->check(CLI::NonNegativeNumber);
-  privacy->add_option("--steps,-T", privacy_query.steps, "Number of steps T")->required()->check(CLI::NonNegativeNumber);
+                                           "Noise multiplier sigma (noise std / L2 sensitivity)")->check(not_negative);
+  privacy->add_option("--steps,-T", privacy_query.steps, "Number of steps T")->required()->check(not_negative);
   privacy->add_option("--delta", privacy_query.delta, "delta (default 1e-5)");
   privacy->add_option("--target-epsilon", privacy_query.target_epsilon, "Print the noise multiplier that spends this epsilon")
-      ->check(CLI::PositiveNumber)->excludes(sigma_option);
+      ->check(positive)->excludes(sigma_option);
   privacy->add_option("--orders", privacy_query.orders, "RDP orders (default 1.1..10.9 step 0.1 and 12..63)");
   privacy->add_option("--conversion", privacy_query.conversion,
                       "RDP to (epsilon, delta): improved (Balle et al. 2020, Opacus) or standard (Mironov 2017, TF-Privacy)")
       ->check(CLI::IsMember({"improved", "standard"}));
 
   try {
+    check_command_name(app, argc, argv);
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (cluster::rank() != 0) return e.get_exit_code() == 0 ? 0 : 2;  // every rank parsed the same line

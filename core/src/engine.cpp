@@ -150,6 +150,9 @@ struct Engine::Impl {
       restore(checkpoint, checkpoint_file, log, summary);
       first_round = checkpoint.round + 1;
       elapsed_before = checkpoint.elapsed_seconds;
+    } else if (options.resume && options.on_notice) {
+      options.on_notice(fmt::format("--resume: {} holds no checkpoint, so the run starts at round 1",
+                                    out.string()));
     }
 
     std::string recovery = first_round > 1 ? resume_note(checkpoint_file, first_round - 1) : no_checkpoint_note();
@@ -222,7 +225,7 @@ struct Engine::Impl {
                                                    "first",
                                                    out.string()));
       }
-      fs::create_directories(out);
+      create_output_dir(out);
       write_file_atomic(out / "config.toml", plugins.resolved_text() + "\n");
     }
 

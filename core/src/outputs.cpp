@@ -13,8 +13,26 @@
 
 namespace bulwark {
 
+void create_output_dir(const std::filesystem::path& dir) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(dir, ec)) return;
+  for (auto above = dir; !above.empty(); above = above.parent_path()) {
+    if (std::filesystem::exists(above, ec) && !std::filesystem::is_directory(above, ec)) {
+      throw Error(ErrorKind::Config, fmt::format("{}: is a file, not a folder, so the output folder {} cannot be "
+                                                 "made; choose another --out",
+                                                 above.string(), dir.string()));
+    }
+    if (above == above.parent_path()) break;
+  }
+  std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    throw Error(ErrorKind::Config, fmt::format("cannot create the output folder {}: {}; choose another --out",
+                                               dir.string(), ec.message()));
+  }
+}
+
 void write_file_atomic(const std::filesystem::path& path, const std::string& content) {
-  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
+  if (path.has_parent_path()) create_output_dir(path.parent_path());
   auto temporary = path;
   temporary += fmt::format(".tmp.{}", ::getpid());
   {

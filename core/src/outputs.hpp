@@ -11,6 +11,10 @@
 
 namespace bulwark {
 
+/// Creates the folder `dir` (and its parents) for outputs; Error(Config) naming it when a file
+/// stands in the way or it cannot be created (no permission, read-only disk).
+void create_output_dir(const std::filesystem::path& dir);
+
 /// Writes `content` to `path` atomically: a temporary file in the same folder, then rename, so
 /// a reader (or a crash) never sees a half-written file.
 void write_file_atomic(const std::filesystem::path& path, const std::string& content);
