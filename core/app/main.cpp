@@ -15,6 +15,7 @@
 #include <c10/util/Exception.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>  // fmt::join (moved here in fmt 11)
+#include <nlohmann/json.hpp>
 
 #include "accountant.hpp"
 #include "bulwark/error.hpp"
@@ -96,7 +97,8 @@ const CLI::Validator positive(
 void check_command_name(const CLI::App& app, int argc, char** argv) {
   if (argc < 2 || argv[1][0] == '-') return;
   std::vector<std::string> names;
-  for (const auto* command : app.get_subcommands([](const CLI::App*) { return true; })) names.push_back(command->get_name());
+  const auto every = [](const CLI::App*) { return true; };
+  for (const auto* command : app.get_subcommands(every)) names.push_back(command->get_name());
   if (std::find(names.begin(), names.end(), argv[1]) != names.end()) return;
   std::string message = fmt::format("unknown command '{}'", argv[1]);
   if (auto guess = nearest(argv[1], names)) message += fmt::format("; did you mean '{}'?", *guess);
@@ -423,13 +425,14 @@ int command_describe(const std::string& name, const std::string& kind) {
 }
 
 /// `bulwark privacy`: the calculator researchers know from TF-Privacy's compute_dp_sgd_privacy and
-/// Opacus, over the accountant a run uses (accountant.hpp): T steps of the Poisson-subsampled
+/// Opacus, over the accountants a run uses (accountant.hpp): T steps of the Poisson-subsampled
 /// Gaussian mechanism at rate q with noise multiplier σ; or σ for a target ε.
 struct PrivacyQuery {
   double sampling_rate = 0.0, noise_multiplier = -1.0, delta = 1e-5, target_epsilon = 0.0;
   std::int64_t steps = 0;
   std::vector<double> orders;
-  std::string conversion = "improved";
+  std::string accountant = "rdp", conversion = "improved";
+  bool json = false;
 };
 
 int command_privacy(const PrivacyQuery& query) {
@@ -440,24 +443,58 @@ int command_privacy(const PrivacyQuery& query) {
   if (!(query.delta > 0 && query.delta < 1)) {
     throw Error(ErrorKind::Config, fmt::format("--delta = {} must be in (0, 1), e.g. 1e-5", query.delta));
   }
+  const auto kind = parse_accountant(query.accountant);
+  if (kind == AccountantKind::Gdp && !query.orders.empty()) {
+    throw Error(ErrorKind::Config, "--orders are RDP orders; the gdp accountant has none (drop --orders, or use "
+                                   "--accountant rdp)");
+  }
   const auto conversion = parse_conversion(query.conversion);
   auto spent = [&](double sigma) {
+    if (kind == AccountantKind::Gdp) {
+      GdpAccountant accountant;
+      accountant.compose(query.sampling_rate, sigma, query.steps);
+      return std::pair(PrivacySpent{accountant.epsilon(query.delta)}, accountant.mu());
+    }
     RdpAccountant accountant(query.orders);
     accountant.compose(query.sampling_rate, sigma, query.steps);
-    return accountant.spent(query.delta, conversion);
+    return std::pair(accountant.spent(query.delta, conversion), 0.0);
   };
   const bool solve = query.target_epsilon > 0;
-  const double sigma = solve ? solve_noise_multiplier([&](double s) { return spent(s).epsilon; }, query.target_epsilon)
+  const double sigma = solve ? solve_noise_multiplier([&](double s) { return spent(s).first.epsilon; },
+                                                      query.target_epsilon)
                              : query.noise_multiplier;
-  const auto result = spent(sigma);
+  const auto [result, mu] = spent(sigma);
+
+  if (query.json) {
+    // Every number as the shortest text that reads back to the same double: comparisons with
+    // Opacus to the last bit.
+    nlohmann::json out = {{"accountant", query.accountant},     {"sampling_rate", query.sampling_rate},
+                          {"noise_multiplier", sigma},          {"steps", query.steps},
+                          {"delta", query.delta},               {"epsilon", result.epsilon}};
+    if (solve) out["target_epsilon"] = query.target_epsilon;
+    if (kind == AccountantKind::Gdp) {
+      out["mu"] = mu;
+    } else {
+      out["order"] = result.order;
+      out["conversion"] = query.conversion;
+    }
+    fmt::print("{}\n", out.dump());
+    return 0;
+  }
   fmt::print("{:<20} {}\n", "sampling rate q", query.sampling_rate);
   fmt::print("{:<20} {:.6g}{}\n", "noise multiplier", sigma,
              solve ? fmt::format("  (solved for target epsilon {})", query.target_epsilon) : "");
   fmt::print("{:<20} {}\n", "steps", query.steps);
   fmt::print("{:<20} {}\n", "delta", query.delta);
-  fmt::print("{:<20} {:.6g}  (RDP order {}; {} conversion{})\n", "epsilon", result.epsilon, result.order,
-             query.conversion,
-             conversion == EpsilonConversion::Improved ? ", Balle et al. 2020 as in Opacus" : ", Mironov 2017");
+  if (kind == AccountantKind::Gdp) {
+    fmt::print("{:<20} {:.6g}\n", "mu (GDP)", mu);
+    fmt::print("{:<20} {:.6g}  (GDP through the central limit theorem, Bu et al. 2020, as Opacus's "
+               "GaussianAccountant: an approximation)\n", "epsilon", result.epsilon);
+  } else {
+    fmt::print("{:<20} {:.6g}  (RDP order {}; {} conversion{})\n", "epsilon", result.epsilon, result.order,
+               query.conversion,
+               conversion == EpsilonConversion::Improved ? ", Balle et al. 2020 as in Opacus" : ", Mironov 2017");
+  }
   return 0;
 }
 
@@ -524,6 +561,10 @@ int main(int argc, char** argv) {
   privacy->add_option("--target-epsilon", privacy_query.target_epsilon, "Print the noise multiplier that spends this epsilon")
       ->check(positive)->excludes(sigma_option);
   privacy->add_option("--orders", privacy_query.orders, "RDP orders (default 1.1..10.9 step 0.1 and 12..63)");
+  privacy->add_option("--accountant", privacy_query.accountant,
+                      "rdp (Renyi DP, as Opacus's RDPAccountant) or gdp (Gaussian DP through the CLT, as Opacus's GaussianAccountant)")
+      ->check(CLI::IsMember({"rdp", "gdp"}));
+  privacy->add_flag("--json", privacy_query.json, "Print one JSON object, every number to full precision");
   privacy->add_option("--conversion", privacy_query.conversion,
                       "RDP to (epsilon, delta): improved (Balle et al. 2020, Opacus) or standard (Mironov 2017, TF-Privacy)")
       ->check(CLI::IsMember({"improved", "standard"}));

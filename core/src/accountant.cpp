@@ -96,8 +96,20 @@ double log_a_fractional(double q, double sigma, double alpha) {
   return log_add(log_a0, log_a1);
 }
 
-double level_epsilon(const RdpAccountant& accountant, bool used, double delta, EpsilonConversion conversion) {
-  return used ? accountant.spent(delta, conversion).epsilon : std::numeric_limits<double>::quiet_NaN();
+// log Φ(x) of the standard normal CDF, also where Φ(x) underflows (x < −37): there the
+// asymptotic series log φ(x) − log(−x) + log(1 − 1/x² + 3/x⁴), exact to double precision.
+double log_normal_cdf(double x) {
+  if (x > -37) return std::log(0.5 * std::erfc(-x / std::sqrt(2.0)));
+  const double inverse_square = 1 / (x * x);
+  constexpr double kLogTwoPi = 1.8378770664093454836;
+  return -0.5 * x * x - 0.5 * kLogTwoPi - std::log(-x) +
+         std::log1p(-inverse_square + 3 * inverse_square * inverse_square);
+}
+
+// δ(ε) of μ-GDP, in log space for the e^ε factor.
+double gdp_delta(double epsilon, double mu) {
+  return std::exp(log_normal_cdf(-epsilon / mu + mu / 2)) -
+         std::exp(epsilon + log_normal_cdf(-epsilon / mu - mu / 2));
 }
 
 }  // namespace
@@ -184,6 +196,39 @@ PrivacySpent RdpAccountant::spent(double delta, EpsilonConversion conversion) co
   return rdp_to_epsilon(orders_, rdp_, delta, conversion);
 }
 
+void GdpAccountant::compose(double q, double sigma, std::int64_t steps) {
+  if (steps <= 0) return;
+  if (!(q >= 0 && q <= 1) || !(sigma >= 0)) {
+    throw Error(ErrorKind::Runtime, fmt::format("privacy accounting got sampling rate q = {} and noise multiplier "
+                                                "{}; expected q in [0, 1] and a noise multiplier >= 0", q, sigma));
+  }
+  if (q == 0) return;
+  mu_squared_ += static_cast<double>(steps) * q * q * std::expm1(1 / (sigma * sigma));
+}
+
+double GdpAccountant::gdp_epsilon(double mu, double delta) {
+  if (std::isinf(mu)) return kInfinity;
+  if (!(mu > 0) || gdp_delta(0, mu) <= delta) return 0;
+  // δ(ε) falls from δ(0) > δ towards 0: bracket the root, then bisect to the last bit.
+  double low = 0, high = 1;
+  while (gdp_delta(high, mu) > delta) {
+    low = high;
+    high *= 2;
+    if (std::isinf(high)) return kInfinity;
+  }
+  for (int i = 0; i < 2000 && high - low > 4 * std::numeric_limits<double>::epsilon() * high; ++i) {
+    const double mid = 0.5 * (low + high);
+    (gdp_delta(mid, mu) > delta ? low : high) = mid;
+  }
+  return high;
+}
+
+AccountantKind parse_accountant(const std::string& name) {
+  if (name == "rdp") return AccountantKind::Rdp;
+  if (name == "gdp") return AccountantKind::Gdp;
+  throw Error(ErrorKind::Config, "unknown accountant '" + name + "'; expected rdp or gdp");
+}
+
 double LevelEpsilon::max() const {
   if (std::isnan(example)) return client;
   if (std::isnan(client)) return example;
@@ -192,6 +237,7 @@ double LevelEpsilon::max() const {
 
 PrivacyLedger::PrivacyLedger(const Options& accounting)
     : delta_(accounting.get<double>("delta")),
+      kind_(parse_accountant(accounting.get<std::string>("accountant"))),
       conversion_(parse_conversion(accounting.get<std::string>("conversion"))),
       levels_{RdpAccountant(accounting.get<std::vector<double>>("orders")),
               RdpAccountant(accounting.get<std::vector<double>>("orders"))} {
@@ -206,13 +252,21 @@ void PrivacyLedger::add(const std::vector<AccountingEvent>& events) {
     const auto level = static_cast<std::size_t>(event.level);
     if (level > 1) throw Error(ErrorKind::Runtime, "privacy accounting event with an unknown level");
     used_[level] = true;
-    levels_[level].compose(event.sampling_rate, event.noise_multiplier, event.steps);
+    if (kind_ == AccountantKind::Gdp) {
+      gdp_levels_[level].compose(event.sampling_rate, event.noise_multiplier, event.steps);
+    } else {
+      levels_[level].compose(event.sampling_rate, event.noise_multiplier, event.steps);
+    }
   }
 }
 
 LevelEpsilon PrivacyLedger::epsilon() const {
-  return {level_epsilon(levels_[0], used_[0], delta_, conversion_),
-          level_epsilon(levels_[1], used_[1], delta_, conversion_)};
+  auto level_epsilon = [&](std::size_t level) {
+    if (!used_[level]) return std::numeric_limits<double>::quiet_NaN();
+    return kind_ == AccountantKind::Gdp ? gdp_levels_[level].epsilon(delta_)
+                                        : levels_[level].spent(delta_, conversion_).epsilon;
+  };
+  return {level_epsilon(0), level_epsilon(1)};
 }
 
 LevelEpsilon PrivacyLedger::epsilon_after(const std::vector<AccountingEvent>& events) const {
@@ -226,7 +280,8 @@ StateDict PrivacyLedger::state() const {
   return {{"orders", curve(levels_[0].orders())},
           {"example", curve(levels_[0].rdp())},
           {"client", curve(levels_[1].rdp())},
-          {"used", torch::tensor({used_[0] ? 1.0 : 0.0, used_[1] ? 1.0 : 0.0}, torch::kDouble)}};
+          {"used", torch::tensor({used_[0] ? 1.0 : 0.0, used_[1] ? 1.0 : 0.0}, torch::kDouble)},
+          {"gdp_mu_squared", curve({gdp_levels_[0].mu_squared(), gdp_levels_[1].mu_squared()})}};
 }
 
 void PrivacyLedger::load(const StateDict& state) {
@@ -236,14 +291,17 @@ void PrivacyLedger::load(const StateDict& state) {
     auto t = it->second.to(torch::kDouble).contiguous();
     return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
   };
-  const auto orders = values("orders"), example = values("example"), client = values("client"), used = values("used");
+  const auto orders = values("orders"), example = values("example"), client = values("client"), used = values("used"),
+             gdp = values("gdp_mu_squared");
   if (orders != levels_[0].orders() || example.size() != orders.size() || client.size() != orders.size() ||
-      used.size() != 2) {
+      used.size() != 2 || gdp.size() != 2) {
     throw Error(ErrorKind::Data, "the checkpoint's privacy ledger does not match this run's RDP orders; "
                                  "run without --resume to start over");
   }
   levels_[0].restore(example);
   levels_[1].restore(client);
+  gdp_levels_[0].restore(gdp[0]);
+  gdp_levels_[1].restore(gdp[1]);
   used_[0] = used[0] != 0;
   used_[1] = used[1] != 0;
 }

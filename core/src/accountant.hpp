@@ -16,6 +16,7 @@
 //
 // Like Opacus and TF-Privacy, the analysis assumes Poisson sampling, while the engine draws
 // fixed-size client sets and shuffled fixed-size batches: the usual gap in DP-SGD practice.
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <limits>
@@ -75,6 +76,35 @@ class RdpAccountant {
   std::vector<double> cached_step_;
 };
 
+/// Gaussian differential privacy (Dong, Roth & Su, "Gaussian Differential Privacy", JRSS-B 2022)
+/// of the Poisson-subsampled Gaussian mechanism through the central limit theorem of Bu, Dong,
+/// Long & Su, "Deep Learning with Gaussian Differential Privacy", HDSR 2020: T steps at rate q with
+/// noise multiplier σ are approximately μ-GDP with μ = q √(T (e^{1/σ²} − 1)), and steps with other
+/// (q, σ) add their terms under the root. Opacus's GaussianAccountant (poisson = True) computes
+/// the same μ and ε, and refuses (q, σ) that change between steps. The CLT is an approximation
+/// that can understate ε for few steps or large q (Gopi et al. 2021); RDP is the safe default.
+class GdpAccountant {
+ public:
+  /// `steps` steps at sampling rate q with noise multiplier σ: μ² grows by T q² (e^{1/σ²} − 1).
+  void compose(double q, double sigma, std::int64_t steps);
+  double mu() const { return std::sqrt(mu_squared_); }
+  /// ε at δ: the root of δ(ε) = Φ(−ε/μ + μ/2) − e^ε Φ(−ε/μ − μ/2) (Dong et al., Corollary 2.13);
+  /// 0 when δ(0) ≤ δ already, +inf when μ is.
+  double epsilon(double delta) const { return gdp_epsilon(mu(), delta); }
+  /// μ² of the composed steps, for a checkpoint; restore() puts it back.
+  double mu_squared() const { return mu_squared_; }
+  void restore(double mu_squared) { mu_squared_ = mu_squared; }
+
+  static double gdp_epsilon(double mu, double delta);
+
+ private:
+  double mu_squared_ = 0.0;
+};
+
+/// "rdp" | "gdp" (the [privacy] `accountant` option and `bulwark privacy --accountant`).
+enum class AccountantKind { Rdp, Gdp };
+AccountantKind parse_accountant(const std::string& name);
+
 /// ε of each protected level; NaN for a level no mechanism event has mentioned.
 struct LevelEpsilon {
   double example = std::numeric_limits<double>::quiet_NaN();
@@ -83,9 +113,9 @@ struct LevelEpsilon {
   double max() const;
 };
 
-/// A run's privacy ledger: one RDP accountant per level (example, client), fed with the privacy
-/// mechanism's AccountingEvents round after round, and read with the [privacy] accounting options
-/// (delta, orders, conversion).
+/// A run's privacy ledger: one accountant per level (example, client), RDP or GDP as the
+/// [privacy] `accountant` option says, fed with the privacy mechanism's AccountingEvents round
+/// after round, and read with the [privacy] accounting options (delta, orders, conversion).
 class PrivacyLedger {
  public:
   /// Validates delta ∈ (0, 1), the orders and the conversion; Error(Config) naming the option.
@@ -103,8 +133,10 @@ class PrivacyLedger {
 
  private:
   double delta_;
+  AccountantKind kind_;
   EpsilonConversion conversion_;
   RdpAccountant levels_[2];  // indexed by PrivacyLevel
+  GdpAccountant gdp_levels_[2];
   bool used_[2] = {false, false};
 };
 

@@ -114,7 +114,7 @@ const std::vector<OptionSpec>& client_option_specs() {
       {"batch_size", OptType::Int, "32", 1, kInf, "B: local batch size.", nullptr},
       {"lr", OptType::Float, "0.01", 0, kInf, "Local learning rate.", nullptr},
       {"momentum", OptType::Float, "0", 0, 1, "Local SGD momentum (PyTorch semantics, reset every round).", nullptr},
-      {"weight_decay", OptType::Float, "0", 0, kInf, "Local L2 weight decay.", nullptr},
+      {"weight_decay", OptType::Float, "0", 0, kInf, "Local L2 weight decay λ: every local gradient gets + λθ (torch.optim.SGD); in fedsgd mode the upload is ∇ℓ + λθ.", nullptr},
       {"batching", OptType::String, "\"auto\"", 0, 0,
        "Client-batched local training: clients of a round with equal step counts train as one stacked "
        "model (the same numbers to float rounding). auto = on for zoo models with d <= 65,536 "
@@ -162,6 +162,11 @@ const std::vector<OptionSpec>& accounting_option_specs() {
       {"example_rate", OptType::String, "\"local\"", 0, 0,
        "Example-level sampling rate: local = B/N_i of the client; global = B·K_t/N (the Fed-CDP paper's view).",
        "local|global"},
+      {"accountant", OptType::String, "\"rdp\"", 0, 0,
+       "rdp: Rényi DP of the subsampled Gaussian (Mironov et al. 2019), as Opacus's RDPAccountant; gdp: Gaussian DP "
+       "through the central limit theorem (Bu et al. 2020), as Opacus's GaussianAccountant: an approximation that "
+       "can understate epsilon.",
+       "rdp|gdp"},
       {"orders", OptType::List, "[]", 1, kInf, "RDP orders; default 1.1..10.9 step 0.1 and 12..63.", nullptr},
       {"conversion", OptType::String, "\"improved\"", 0, 0,
        "RDP to (epsilon, delta): improved = Balle et al. 2020, Thm 21 (what Opacus reports); standard = "

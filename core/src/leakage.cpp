@@ -371,8 +371,8 @@ struct LeakageStudy::Impl {
     // The victim's real first step (LocalTrainer): its batch, the per-example rows after the
     // per-example hook (point 2) and its upload after the client-level hook. The client-level
     // mechanism runs at the client (Fed-CDP paper, Algorithm 1), so the client's own copy (type 1)
-    // and what the server receives (type 0) carry the same noise; in fedavg mode both are turned
-    // back into a gradient as the server would, −Δ/lr − λθ.
+    // and what the server receives (type 0) carry the same noise; both are turned back into the
+    // loss gradient as the server would: −Δ/lr − λθ in fedavg mode, g − λθ in fedsgd mode.
     auto step = trainer->observe_first_step(round, theta, partition->client(client), client, batch);
     const auto& x = step.inputs;
     const auto& y = step.labels;
@@ -380,7 +380,7 @@ struct LeakageStudy::Impl {
     torch::Tensor uploaded;
     if (wants(0) || wants(1)) {
       torch::NoGradGuard no_grad;
-      uploaded = fedsgd ? step.upload : -step.upload / lr - weight_decay * theta;
+      uploaded = (fedsgd ? step.upload : -step.upload / lr) - weight_decay * theta;
     }
 
     const auto attack_seed = derive_seed(seed, round, client, Stream::Leakage);

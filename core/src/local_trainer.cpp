@@ -169,14 +169,15 @@ std::vector<double> LocalTrainer::run(std::int64_t round, const torch::Tensor& t
     // Summed where the losses are (no device-to-host copy per step), in double.
     loss_sums = loss_sums.defined() ? loss_sums.add_(step_losses.detach().to(torch::kDouble))
                                     : step_losses.detach().to(torch::kDouble);
+    // torch.optim.SGD's arithmetic (add_ with alpha), in place: a stacked Θ [K, d] outgrows the
+    // cache, and every extra pass over it costs as much as a small layer. In fedsgd mode the
+    // upload is this regularised gradient, ∇ℓ + λθ: weight decay applies in both modes.
+    torch::NoGradGuard no_grad;
+    if (c.weight_decay > 0) gradient.add_(local, c.weight_decay);
     if (fedsgd) {
       for (std::int64_t k = 0; k < clients; ++k) jobs[k].row.copy_(gradient[k]);
       break;
     }
-    // torch.optim.SGD's arithmetic (add_ with alpha), in place: a stacked Θ [K, d] outgrows the
-    // cache, and every extra pass over it costs as much as a small layer.
-    torch::NoGradGuard no_grad;
-    if (c.weight_decay > 0) gradient.add_(local, c.weight_decay);
     if (c.momentum > 0) {
       velocity = velocity.defined() ? velocity.mul_(c.momentum).add_(gradient) : gradient.clone();
       gradient = velocity;

@@ -275,6 +275,12 @@ TEST_CASE("catalogue: output folders and checkpoints are never overwritten or tr
   });
   CHECK(test::read_file(dir / "finished" / "summary.json") == summary);
   CHECK(test::read_file(dir / "finished" / "config.toml").find("rounds = 3") != std::string::npos);
+
+  // Not an error, but not silent either: --resume on a folder without a checkpoint.
+  auto fresh = test::run_bulwark({"run", (dir / "tiny.toml").string(), "--out", (dir / "fresh").string(), "--resume"});
+  INFO(fresh.output);
+  CHECK(fresh.exit_code == 0);
+  CHECK(fresh.output.find("holds no checkpoint, so the run starts at round 1") != std::string::npos);
 }
 
 TEST_CASE("catalogue: report, privacy and aggregate refuse what they cannot read or compute") {

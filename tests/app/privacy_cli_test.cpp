@@ -1,6 +1,11 @@
 // `bulwark privacy`, the epsilon calculator, and ε in the progress line of a private run.
 #include <doctest/doctest.h>
 
+#include <cmath>
+
+#include <nlohmann/json.hpp>
+
+#include "accountant.hpp"
 #include "test_support.hpp"
 #include "tiny_experiment.hpp"
 
@@ -29,6 +34,39 @@ TEST_CASE("bulwark privacy --conversion standard reproduces TF-Privacy's compute
   INFO(result.output);
   CHECK(result.exit_code == 0);
   CHECK(result.output.find("epsilon              2.92") != std::string::npos);
+}
+
+TEST_CASE("bulwark privacy --json: every number reads back to the accountant's double") {
+  auto result = test::run_bulwark({"privacy", "-q", "0.04", "-s", "1.5", "-T", "2250", "--json"});
+  INFO(result.output);
+  REQUIRE(result.exit_code == 0);
+  const auto json = nlohmann::json::parse(result.output);
+  RdpAccountant accountant;
+  accountant.compose(0.04, 1.5, 2250);
+  const auto spent = accountant.spent(1e-5, EpsilonConversion::Improved);
+  CHECK(json.at("accountant") == "rdp");
+  CHECK(json.at("epsilon").get<double>() == spent.epsilon);  // bit for bit, not to 6 digits
+  CHECK(json.at("order").get<double>() == spent.order);
+  CHECK(json.at("steps").get<std::int64_t>() == 2250);
+  CHECK(json.at("conversion") == "improved");
+}
+
+TEST_CASE("bulwark privacy --accountant gdp: Opacus's GaussianAccountant example, mu and epsilon") {
+  // opacus/tests/accountants_test.py test_gdp_accountant: sigma = 1.5, q = 0.04, 2249 steps -> 6.59 < eps < 6.6.
+  auto result = test::run_bulwark({"privacy", "-q", "0.04", "-s", "1.5", "-T", "2249", "--accountant", "gdp", "--json"});
+  INFO(result.output);
+  REQUIRE(result.exit_code == 0);
+  const auto json = nlohmann::json::parse(result.output);
+  CHECK(json.at("accountant") == "gdp");
+  CHECK(json.at("epsilon").get<double>() > 6.59);
+  CHECK(json.at("epsilon").get<double>() < 6.6);
+  CHECK(json.at("mu").get<double>() == doctest::Approx(0.04 * std::sqrt(2249 * std::expm1(1 / 2.25))).epsilon(1e-14));
+  CHECK_FALSE(json.contains("order"));
+
+  auto orders = test::run_bulwark({"privacy", "-q", "0.04", "-s", "1.5", "-T", "10", "--accountant", "gdp",
+                                   "--orders", "2", "4"});
+  CHECK(orders.exit_code == 2);
+  CHECK(orders.output.find("the gdp accountant has none") != std::string::npos);
 }
 
 TEST_CASE("bulwark privacy --target-epsilon prints the noise multiplier") {

@@ -1,4 +1,4 @@
-// The RDP accountant (accountant.hpp): closed forms, monotonicity, published values of the
+// The RDP and GDP accountants (accountant.hpp): closed forms, monotonicity, published values of the
 // reference implementations, and the noise-multiplier solver.
 #include <doctest/doctest.h>
 
@@ -194,4 +194,80 @@ TEST_CASE("privacy ledger: levels, look-ahead, checkpoint state and option error
 
   CHECK_THROWS_WITH_AS(PrivacyLedger(options("delta = 0.0")), doctest::Contains("delta = 0 must be in (0, 1)"), Error);
   CHECK_THROWS_WITH_AS(PrivacyLedger(options("orders = [1.0, 2.0]")), doctest::Contains("RDP order 1 is not > 1"), Error);
+}
+
+namespace {
+
+// δ(ε) of μ-GDP straight from its definition (Dong, Roth & Su, Corollary 2.13), for moderate
+// arguments where nothing underflows.
+double gdp_delta_reference(double epsilon, double mu) {
+  auto normal_cdf = [](double x) { return 0.5 * std::erfc(-x / std::sqrt(2.0)); };
+  return normal_cdf(-epsilon / mu + mu / 2) - std::exp(epsilon) * normal_cdf(-epsilon / mu - mu / 2);
+}
+
+}  // namespace
+
+TEST_CASE("gdp: mu of Bu et al.'s MNIST setting (N = 60000, B = 256, sigma = 1.3, 15 epochs) is 0.227") {
+  GdpAccountant accountant;
+  accountant.compose(256.0 / 60000, 1.3, 3516);  // ⌈15 · 60000 / 256⌉ steps
+  CHECK(accountant.mu() == doctest::Approx(0.2272).epsilon(5e-4));
+  // μ² adds over steps, also when (q, σ) change between them.
+  GdpAccountant split;
+  split.compose(256.0 / 60000, 1.3, 1000);
+  split.compose(256.0 / 60000, 1.3, 2516);
+  CHECK(split.mu() == doctest::Approx(accountant.mu()).epsilon(1e-14));
+  GdpAccountant mixed;
+  mixed.compose(0.01, 1.0, 10);
+  mixed.compose(0.02, 2.0, 5);
+  CHECK(mixed.mu_squared() == doctest::Approx(10 * 1e-4 * std::expm1(1.0) + 5 * 4e-4 * std::expm1(0.25)).epsilon(1e-14));
+}
+
+TEST_CASE("gdp: Opacus's published GaussianAccountant epsilon (sigma = 1.5, q = 0.04, 2249 steps)") {
+  // pytorch/opacus, opacus/tests/accountants_test.py test_gdp_accountant: int(90 // 0.04) = 2249
+  // steps, delta = 1e-5: 6.59 < epsilon < 6.6.
+  GdpAccountant accountant;
+  accountant.compose(0.04, 1.5, 2249);
+  CHECK(accountant.epsilon(1e-5) > 6.59);
+  CHECK(accountant.epsilon(1e-5) < 6.6);
+}
+
+TEST_CASE("gdp: epsilon is the root of delta(epsilon) = delta, to the last digits") {
+  // μ = 1 at δ = Φ(−1/2) − e Φ(−3/2) is (1, δ)-DP exactly.
+  CHECK(GdpAccountant::gdp_epsilon(1.0, gdp_delta_reference(1.0, 1.0)) == doctest::Approx(1.0).epsilon(1e-12));
+  for (double mu : {0.1, 0.5, 1.0, 2.0, 5.0}) {
+    for (double delta : {1e-3, 1e-5, 1e-8}) {
+      CAPTURE(mu);
+      CAPTURE(delta);
+      const double epsilon = GdpAccountant::gdp_epsilon(mu, delta);
+      CHECK(epsilon > 0);
+      CHECK(gdp_delta_reference(epsilon, mu) == doctest::Approx(delta).epsilon(1e-9));
+    }
+  }
+  // δ(0) ≤ δ: (0, δ)-DP already; no noise: no guarantee; a μ so large that Φ underflows: finite.
+  CHECK(GdpAccountant::gdp_epsilon(1e-6, 1e-5) == 0.0);
+  CHECK(GdpAccountant::gdp_epsilon(0.0, 1e-5) == 0.0);
+  CHECK(std::isinf(GdpAccountant::gdp_epsilon(std::numeric_limits<double>::infinity(), 1e-5)));
+  const double large = GdpAccountant::gdp_epsilon(40.0, 1e-5);
+  CHECK(std::isfinite(large));
+  CHECK(large > GdpAccountant::gdp_epsilon(30.0, 1e-5));
+  GdpAccountant no_noise;
+  no_noise.compose(0.01, 0.0, 1);
+  CHECK(std::isinf(no_noise.epsilon(1e-5)));
+}
+
+TEST_CASE("privacy ledger with accountant = \"gdp\": GDP epsilon per level, kept by checkpoints") {
+  auto options = [](const std::string& text) {
+    return options_from_string(text, accounting_option_specs(), "[privacy] accounting");
+  };
+  PrivacyLedger ledger(options("accountant = \"gdp\""));
+  ledger.add({{PrivacyLevel::Client, 0.1, 1.0, 50}});
+  GdpAccountant expected;
+  expected.compose(0.1, 1.0, 50);
+  CHECK(ledger.epsilon().client == expected.epsilon(1e-5));
+  CHECK(std::isnan(ledger.epsilon().example));
+
+  PrivacyLedger restored(options("accountant = \"gdp\""));
+  restored.load(ledger.state());
+  CHECK(restored.epsilon().client == ledger.epsilon().client);
+  CHECK_THROWS_WITH_AS(PrivacyLedger(options("accountant = \"prv\"")), doctest::Contains("one of rdp, gdp"), Error);
 }

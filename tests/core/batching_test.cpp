@@ -122,7 +122,7 @@ TEST_CASE("client-batched training gives the one-by-one numbers to 1e-5, with an
       {"plain", "", {}},
       {"decay_dirichlet", "weight_decay = 0.01\n", {"data.partition.scheme=\"dirichlet\"", "data.partition.alpha=0.3"}},
       {"label_flip", "\n[[attack]]\nplugin = \"label_flip\"\nbyzantine = 2\n", {}},
-      {"fedsgd", "", {"experiment.mode=\"fedsgd\"", "clients.batch_size=40"}},
+      {"fedsgd_decay", "weight_decay = 0.01\n", {"experiment.mode=\"fedsgd\"", "clients.batch_size=40"}},
       {"cnn", "", {"model.arch=\"cnn\"", "data.shape=[1, 8, 8]", "clients.local_iterations=3"}},
       {"dp_sgd", "\n[privacy]\nplugin = \"dp_sgd\"\nclip = 0.5\nnoise_multiplier = 0.8\n", {}},
       {"fed_cdp", "\n[privacy]\nplugin = \"fed_cdp\"\nclip = 1.0\nnoise_multiplier = 0.5\n", {"data.partition.scheme=\"dirichlet\""}},

@@ -11,6 +11,7 @@
 #include <ATen/Parallel.h>
 #include <torch/script.h>
 
+#include "checkpoint.hpp"
 #include "engine.hpp"
 #include "test_support.hpp"
 #include "tiny_experiment.hpp"
@@ -146,6 +147,27 @@ TEST_CASE("fedsgd mode uploads one gradient per client and still learns") {
   auto fedsgd = engine.run(options);
   CHECK(fedsgd.rounds_run == 30);
   CHECK(fedsgd.final_accuracy > 0.5);  // 30 averaged-gradient steps learn the synthetic task
+}
+
+TEST_CASE("fedsgd mode uploads the regularised gradient: weight decay lambda adds lambda * theta to every upload") {
+  // θ1 = θ0 − η·mean(g + λθ0) = θ1(λ = 0) − ηλθ0: the first round's model moves linearly in λ.
+  auto first_model = [](double weight_decay) {
+    auto dir = test::scratch_dir("engine_fedsgd_decay_" + std::to_string(weight_decay));
+    test::write_file(dir / "experiment.toml", test::tiny_experiment());
+    Engine engine(load_experiment((dir / "experiment.toml").string(),
+                                  {"experiment.mode=\"fedsgd\"", "server.lr=0.5",
+                                   "clients.weight_decay=" + std::to_string(weight_decay)}),
+                  test::registry());
+    RunOptions options;
+    options.output_dir = dir / "out";
+    options.stop_requested = [] { return true; };  // stop after round 1, keeping θ1 in the checkpoint
+    CHECK_THROWS_AS(engine.run(options), RunInterrupted);
+    return load_checkpoint(checkpoint_path(dir / "out")).tensors.at("theta").to(torch::kDouble);
+  };
+  const auto plain = first_model(0.0);
+  const auto shrink_small = plain - first_model(0.1), shrink_large = plain - first_model(0.3);
+  CHECK(shrink_small.abs().max().item<double>() > 1e-4);
+  CHECK(torch::allclose(shrink_large, 3 * shrink_small, 1e-4, 1e-6));
 }
 
 TEST_CASE("outputs: config.toml, metrics.csv with one row per round, summary.json") {
