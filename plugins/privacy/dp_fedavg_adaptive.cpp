@@ -17,8 +17,8 @@
 //
 // State across rounds: C_t (save_state/load_state under "clip", with the in-round count). The
 // aggregate must be the plain mean of the uploads: use [aggregator] plugin = "fedavg" with
-// weighted = false. secure_rng = true draws the noise from an OS-entropy-seeded generator (not
-// reproducible).
+// weighted = false. secure_rng = true draws the noise from the SDK's cryptographically secure
+// generator (bulwark/noise.hpp; not reproducible).
 #include <torch/torch.h>
 
 #include <cmath>
@@ -46,7 +46,7 @@ constexpr bulwark::OptionSpec kOptions[] = {
      "sigma_b: std of the noise on the unclipped count; -1 = m/20 for m clients in the round (the paper's "
      "choice); 0 = none (only with noise_multiplier = 0)."},
     {"secure_rng", bulwark::OptType::Bool, "false", 0, 1,
-     "Draw noise from an OS-entropy-seeded generator (not reproducible)."},
+     "Draw noise from a cryptographically secure generator (ChaCha20 keyed from the OS; not reproducible)."},
 };
 
 class DpFedAvgAdaptive final : public bulwark::PrivacyMechanism {
@@ -82,15 +82,19 @@ class DpFedAvgAdaptive final : public bulwark::PrivacyMechanism {
     const auto m = static_cast<double>(context.clients_in_round);
     const double sigma_b = count_std(context.clients_in_round);
     const double sigma_update = update_noise_multiplier(sigma_b);
-    auto generator = bulwark::noise_generator(secure_, context.generator);
-    if (sigma_update > 0) aggregate.add_(bulwark::gaussian_like(aggregate, sigma_update * clip_ / m, generator));
+    if (sigma_update > 0) {
+      aggregate.add_(bulwark::gaussian_like(aggregate, sigma_update * clip_ / m, context.generator, secure_));
+    }
     double count = 0;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       count = static_cast<double>(unclipped_);
       unclipped_ = 0;
     }
-    if (sigma_b > 0) count += torch::empty({1}, aggregate.options().dtype(torch::kDouble)).normal_(0.0, sigma_b, generator).item<double>();
+    if (sigma_b > 0) {
+      const auto one = torch::empty({1}, aggregate.options().dtype(torch::kDouble));
+      count += bulwark::gaussian_like(one, sigma_b, context.generator, secure_).item<double>();
+    }
     clip_ *= std::exp(-clip_lr_ * (count / m - quantile_));
   }
 
@@ -151,5 +155,5 @@ BULWARK_PLUGIN(bulwark::PrivacyMechanism, DpFedAvgAdaptive, "dp_fedavg_adaptive"
                "noise is accounted by the paper's effective multiplier: sigma_Delta = (sigma^-2 - "
                "(2 sigma_b)^-2)^-1/2, so the accountant uses noise_multiplier sigma at q = K_t/K, one step "
                "per round. Keeps C_t across rounds (save_state/load_state). Use fedavg with weighted = "
-               "false. secure_rng = true seeds the noise from OS entropy (not reproducible).",
+               "false. secure_rng = true draws the noise from a cryptographically secure generator (ChaCha20 keyed from the OS; not reproducible).",
                kOptions)

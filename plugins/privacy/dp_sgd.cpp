@@ -24,8 +24,8 @@
 // privatised, so the reported ε does not cover them (a strict guarantee needs M_j from public
 // data or a private estimate); use it to study accuracy, and report it as such.
 //
-// secure_rng = true draws the noise from a generator seeded by std::random_device (OS entropy):
-// not reproducible, and independent of the experiment seed. The default uses the engine's
+// secure_rng = true draws the noise from the SDK's cryptographically secure generator (ChaCha20
+// keyed from the OS, bulwark/noise.hpp): not reproducible, and independent of the experiment seed. The default uses the engine's
 // stream for (seed, round, client), so runs repeat exactly.
 #include <torch/torch.h>
 
@@ -52,7 +52,7 @@ constexpr bulwark::OptionSpec kOptions[] = {
      "layer j to S*M_j/sqrt(sum M_k^2), M_j the batch's largest per-example norm of layer j.",
      "flat|per_layer_uniform|per_layer_adaptive"},
     {"secure_rng", bulwark::OptType::Bool, "false", 0, 1,
-     "Draw noise from an OS-entropy-seeded generator (not reproducible)."},
+     "Draw noise from a cryptographically secure generator (ChaCha20 keyed from the OS; not reproducible)."},
 };
 
 enum class Clipping { Flat, PerLayerUniform, PerLayerAdaptive };
@@ -135,7 +135,7 @@ class DpSgd final : public bulwark::PrivacyMechanism {
       }
     }
     if (sigma_ > 0) {
-      sum.add_(bulwark::gaussian_like(sum, sigma_ * clip_, bulwark::noise_generator(secure_, context.generator)));
+      sum.add_(bulwark::gaussian_like(sum, sigma_ * clip_, context.generator, secure_));
     }
     return sum.div_(static_cast<double>(grads.size(0)));
   }
@@ -163,5 +163,5 @@ BULWARK_PLUGIN(bulwark::PrivacyMechanism, DpSgd, "dp_sgd", "1.0.0",
                "data-dependent thresholds are NOT covered by the reported epsilon). Protects one example "
                "(example-level DP); sensitivity S in every mode, so the accountant uses noise multiplier "
                "sigma at the host's example sampling rate (example_rate), local_steps times per round. "
-               "secure_rng = true seeds the noise from OS entropy (not reproducible).",
+               "secure_rng = true draws the noise from a cryptographically secure generator (ChaCha20 keyed from the OS; not reproducible).",
                kOptions)

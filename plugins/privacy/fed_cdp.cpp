@@ -27,7 +27,8 @@
 // multiplier σ, as if the sensitivity were C), for comparison with its reported ε. The sampling
 // rate is the host's example rate: the paper's view is example_rate = "global" (B·K_t/N).
 //
-// secure_rng = true draws the noise from an OS-entropy-seeded generator (not reproducible).
+// secure_rng = true draws the noise from the SDK's cryptographically secure generator
+// (bulwark/noise.hpp; not reproducible).
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -59,7 +60,7 @@ constexpr bulwark::OptionSpec kOptions[] = {
     {"paper_accounting", bulwark::OptType::Bool, "false", 0, 1,
      "Account with noise multiplier sigma as the paper does, instead of the true sigma/sqrt(M) for M layers."},
     {"secure_rng", bulwark::OptType::Bool, "false", 0, 1,
-     "Draw noise from an OS-entropy-seeded generator (not reproducible)."},
+     "Draw noise from a cryptographically secure generator (ChaCha20 keyed from the OS; not reproducible)."},
 };
 
 enum class Schedule { Constant, Linear, Exponential, Step };
@@ -143,8 +144,7 @@ class FedCdp final : public bulwark::PrivacyMechanism {
       }
       mean.div_(batch);
       if (sigma_ > 0) {
-        mean.add_(bulwark::gaussian_like(mean, sigma_ * clip / std::sqrt(batch),
-                                                  bulwark::noise_generator(secure_, context.generator)));
+        mean.add_(bulwark::gaussian_like(mean, sigma_ * clip / std::sqrt(batch), context.generator, secure_));
       }
       return mean;
     }
@@ -152,7 +152,7 @@ class FedCdp final : public bulwark::PrivacyMechanism {
       grads.narrow(1, spans[j].offset, spans[j].length).mul_(factors.select(1, j).unsqueeze(1));
     }
     if (sigma_ > 0) {
-      grads.add_(bulwark::gaussian_like(grads, sigma_ * clip, bulwark::noise_generator(secure_, context.generator)));
+      grads.add_(bulwark::gaussian_like(grads, sigma_ * clip, context.generator, secure_));
     }
     return grads.mean(/*dim=*/0);
   }
@@ -186,6 +186,6 @@ BULWARK_PLUGIN(bulwark::PrivacyMechanism, FedCdp, "fed_cdp", "1.0.0",
                "example (example-level DP). Per-layer clipping to C over M layers bounds an example's "
                "gradient by C*sqrt(M), so the accountant uses the true noise multiplier sigma/sqrt(M) by "
                "default; paper_accounting = true uses sigma, the paper's convention. The paper's sampling "
-               "rate is [privacy] example_rate = \"global\" (B*K_t/N). secure_rng = true seeds the noise from "
-               "OS entropy (not reproducible).",
+               "rate is [privacy] example_rate = \"global\" (B*K_t/N). secure_rng = true draws the noise from "
+               "a cryptographically secure generator (ChaCha20 keyed from the OS; not reproducible).",
                kOptions)

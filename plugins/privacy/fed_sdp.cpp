@@ -20,7 +20,7 @@
 //
 // The aggregate must be the plain mean of the uploads for the server-side noise scale to match:
 // use [aggregator] plugin = "fedavg" with weighted = false. secure_rng = true draws the noise from
-// an OS-entropy-seeded generator (not reproducible).
+// the SDK's cryptographically secure generator (bulwark/noise.hpp; not reproducible).
 #include <torch/torch.h>
 
 #include <cmath>
@@ -44,7 +44,7 @@ constexpr bulwark::OptionSpec kOptions[] = {
      "client: each client noises its clipped upload; server: the server noises the mean (DP-FedAvg).",
      "client|server"},
     {"secure_rng", bulwark::OptType::Bool, "false", 0, 1,
-     "Draw noise from an OS-entropy-seeded generator (not reproducible)."},
+     "Draw noise from a cryptographically secure generator (ChaCha20 keyed from the OS; not reproducible)."},
 };
 
 /// Scales `v` to norm at most `bound` (exactly untouched when it fits).
@@ -86,7 +86,7 @@ class FedSdp final : public bulwark::PrivacyMechanism {
       clip_to(update, clip_);
     }
     if (!at_server_ && sigma_ > 0) {
-      update.add_(bulwark::gaussian_like(update, sigma_ * clip_, bulwark::noise_generator(secure_, context.generator)));
+      update.add_(bulwark::gaussian_like(update, sigma_ * clip_, context.generator, secure_));
     }
   }
 
@@ -94,7 +94,7 @@ class FedSdp final : public bulwark::PrivacyMechanism {
     if (sigma_ == 0 || context.clients_in_round == 0) return;
     torch::NoGradGuard no_grad;
     const double std = sigma_ * clip_ / static_cast<double>(context.clients_in_round);
-    aggregate.add_(bulwark::gaussian_like(aggregate, std, bulwark::noise_generator(secure_, context.generator)));
+    aggregate.add_(bulwark::gaussian_like(aggregate, std, context.generator, secure_));
   }
 
   std::vector<bulwark::AccountingEvent> accounting(const bulwark::RoundAccountingInfo& info) const override {
@@ -118,5 +118,5 @@ BULWARK_PLUGIN(bulwark::PrivacyMechanism, FedSdp, "fed_sdp", "1.0.0",
                "(noise_at = client) or to the sum of the uploads, i.e. std sigma*C/K_t on their mean "
                "(noise_at = server; use fedavg with weighted = false). Protects one client's whole data "
                "(client-level DP); sensitivity C, noise multiplier sigma, one step per round at the client "
-               "sampling rate q = K_t/K. secure_rng = true seeds the noise from OS entropy (not reproducible).",
+               "sampling rate q = K_t/K. secure_rng = true draws the noise from a cryptographically secure generator (ChaCha20 keyed from the OS; not reproducible).",
                kOptions)

@@ -15,7 +15,8 @@
 // one step per round at q = 1, the worst case of a client that takes part in every round. Without
 // clipping the sensitivity is unbounded and no ε is reported.
 //
-// secure_rng = true draws the noise from an OS-entropy-seeded generator (not reproducible).
+// secure_rng = true draws the noise from the SDK's cryptographically secure generator
+// (bulwark/noise.hpp; not reproducible).
 #include <torch/torch.h>
 
 #include <string>
@@ -34,7 +35,7 @@ constexpr bulwark::OptionSpec kOptions[] = {
     {"clip", bulwark::OptType::Float, "0", 0, bulwark::kInf,
      "C: clip each upload to L2 norm C before the noise; 0 = no clipping (and no epsilon)."},
     {"secure_rng", bulwark::OptType::Bool, "false", 0, 1,
-     "Draw noise from an OS-entropy-seeded generator (not reproducible)."},
+     "Draw noise from a cryptographically secure generator (ChaCha20 keyed from the OS; not reproducible)."},
 };
 
 class LdpGaussian final : public bulwark::PrivacyMechanism {
@@ -50,7 +51,7 @@ class LdpGaussian final : public bulwark::PrivacyMechanism {
       const double norm = update.norm().item<double>();
       if (norm > clip_) update.mul_(clip_ / norm);
     }
-    if (std_ > 0) update.add_(bulwark::gaussian_like(update, std_, bulwark::noise_generator(secure_, context.generator)));
+    if (std_ > 0) update.add_(bulwark::gaussian_like(update, std_, context.generator, secure_));
   }
 
   std::vector<bulwark::AccountingEvent> accounting(const bulwark::RoundAccountingInfo&) const override {
@@ -74,6 +75,6 @@ BULWARK_PLUGIN(bulwark::PrivacyMechanism, LdpGaussian, "ldp_gaussian", "1.0.0",
                "PODC 2021). Protects one client's whole data against whoever sees the upload (local DP). "
                "With clipping the sensitivity is 2C (any two datasets of the client), noise multiplier "
                "s/(2C), one step per round at q = 1 (the server knows who uploaded: no amplification); "
-               "without clipping no epsilon is reported. secure_rng = true seeds the noise from OS entropy "
-               "(not reproducible).",
+               "without clipping no epsilon is reported. secure_rng = true draws the noise from a "
+               "cryptographically secure generator (ChaCha20 keyed from the OS; not reproducible).",
                kOptions)

@@ -94,7 +94,7 @@ TEST_CASE("dp_sgd noise: std of (sum + N(0, sigma^2 S^2)) / B matches sigma S / 
   CHECK(std == doctest::Approx(sigma * clip / batch).epsilon(0.02));  // 0.75
 }
 
-TEST_CASE("dp_sgd randomness: seeded by default, OS entropy with secure_rng") {
+TEST_CASE("dp_sgd randomness: seeded by default, the secure generator with secure_rng") {
   const auto layout = test::three_layer_layout();
   auto run = [&](const std::string& options, std::uint64_t seed) {
     auto mechanism = test::load<PrivacyMechanism>("dp_sgd", options);
