@@ -43,12 +43,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// clients.batching = "auto" batches models up to this size. A stacked step reads K separate
-// parameter sets, so on a CPU it pays while they are small and per-operation overhead dominates
-// (bench/batching_bench, 2 workers: softmax d = 7,850 2.5-3.7x, MLP d = 50,890 1.4-2.0x; the
-// GroupNorm CNN d = 107,722 0.7-0.9x, where even ideal batching gains at most 1.6x on a CPU).
-constexpr std::int64_t kAutoBatchingMaxParameters = 65536;
-
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
@@ -238,10 +232,8 @@ struct Engine::Impl {
       if (options.on_notice && writes) options.on_notice(notices.back());
     }
     trainer = std::make_unique<LocalTrainer>(settings, plugins, data, *model);
-    const auto batching = settings.clients.batching;
     const bool batched = trainer->stacked_model() &&
-                         (batching == ClientSettings::Batching::On ||
-                          (batching == ClientSettings::Batching::Auto && model->layout().total <= kAutoBatchingMaxParameters));
+                         settings.clients.batches(config.model.get<std::string>("arch"), model->layout().total);
     local_executor = std::make_unique<ThreadExecutor>(*trainer, partition, settings.clients, threads, batched);
     executor = local_executor.get();
     if (spread) {

@@ -117,8 +117,8 @@ const std::vector<OptionSpec>& client_option_specs() {
       {"weight_decay", OptType::Float, "0", 0, kInf, "Local L2 weight decay λ: every local gradient gets + λθ (torch.optim.SGD); in fedsgd mode the upload is ∇ℓ + λθ.", nullptr},
       {"batching", OptType::String, "\"auto\"", 0, 0,
        "Client-batched local training: clients of a round with equal step counts train as one stacked "
-       "model (the same numbers to float rounding). auto = on for zoo models with d <= 65,536 "
-       "parameters, where it is faster on a CPU; on; off = one client at a time.", "auto|on|off"},
+       "model (the same numbers to float rounding). auto = on for softmax and mlp models with d <= 65,536 "
+       "parameters, where it is faster on a CPU (never for convolutions); on; off = one client at a time.", "auto|on|off"},
       {"batch_clients", OptType::Int, "32", 1, kInf,
        "Most clients trained together in one stacked model (memory: K x (d + batch activations), and "
        "K x B x d for per-example privacy).", nullptr},

@@ -51,6 +51,12 @@ struct ClientSettings {
   double lr = 0.0, momentum = 0.0, weight_decay = 0.0;
   enum class Batching { Auto, On, Off } batching = Batching::Auto;
   std::int64_t batch_clients = 32;
+
+  /// Whether clients train stacked, for a model with a stacked form: On, Off, or for Auto only
+  /// where it is known to be faster on a CPU, a model without convolutions (`arch` softmax or
+  /// mlp) of at most 65,536 parameters. Decided from the file alone, so the numbers (which
+  /// batching changes to float rounding) do not depend on the machine.
+  bool batches(const std::string& arch, std::int64_t parameters) const;
 };
 
 /// [server]: the optimiser that applies the aggregate to θ.

@@ -13,6 +13,7 @@
 #include "config.hpp"
 #include "engine.hpp"
 #include "models.hpp"
+#include "settings.hpp"
 #include "test_support.hpp"
 #include "tiny_experiment.hpp"
 
@@ -177,4 +178,18 @@ TEST_CASE("experiment.device = \"cuda\" without a usable GPU is refused with a c
   CHECK_THROWS_WITH_AS(Engine(load_experiment((dir / "experiment.toml").string(), {"experiment.device=\"cuda\""}),
                               test::registry()),
                        doctest::Contains("set device = \"cpu\""), Error);
+}
+
+TEST_CASE("batching = \"auto\" stacks only convolution-free models up to 65,536 parameters; on and off decide alone") {
+  ClientSettings clients;
+  CHECK(clients.batches("softmax", 7850));
+  CHECK(clients.batches("mlp", 65536));
+  CHECK_FALSE(clients.batches("mlp", 65537));
+  CHECK_FALSE(clients.batches("lenet", 15000));  // small, but ~20x slower stacked at B = 300 (#21)
+  CHECK_FALSE(clients.batches("cnn", 20000));
+  CHECK_FALSE(clients.batches("torchscript", 100));
+  clients.batching = ClientSettings::Batching::On;
+  CHECK(clients.batches("lenet", 15000));
+  clients.batching = ClientSettings::Batching::Off;
+  CHECK_FALSE(clients.batches("softmax", 7850));
 }
