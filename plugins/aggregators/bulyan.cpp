@@ -42,14 +42,6 @@ constexpr bulwark::OptionSpec kOptions[] = {
 
 constexpr double kInfinity = std::numeric_limits<double>::infinity();
 
-/// Column medians of rows[m, d], m >= 1; even m averages the two middle values.
-torch::Tensor coordinate_median(const torch::Tensor& rows) {
-  const auto m = rows.size(0);
-  if (m % 2 == 1) return std::get<0>(rows.median(/*dim=*/0));
-  auto sorted = std::get<0>(rows.sort(/*dim=*/0));
-  return (sorted[m / 2 - 1] * 0.5).add_(sorted[m / 2], /*alpha=*/0.5);
-}
-
 /// Positions (into the rows of `distances`) chosen by θ successive Krum steps.
 torch::Tensor iterated_krum(const torch::Tensor& distances, std::int64_t f, std::int64_t theta) {
   const auto count = distances.size(0);
@@ -107,7 +99,7 @@ class Bulyan final : public bulwark::Aggregator {
       if (beta == theta) {
         result.aggregate = selected.mean(/*dim=*/0);
       } else {
-        auto median = coordinate_median(selected);
+        auto median = bulwark::coordinate_median(selected);
         auto closest = std::get<1>(
             (selected - median).abs_().topk(beta, /*dim=*/0, /*largest=*/false, /*sorted=*/false));
         result.aggregate = selected.gather(/*dim=*/0, closest).mean(/*dim=*/0);

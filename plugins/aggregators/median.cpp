@@ -22,15 +22,6 @@
 
 namespace {
 
-/// Column medians of rows[m, d], m >= 1; even m averages the two middle values.
-torch::Tensor coordinate_median(const torch::Tensor& rows) {
-  const auto m = rows.size(0);
-  if (m % 2 == 1) return std::get<0>(rows.median(/*dim=*/0));
-  auto sorted = std::get<0>(rows.sort(/*dim=*/0));
-  // 0.5 a + 0.5 b rather than (a + b) / 2: no overflow for values near the type's maximum.
-  return (sorted[m / 2 - 1] * 0.5).add_(sorted[m / 2], /*alpha=*/0.5);
-}
-
 class Median final : public bulwark::Aggregator {
  public:
   explicit Median(const bulwark::Options&) {}
@@ -41,9 +32,9 @@ class Median final : public bulwark::Aggregator {
     auto finite = torch::isfinite(updates).all(/*dim=*/1);
     bulwark::AggregationResult result;
     if (finite.all().item<bool>()) {
-      result.aggregate = coordinate_median(updates);
+      result.aggregate = bulwark::coordinate_median(updates);
     } else if (finite.any().item<bool>()) {
-      result.aggregate = coordinate_median(updates.index({finite}));
+      result.aggregate = bulwark::coordinate_median(updates.index({finite}));
     } else {
       result.aggregate = torch::zeros({updates.size(1)}, updates.options());
     }

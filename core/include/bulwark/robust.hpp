@@ -33,6 +33,10 @@ BULWARK_API FiniteDistances finite_pairwise_distances(const at::Tensor& updates)
 /// (rules that remove rows set their columns to +inf).
 BULWARK_API at::Tensor krum_scores(const at::Tensor& squared, std::int64_t neighbours);
 
+/// Column medians of rows [m, d], m >= 1; for even m the mean of the two middle values (numpy's
+/// convention; torch.median alone returns the lower one).
+BULWARK_API at::Tensor coordinate_median(const at::Tensor& rows);
+
 /// The mean of the rows with no NaN/±Inf entry; zeros when there is none.
 BULWARK_API at::Tensor finite_mean(const at::Tensor& rows);
 

@@ -51,6 +51,14 @@ at::Tensor krum_scores(const at::Tensor& squared, std::int64_t neighbours) {
   return std::get<0>(others.topk(neighbours, /*dim=*/1, /*largest=*/false)).sum(/*dim=*/1);
 }
 
+at::Tensor coordinate_median(const at::Tensor& rows) {
+  const auto m = rows.size(0);
+  if (m % 2 == 1) return std::get<0>(rows.median(/*dim=*/0));
+  auto sorted = std::get<0>(rows.sort(/*dim=*/0));
+  // 0.5 a + 0.5 b rather than (a + b) / 2: no overflow for values near the type's maximum.
+  return (sorted[m / 2 - 1] * 0.5).add_(sorted[m / 2], /*alpha=*/0.5);
+}
+
 at::Tensor finite_mean(const at::Tensor& rows) {
   auto finite = at::isfinite(rows).all(/*dim=*/1);
   if (finite.all().item<bool>()) return rows.mean(/*dim=*/0);
