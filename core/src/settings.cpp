@@ -51,9 +51,9 @@ std::int64_t LocalSchedule::steps(std::int64_t n) const {
 }
 
 // Measured (bench/batching_bench, 2 workers): softmax d = 7,850 2.5-3.7x and MLP d = 50,890
-// 1.4-2.0x faster stacked; the GroupNorm CNN d = 107,722 0.7-0.9x, and the sigmoid LeNet (d ≈ 15k)
-// at B = 300 about 20x slower: a stacked convolution is an im2col and a matrix product per client,
-// bound by arithmetic that stacking does not share.
+// 1.4-2.0x faster stacked, the GroupNorm CNN d = 107,722 0.7-0.9x; reported on Fashion-MNIST
+// (#21), the sigmoid LeNet (d ≈ 15k) at B = 300 about 20x slower. A stacked convolution is an
+// im2col and a matrix product per client, bound by arithmetic that stacking does not share.
 bool ClientSettings::batches(const std::string& arch, std::int64_t parameters) const {
   constexpr std::int64_t kAutoMaxParameters = 65536;
   if (batching != Batching::Auto) return batching == Batching::On;
