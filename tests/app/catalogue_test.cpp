@@ -7,7 +7,6 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
-#include <fstream>
 
 #include "npy.hpp"
 #include "test_support.hpp"
@@ -70,30 +69,24 @@ BadInput set(std::vector<std::string> assignments, std::string needle, int exit_
   return {std::move(args), std::move(needle), exit_code};
 }
 
-void write_bytes(const fs::path& path, const std::vector<std::uint8_t>& bytes) {
-  fs::create_directories(path.parent_path());
-  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()),
-                                              static_cast<std::streamsize>(bytes.size()));
-}
-
 /// An IDX file: magic, big-endian dimensions, then `payload` bytes.
-std::vector<std::uint8_t> idx(std::uint32_t magic, const std::vector<std::uint32_t>& dims, std::size_t payload) {
-  std::vector<std::uint8_t> bytes;
+std::string idx(std::uint32_t magic, const std::vector<std::uint32_t>& dims, std::size_t payload) {
+  std::string bytes;
   auto put = [&](std::uint32_t word) {
-    for (int shift = 24; shift >= 0; shift -= 8) bytes.push_back(static_cast<std::uint8_t>(word >> shift));
+    for (int shift = 24; shift >= 0; shift -= 8) bytes.push_back(static_cast<char>(word >> shift));
   };
   put(magic);
   for (auto d : dims) put(d);
-  bytes.resize(bytes.size() + payload, 1);
+  bytes.append(payload, '\1');
   return bytes;
 }
 
 /// A good 4-file IDX folder of `n` 4x4 training and test images.
 void write_idx_folder(const fs::path& dir, std::uint32_t n = 12) {
-  write_bytes(dir / "train-images-idx3-ubyte", idx(0x803, {n, 4, 4}, n * 16));
-  write_bytes(dir / "train-labels-idx1-ubyte", idx(0x801, {n}, n));
-  write_bytes(dir / "t10k-images-idx3-ubyte", idx(0x803, {n, 4, 4}, n * 16));
-  write_bytes(dir / "t10k-labels-idx1-ubyte", idx(0x801, {n}, n));
+  test::write_file(dir / "train-images-idx3-ubyte", idx(0x803, {n, 4, 4}, n * 16));
+  test::write_file(dir / "train-labels-idx1-ubyte", idx(0x801, {n}, n));
+  test::write_file(dir / "t10k-images-idx3-ubyte", idx(0x803, {n, 4, 4}, n * 16));
+  test::write_file(dir / "t10k-labels-idx1-ubyte", idx(0x801, {n}, n));
 }
 
 /// The tiny experiment on dataset plugin `plugin` (written as {dir}/<plugin>.toml) with its
@@ -206,22 +199,21 @@ TEST_CASE("catalogue: experiment files that are missing, folders, empty, binary 
 TEST_CASE("catalogue: damaged dataset files are named with what is wrong") {
   auto dir = test::scratch_dir("catalogue_data");
   write_idx_folder(dir / "idx_truncated");
-  write_bytes(dir / "idx_truncated" / "train-images-idx3-ubyte", idx(0x803, {12, 4, 4}, 100));
+  test::write_file(dir / "idx_truncated" / "train-images-idx3-ubyte", idx(0x803, {12, 4, 4}, 100));
   write_idx_folder(dir / "idx_huge");
-  write_bytes(dir / "idx_huge" / "train-images-idx3-ubyte", idx(0x803, {0xFFFFFFF0u, 28, 28}, 64));
+  test::write_file(dir / "idx_huge" / "train-images-idx3-ubyte", idx(0x803, {0xFFFFFFF0u, 28, 28}, 64));
   write_idx_folder(dir / "idx_magic");
-  write_bytes(dir / "idx_magic" / "train-labels-idx1-ubyte", idx(0x802, {12}, 12));
+  test::write_file(dir / "idx_magic" / "train-labels-idx1-ubyte", idx(0x802, {12}, 12));
   write_idx_folder(dir / "idx_counts");
-  write_bytes(dir / "idx_counts" / "train-labels-idx1-ubyte", idx(0x801, {11}, 11));
+  test::write_file(dir / "idx_counts" / "train-labels-idx1-ubyte", idx(0x801, {11}, 11));
   write_idx_folder(dir / "idx_label");
   auto labels = idx(0x801, {12}, 12);
   labels.back() = 42;
-  write_bytes(dir / "idx_label" / "train-labels-idx1-ubyte", labels);
+  test::write_file(dir / "idx_label" / "train-labels-idx1-ubyte", labels);
   write_idx_folder(dir / "idx_extra");
-  write_bytes(dir / "idx_extra" / "t10k-labels-idx1-ubyte", idx(0x801, {12}, 13));
+  test::write_file(dir / "idx_extra" / "t10k-labels-idx1-ubyte", idx(0x801, {12}, 13));
 
-  std::vector<std::uint8_t> record(1 + 3072, 7);
-  write_bytes(dir / "cifar" / "data_batch_1.bin", std::vector<std::uint8_t>(record.size() * 2 - 5, 1));
+  test::write_file(dir / "cifar" / "data_batch_1.bin", std::string(2 * (1 + 3072) - 5, '\1'));  // 2 records, cut
 
   const std::string header = "a,b,label\n";
   test::write_file(dir / "abc.csv", header + "1,2,x\n3,abc,y\n5,6,x\n7,8,y\n");
