@@ -3,6 +3,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <csignal>
@@ -336,21 +337,73 @@ int command_plugins() {
 }
 
 struct AggregateQuery {
-  std::string plugin, updates, weights, out;
-  std::vector<std::string> options;
+  std::string plugin, updates, weights, out, emit_pre, permutation;
+  std::vector<std::string> options, pre, state;
   std::int64_t byzantine = 0;
   std::int64_t seed = 1;
 };
 
-/// Runs one aggregator on saved updates: how a researcher checks a rule against known answers.
-int command_aggregate(const AggregateQuery& query) {
-  PluginRegistry registry;
-  auto library = registry.open(BULWARK_KIND_AGGREGATOR, query.plugin);
-  toml::table table;
-  for (const auto& assignment : query.options) apply_override(table, assignment);
+/// Opens an aggregator with options from `table` (--set assignments), for `bulwark aggregate`.
+PluginHandle<Aggregator> open_aggregator(PluginRegistry& registry, const std::string& name, const toml::table& table,
+                                         const std::string& role) {
+  auto library = registry.open(BULWARK_KIND_AGGREGATOR, name);
   auto options = validate_options(table, library->option_specs(),
-                                  "aggregator '" + std::string(library->info().name) + "'", {}, "--set");
-  PluginHandle<Aggregator> aggregator(library, options);
+                                  role + " '" + std::string(library->info().name) + "'", {}, "--set");
+  return PluginHandle<Aggregator>(library, options);
+}
+
+/// `--permutation perm.npy` as the TOML list of the option that takes it (bucketing's).
+toml::array permutation_option(const std::string& path) {
+  const auto values = read_npy(path).to(torch::kDouble).flatten().contiguous();
+  toml::array list;
+  for (std::int64_t i = 0; i < values.numel(); ++i) {
+    const double row = values.data_ptr<double>()[i];
+    if (row != std::floor(row) || row < 0) {
+      throw Error(ErrorKind::Data, fmt::format("{}: entry {} is {}; a permutation lists row indices 0..n-1", path,
+                                               i, row));
+    }
+    list.push_back(static_cast<std::int64_t>(row));
+  }
+  return list;
+}
+
+/// Runs one aggregator, with the pre-aggregators an experiment would chain in front, on saved
+/// updates: how a researcher checks a rule against known answers and other libraries.
+int command_aggregate(const AggregateQuery& query) {
+  // --set key=value goes to the rule, --set <pre>.key=value to that pre-aggregator.
+  toml::table rule_table;
+  for (const auto& assignment : query.options) apply_override(rule_table, assignment);
+  std::vector<toml::table> pre_tables(query.pre.size());
+  for (std::size_t i = 0; i < query.pre.size(); ++i) {
+    if (const auto* own = rule_table.get_as<toml::table>(query.pre[i])) pre_tables[i] = *own;
+  }
+  for (const auto& name : query.pre) rule_table.erase(name);
+  PluginRegistry registry;
+  if (!query.permutation.empty()) {
+    // The fixed permutation goes to whichever stage has a `permutation` option.
+    bool taken = false;
+    auto offer = [&](const std::string& name, toml::table& table) {
+      auto specs = registry.open(BULWARK_KIND_AGGREGATOR, name)->option_specs();
+      if (taken || std::none_of(specs.begin(), specs.end(), [](const OptionSpec& spec) {
+            return std::string(spec.name) == "permutation";
+          })) {
+        return;
+      }
+      table.insert_or_assign("permutation", permutation_option(query.permutation));
+      taken = true;
+    };
+    for (std::size_t i = 0; i < query.pre.size(); ++i) offer(query.pre[i], pre_tables[i]);
+    offer(query.plugin, rule_table);
+    if (!taken) {
+      throw Error(ErrorKind::Config, "--permutation: neither the rule nor a --pre stage takes a permutation "
+                                     "(bucketing does: --pre bucketing)");
+    }
+  }
+  std::vector<PluginHandle<Aggregator>> pre_aggregators;
+  for (std::size_t i = 0; i < query.pre.size(); ++i) {
+    pre_aggregators.push_back(open_aggregator(registry, query.pre[i], pre_tables[i], "pre-aggregator"));
+  }
+  auto aggregator = open_aggregator(registry, query.plugin, rule_table, "aggregator");
 
   auto updates = read_npy(query.updates);
   if (updates.dim() != 2) {
@@ -378,12 +431,42 @@ int command_aggregate(const AggregateQuery& query) {
   context.byzantine_bound = query.byzantine;
   context.generator = make_generator(static_cast<std::uint64_t>(query.seed));
   for (std::int64_t i = 0; i < updates.size(0); ++i) context.client_ids.push_back(i);
+  if (!query.state.empty()) {
+    // --state KEY=FILE.npy: the rule's state as a checkpoint would restore it (centred clipping's
+    // start m0 is "previous"), in a round after the first so that the rule uses it.
+    StateDict state;
+    for (const auto& entry : query.state) {
+      const auto equals = entry.find('=');
+      if (equals == std::string::npos || equals == 0) {
+        throw Error(ErrorKind::Config, "--state " + entry + ": expected KEY=FILE.npy, e.g. --state previous=m0.npy");
+      }
+      state[entry.substr(0, equals)] = read_npy(entry.substr(equals + 1));
+    }
+    aggregator->load_state(state);
+    context.round = 1;
+  }
 
-  auto result = aggregator->aggregate(updates, weights, context);
+  UpdateSet current{updates, weights};
+  for (auto& pre : pre_aggregators) current = pre->preprocess(current.updates, current.weights, context);
+  if (!query.emit_pre.empty()) {
+    if (pre_aggregators.empty()) throw Error(ErrorKind::Config, "--emit-pre needs at least one --pre stage");
+    write_npy(query.emit_pre, current.updates.to(updates.scalar_type()).contiguous());
+  }
+  auto result = aggregator->aggregate(current.updates, current.weights, context);
   write_npy(query.out, result.aggregate.to(updates.scalar_type()).contiguous());
-  fmt::print("aggregated {} x {} updates with '{}' -> {}\n", updates.size(0), updates.size(1),
-             library->info().name, query.out);
-  if (result.reports_flags) fmt::print("flagged rows: [{}]\n", fmt::join(result.flagged_rows, ", "));
+  std::string pipeline;
+  for (const auto& pre : pre_aggregators) pipeline += std::string(pre.library().info().name) + " -> ";
+  fmt::print("aggregated {} x {} updates with '{}{}' -> {}\n", updates.size(0), updates.size(1), pipeline,
+             aggregator.library().info().name, query.out);
+  if (!query.emit_pre.empty()) {
+    fmt::print("pre-aggregated rows: {} x {} -> {}\n", current.updates.size(0), current.updates.size(1),
+               query.emit_pre);
+  }
+  if (result.reports_flags) {
+    const bool regrouped = current.updates.size(0) != updates.size(0);
+    fmt::print("flagged rows{}: [{}]\n", regrouped ? " (of the pre-aggregated rows)" : "",
+               fmt::join(result.flagged_rows, ", "));
+  }
   return 0;
 }
 
@@ -428,7 +511,7 @@ int command_describe(const std::string& name, const std::string& kind) {
 /// Opacus, over the accountants a run uses (accountant.hpp): T steps of the Poisson-subsampled
 /// Gaussian mechanism at rate q with noise multiplier σ; or σ for a target ε.
 struct PrivacyQuery {
-  double sampling_rate = 0.0, noise_multiplier = -1.0, delta = 1e-5, target_epsilon = 0.0;
+  double sampling_rate = 0.0, noise_multiplier = -1.0, delta = 1e-5, target_epsilon = 0.0, eps_error = 0.01;
   std::int64_t steps = 0;
   std::vector<double> orders;
   std::string accountant = "rdp", conversion = "improved";
@@ -444,12 +527,17 @@ int command_privacy(const PrivacyQuery& query) {
     throw Error(ErrorKind::Config, fmt::format("--delta = {} must be in (0, 1), e.g. 1e-5", query.delta));
   }
   const auto kind = parse_accountant(query.accountant);
-  if (kind == AccountantKind::Gdp && !query.orders.empty()) {
-    throw Error(ErrorKind::Config, "--orders are RDP orders; the gdp accountant has none (drop --orders, or use "
-                                   "--accountant rdp)");
+  if (kind != AccountantKind::Rdp && !query.orders.empty()) {
+    throw Error(ErrorKind::Config, fmt::format("--orders are RDP orders; the {} accountant has none (drop --orders, "
+                                               "or use --accountant rdp)", query.accountant));
   }
   const auto conversion = parse_conversion(query.conversion);
   auto spent = [&](double sigma) {
+    if (kind == AccountantKind::Prv) {
+      PrvAccountant accountant;
+      accountant.compose(query.sampling_rate, sigma, query.steps);
+      return std::pair(PrivacySpent{accountant.epsilon(query.delta, query.eps_error)}, 0.0);
+    }
     if (kind == AccountantKind::Gdp) {
       GdpAccountant accountant;
       accountant.compose(query.sampling_rate, sigma, query.steps);
@@ -474,6 +562,9 @@ int command_privacy(const PrivacyQuery& query) {
     if (solve) out["target_epsilon"] = query.target_epsilon;
     if (kind == AccountantKind::Gdp) {
       out["mu"] = mu;
+    } else if (kind == AccountantKind::Prv) {
+      out["eps_error"] = query.eps_error;
+      out["delta_error"] = query.delta / 1000;
     } else {
       out["order"] = result.order;
       out["conversion"] = query.conversion;
@@ -490,6 +581,9 @@ int command_privacy(const PrivacyQuery& query) {
     fmt::print("{:<20} {:.6g}\n", "mu (GDP)", mu);
     fmt::print("{:<20} {:.6g}  (GDP through the central limit theorem, Bu et al. 2020, as Opacus's "
                "GaussianAccountant: an approximation)\n", "epsilon", result.epsilon);
+  } else if (kind == AccountantKind::Prv) {
+    fmt::print("{:<20} {:.6g}  (PRV upper bound, Gopi et al. 2021 as Opacus's PRVAccountant; eps_error {}, "
+               "delta_error delta/1000)\n", "epsilon", result.epsilon, query.eps_error);
   } else {
     fmt::print("{:<20} {:.6g}  (RDP order {}; {} conversion{})\n", "epsilon", result.epsilon, result.order,
                query.conversion,
@@ -550,8 +644,18 @@ int main(int argc, char** argv) {
   aggregate->add_option("--seed", aggregate_query.seed, "Seed of the rule's generator (randomised rules such as bucketing)")
       ->check(not_negative);
   aggregate->add_option("--out", aggregate_query.out, "g.npy: the aggregate, float64 when the updates are")->required();
+  aggregate->add_option("--pre", aggregate_query.pre,
+                        "Pre-aggregators run in front of the rule, in order, e.g. --pre clip,nnm; their options with "
+                        "--set clip.threshold=1")->delimiter(',');
+  aggregate->add_option("--emit-pre", aggregate_query.emit_pre, "P.npy: the rows after the --pre stages (what the rule sees)");
+  aggregate->add_option("--permutation", aggregate_query.permutation,
+                        "perm.npy: a fixed permutation for the stage that takes one (bucketing), to compare with other "
+                        "libraries");
+  aggregate->add_option("--state", aggregate_query.state,
+                        "KEY=FILE.npy: the rule's state as a checkpoint restores it, e.g. centered_clipping's start "
+                        "--state previous=m0.npy")->take_all();
 
-  auto* privacy = app.add_subcommand("privacy", "Epsilon of T steps of the subsampled Gaussian mechanism (RDP accountant)");
+  auto* privacy = app.add_subcommand("privacy", "Epsilon of T steps of the subsampled Gaussian mechanism (RDP, PRV or GDP accountant)");
   privacy->add_option("--sampling-rate,-q", privacy_query.sampling_rate, "Sampling rate q (e.g. B/N)")
       ->required()->check(CLI::Range(0.0, 1.0));
   auto* sigma_option = privacy->add_option("--noise-multiplier,-s", privacy_query.noise_multiplier,
@@ -562,8 +666,11 @@ int main(int argc, char** argv) {
       ->check(positive)->excludes(sigma_option);
   privacy->add_option("--orders", privacy_query.orders, "RDP orders (default 1.1..10.9 step 0.1 and 12..63)");
   privacy->add_option("--accountant", privacy_query.accountant,
-                      "rdp (Renyi DP, as Opacus's RDPAccountant) or gdp (Gaussian DP through the CLT, as Opacus's GaussianAccountant)")
-      ->check(CLI::IsMember({"rdp", "gdp"}));
+                      "rdp (Renyi DP, as Opacus's RDPAccountant), prv (privacy loss random variables, as Opacus's "
+                      "PRVAccountant) or gdp (Gaussian DP through the CLT, as Opacus's GaussianAccountant)")
+      ->check(CLI::IsMember({"rdp", "prv", "gdp"}));
+  privacy->add_option("--eps-error", privacy_query.eps_error,
+                      "prv: epsilon error of the discretisation (default 0.01, as Opacus)")->check(positive);
   privacy->add_flag("--json", privacy_query.json, "Print one JSON object, every number to full precision");
   privacy->add_option("--conversion", privacy_query.conversion,
                       "RDP to (epsilon, delta): improved (Balle et al. 2020, Opacus) or standard (Mironov 2017, TF-Privacy)")

@@ -225,8 +225,9 @@ double GdpAccountant::gdp_epsilon(double mu, double delta) {
 
 AccountantKind parse_accountant(const std::string& name) {
   if (name == "rdp") return AccountantKind::Rdp;
+  if (name == "prv") return AccountantKind::Prv;
   if (name == "gdp") return AccountantKind::Gdp;
-  throw Error(ErrorKind::Config, "unknown accountant '" + name + "'; expected rdp or gdp");
+  throw Error(ErrorKind::Config, "unknown accountant '" + name + "'; expected rdp, prv or gdp");
 }
 
 double LevelEpsilon::max() const {
@@ -237,6 +238,7 @@ double LevelEpsilon::max() const {
 
 PrivacyLedger::PrivacyLedger(const Options& accounting)
     : delta_(accounting.get<double>("delta")),
+      prv_eps_error_(accounting.get<double>("prv_eps_error")),
       kind_(parse_accountant(accounting.get<std::string>("accountant"))),
       conversion_(parse_conversion(accounting.get<std::string>("conversion"))),
       levels_{RdpAccountant(accounting.get<std::vector<double>>("orders")),
@@ -245,6 +247,10 @@ PrivacyLedger::PrivacyLedger(const Options& accounting)
     throw Error(ErrorKind::Config, fmt::format("[privacy] delta = {} must be in (0, 1); the usual choice is "
                                                "below 1/N for N training examples, e.g. delta = 1e-5", delta_));
   }
+  if (!(prv_eps_error_ > 0)) {
+    throw Error(ErrorKind::Config, fmt::format("[privacy] prv_eps_error = {} must be > 0, e.g. 0.01 (Opacus's "
+                                               "default)", prv_eps_error_));
+  }
 }
 
 void PrivacyLedger::add(const std::vector<AccountingEvent>& events) {
@@ -252,10 +258,16 @@ void PrivacyLedger::add(const std::vector<AccountingEvent>& events) {
     const auto level = static_cast<std::size_t>(event.level);
     if (level > 1) throw Error(ErrorKind::Runtime, "privacy accounting event with an unknown level");
     used_[level] = true;
-    if (kind_ == AccountantKind::Gdp) {
-      gdp_levels_[level].compose(event.sampling_rate, event.noise_multiplier, event.steps);
-    } else {
-      levels_[level].compose(event.sampling_rate, event.noise_multiplier, event.steps);
+    switch (kind_) {
+      case AccountantKind::Rdp:
+        levels_[level].compose(event.sampling_rate, event.noise_multiplier, event.steps);
+        break;
+      case AccountantKind::Prv:
+        prv_levels_[level].compose(event.sampling_rate, event.noise_multiplier, event.steps);
+        break;
+      case AccountantKind::Gdp:
+        gdp_levels_[level].compose(event.sampling_rate, event.noise_multiplier, event.steps);
+        break;
     }
   }
 }
@@ -263,8 +275,12 @@ void PrivacyLedger::add(const std::vector<AccountingEvent>& events) {
 LevelEpsilon PrivacyLedger::epsilon() const {
   auto level_epsilon = [&](std::size_t level) {
     if (!used_[level]) return std::numeric_limits<double>::quiet_NaN();
-    return kind_ == AccountantKind::Gdp ? gdp_levels_[level].epsilon(delta_)
-                                        : levels_[level].spent(delta_, conversion_).epsilon;
+    switch (kind_) {
+      case AccountantKind::Prv: return prv_levels_[level].epsilon(delta_, prv_eps_error_);
+      case AccountantKind::Gdp: return gdp_levels_[level].epsilon(delta_);
+      case AccountantKind::Rdp: break;
+    }
+    return levels_[level].spent(delta_, conversion_).epsilon;
   };
   return {level_epsilon(0), level_epsilon(1)};
 }
@@ -275,13 +291,44 @@ LevelEpsilon PrivacyLedger::epsilon_after(const std::vector<AccountingEvent>& ev
   return next.epsilon();
 }
 
+namespace {
+
+// A PRV history as rows (q, σ, steps) of a [k, 3] float64 tensor; steps are exact below 2^53.
+torch::Tensor prv_history_tensor(const std::vector<PrvAccountant::Steps>& history) {
+  auto rows = torch::zeros({static_cast<std::int64_t>(history.size()), 3}, torch::kDouble);
+  for (std::size_t i = 0; i < history.size(); ++i) {
+    const auto row = static_cast<std::int64_t>(i);
+    rows[row][0] = history[i].q;
+    rows[row][1] = history[i].sigma;
+    rows[row][2] = static_cast<double>(history[i].steps);
+  }
+  return rows;
+}
+
+std::vector<PrvAccountant::Steps> prv_history(const torch::Tensor& rows) {
+  const auto values = rows.to(torch::kDouble).contiguous();
+  if (values.dim() != 2 || values.size(1) != 3) {
+    throw Error(ErrorKind::Data, "the checkpoint's PRV history is not a [k, 3] table; run without --resume");
+  }
+  std::vector<PrvAccountant::Steps> history;
+  for (std::int64_t i = 0; i < values.size(0); ++i) {
+    history.push_back({values[i][0].item<double>(), values[i][1].item<double>(),
+                       static_cast<std::int64_t>(values[i][2].item<double>())});
+  }
+  return history;
+}
+
+}  // namespace
+
 StateDict PrivacyLedger::state() const {
   auto curve = [](const std::vector<double>& values) { return torch::tensor(values, torch::kDouble); };
   return {{"orders", curve(levels_[0].orders())},
           {"example", curve(levels_[0].rdp())},
           {"client", curve(levels_[1].rdp())},
           {"used", torch::tensor({used_[0] ? 1.0 : 0.0, used_[1] ? 1.0 : 0.0}, torch::kDouble)},
-          {"gdp_mu_squared", curve({gdp_levels_[0].mu_squared(), gdp_levels_[1].mu_squared()})}};
+          {"gdp_mu_squared", curve({gdp_levels_[0].mu_squared(), gdp_levels_[1].mu_squared()})},
+          {"prv_example", prv_history_tensor(prv_levels_[0].history())},
+          {"prv_client", prv_history_tensor(prv_levels_[1].history())}};
 }
 
 void PrivacyLedger::load(const StateDict& state) {
@@ -302,6 +349,13 @@ void PrivacyLedger::load(const StateDict& state) {
   levels_[1].restore(client);
   gdp_levels_[0].restore(gdp[0]);
   gdp_levels_[1].restore(gdp[1]);
+  const auto prv_example = state.find("prv_example"), prv_client = state.find("prv_client");
+  if (prv_example == state.end() || prv_client == state.end()) {
+    throw Error(ErrorKind::Data, "the checkpoint's privacy ledger has no PRV history (written by an older "
+                                 "Bulwark); run without --resume to start over");
+  }
+  prv_levels_[0].restore(prv_history(prv_example->second));
+  prv_levels_[1].restore(prv_history(prv_client->second));
   used_[0] = used[0] != 0;
   used_[1] = used[1] != 0;
 }

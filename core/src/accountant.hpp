@@ -25,6 +25,7 @@
 
 #include "bulwark/options.hpp"
 #include "bulwark/privacy.hpp"
+#include "prv_accountant.hpp"
 
 namespace bulwark {
 
@@ -101,8 +102,8 @@ class GdpAccountant {
   double mu_squared_ = 0.0;
 };
 
-/// "rdp" | "gdp" (the [privacy] `accountant` option and `bulwark privacy --accountant`).
-enum class AccountantKind { Rdp, Gdp };
+/// "rdp" | "prv" | "gdp" (the [privacy] `accountant` option and `bulwark privacy --accountant`).
+enum class AccountantKind { Rdp, Prv, Gdp };
 AccountantKind parse_accountant(const std::string& name);
 
 /// ε of each protected level; NaN for a level no mechanism event has mentioned.
@@ -113,9 +114,10 @@ struct LevelEpsilon {
   double max() const;
 };
 
-/// A run's privacy ledger: one accountant per level (example, client), RDP or GDP as the
+/// A run's privacy ledger: one accountant per level (example, client), RDP, PRV or GDP as the
 /// [privacy] `accountant` option says, fed with the privacy mechanism's AccountingEvents round
-/// after round, and read with the [privacy] accounting options (delta, orders, conversion).
+/// after round, and read with the [privacy] accounting options (delta, orders, conversion,
+/// prv_eps_error).
 class PrivacyLedger {
  public:
   /// Validates delta ∈ (0, 1), the orders and the conversion; Error(Config) naming the option.
@@ -126,16 +128,17 @@ class PrivacyLedger {
   /// ε if `events` were added too (the ledger is unchanged): max_epsilon's look-ahead.
   LevelEpsilon epsilon_after(const std::vector<AccountingEvent>& events) const;
 
-  /// The composed RDP curves, for a checkpoint; load() restores them (Error(Data) when the
-  /// checkpoint was written with other orders).
+  /// The composed RDP curves, PRV histories and GDP μ², for a checkpoint; load() restores them
+  /// (Error(Data) when the checkpoint was written with other orders).
   StateDict state() const;
   void load(const StateDict& state);
 
  private:
-  double delta_;
+  double delta_, prv_eps_error_;
   AccountantKind kind_;
   EpsilonConversion conversion_;
   RdpAccountant levels_[2];  // indexed by PrivacyLevel
+  PrvAccountant prv_levels_[2];
   GdpAccountant gdp_levels_[2];
   bool used_[2] = {false, false};
 };

@@ -163,10 +163,14 @@ const std::vector<OptionSpec>& accounting_option_specs() {
        "Example-level sampling rate: local = B/N_i of the client; global = B·K_t/N (the Fed-CDP paper's view).",
        "local|global"},
       {"accountant", OptType::String, "\"rdp\"", 0, 0,
-       "rdp: Rényi DP of the subsampled Gaussian (Mironov et al. 2019), as Opacus's RDPAccountant; gdp: Gaussian DP "
-       "through the central limit theorem (Bu et al. 2020), as Opacus's GaussianAccountant: an approximation that "
-       "can understate epsilon.",
-       "rdp|gdp"},
+       "rdp: Rényi DP of the subsampled Gaussian (Mironov et al. 2019), as Opacus's RDPAccountant; prv: numerical "
+       "composition of privacy loss random variables (Gopi et al. 2021), as Opacus's PRVAccountant, tighter; gdp: "
+       "Gaussian DP through the central limit theorem (Bu et al. 2020), as Opacus's GaussianAccountant: an "
+       "approximation that can understate epsilon.",
+       "rdp|prv|gdp"},
+      {"prv_eps_error", OptType::Float, "0.01", 0, 1,
+       "prv: the accountant's epsilon error (its mesh); the reported epsilon is an upper bound within 2x this of "
+       "the true one. delta_error is delta/1000, as in Opacus.", nullptr},
       {"orders", OptType::List, "[]", 1, kInf, "RDP orders; default 1.1..10.9 step 0.1 and 12..63.", nullptr},
       {"conversion", OptType::String, "\"improved\"", 0, 0,
        "RDP to (epsilon, delta): improved = Balle et al. 2020, Thm 21 (what Opacus reports); standard = "

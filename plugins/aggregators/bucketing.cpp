@@ -8,7 +8,9 @@
 // s random rows shrinks the spread between heterogeneous honest clients, which is what lets rules
 // such as Krum or the median work on non-IID data. The last bucket holds the n mod s leftover rows
 // when s does not divide n. The permutation is drawn from context.generator (the engine's seeded
-// Aggregator stream), so a run is reproducible. Each bucket's weight is the sum of its members'
+// Aggregator stream), so a run is reproducible; the `permutation` option fixes it instead (π as
+// the list of row indices in bucket order, as ByzFL's Bucketing applies numpy's permutation),
+// which `bulwark aggregate --permutation perm.npy` uses to compare with other libraries. Each bucket's weight is the sum of its members'
 // weights. Used alone, aggregate() buckets and then takes the plain mean of the bucket means.
 //
 // Note for detection metrics: the rows after bucketing are buckets, not clients, so a rule after
@@ -21,7 +23,9 @@
 // Cost: one pass over U (index_add of each row into its bucket).
 #include <torch/torch.h>
 
+#include <cmath>
 #include <string>
+#include <vector>
 
 #include "bulwark/error.hpp"
 #include "bulwark/plugin.hpp"
@@ -32,25 +36,48 @@ namespace {
 constexpr bulwark::OptionSpec kOptions[] = {
     {"s", bulwark::OptType::Int, "2", 1, bulwark::kInf,
      "Bucket size s: rows averaged per bucket (ceil(n / s) buckets)."},
+    {"permutation", bulwark::OptType::List, "[]", 0, bulwark::kInf,
+     "Fixed permutation pi (row indices in bucket order, a permutation of 0..n-1); empty: a fresh random "
+     "one each round from the seeded stream."},
 };
 
 class Bucketing final : public bulwark::Aggregator {
  public:
-  explicit Bucketing(const bulwark::Options& options) : s_(options.get<std::int64_t>("s")) {}
+  explicit Bucketing(const bulwark::Options& options) : s_(options.get<std::int64_t>("s")) {
+    for (double row : options.get<std::vector<double>>("permutation")) {
+      if (row != std::floor(row)) {
+        throw bulwark::Error(bulwark::ErrorKind::Config,
+                             "bucketing: permutation entries are row indices; found " + std::to_string(row));
+      }
+      fixed_permutation_.push_back(static_cast<std::int64_t>(row));
+    }
+  }
 
   bulwark::UpdateSet preprocess(const torch::Tensor& updates, const torch::Tensor& weights,
                                 const bulwark::AggregationContext& context) override {
     bulwark::check_update_matrix(updates, "bucketing");
-    if (!context.generator.defined()) {
+    const auto n = updates.size(0);
+    const auto index_options = updates.options().dtype(torch::kLong);  // the generator's device
+    torch::Tensor permutation;
+    if (!fixed_permutation_.empty()) {
+      permutation = torch::tensor(fixed_permutation_, torch::kLong);
+      if (permutation.numel() != n || !std::get<0>(permutation.sort()).equal(torch::arange(n, torch::kLong))) {
+        throw bulwark::Error(bulwark::ErrorKind::Config,
+                             "bucketing: permutation must list each of the " + std::to_string(n) + " rows 0.." +
+                                 std::to_string(n - 1) + " exactly once; it has " +
+                                 std::to_string(permutation.numel()) + " entries" +
+                                 (permutation.numel() == n ? ", with a row repeated or out of range" : ""));
+      }
+      permutation = permutation.to(index_options.device());
+    } else if (!context.generator.defined()) {
       throw bulwark::Error(bulwark::ErrorKind::Runtime,
                            "bucketing: context.generator is not set; the engine must pass the "
                            "seeded Aggregator stream for the random permutation");
+    } else {
+      permutation = torch::randperm(n, context.generator, index_options);
     }
-    const auto n = updates.size(0);
     const auto buckets = (n + s_ - 1) / s_;
     // Row π(k) goes to bucket k / s: scatter the bucket numbers of the positions to the rows.
-    const auto index_options = updates.options().dtype(torch::kLong);  // the generator's device
-    auto permutation = torch::randperm(n, context.generator, index_options);
     auto bucket_of_position = torch::arange(n, index_options).div(s_, /*rounding_mode=*/"floor");
     auto bucket_of_row = torch::empty({n}, index_options).scatter_(0, permutation, bucket_of_position);
 
@@ -74,6 +101,7 @@ class Bucketing final : public bulwark::Aggregator {
 
  private:
   std::int64_t s_;
+  std::vector<std::int64_t> fixed_permutation_;
 };
 
 }  // namespace
@@ -82,7 +110,7 @@ BULWARK_PLUGIN(bulwark::Aggregator, Bucketing, "bucketing", "1.0.0",
                "Bucketing pre-aggregator (Karimireddy, He, Jaggi, ICLR 2022)",
                "Bucketing (S. P. Karimireddy, L. He, M. Jaggi, 'Byzantine-Robust Learning on "
                "Heterogeneous Datasets via Bucketing', ICLR 2022), a pre-aggregator: the rows are "
-               "randomly permuted (context.generator) and split into ceil(n / s) buckets of s "
+               "randomly permuted (context.generator, or the fixed `permutation`) and split into ceil(n / s) buckets of s "
                "consecutive rows (the last may be smaller); each bucket is replaced by its mean. "
                "Chain with pre = [\"bucketing\"]; alone it averages the bucket means. A NaN/Inf "
                "row makes its bucket non-finite (the next rule excludes it).",

@@ -12,8 +12,6 @@
 // the plain mean of aggregate() skips such rows (g = 0 if none is finite). A finite row whose norm
 // overflows is still clipped exactly: its direction is computed from the row scaled by its largest
 // magnitude. Row weights pass through unchanged.
-#include <torch/torch.h>
-
 #include <string>
 
 #include "bulwark/error.hpp"
@@ -40,21 +38,7 @@ class Clip final : public bulwark::Aggregator {
   bulwark::UpdateSet preprocess(const torch::Tensor& updates, const torch::Tensor& weights,
                                 const bulwark::AggregationContext&) override {
     bulwark::check_update_matrix(updates, "clip");
-    auto norms = updates.norm(2, /*dim=*/1).to(torch::kDouble);
-    auto finite_norm = torch::isfinite(norms);
-    // ‖u‖ = 0 gives C / 0 = inf, clamped to 1; non-finite norms keep scale 1 and are fixed below.
-    auto scale = torch::where(finite_norm, (threshold_ / norms).clamp_max(1.0),
-                              torch::ones_like(norms));
-    auto clipped = updates * scale.to(updates.scalar_type()).unsqueeze(1);
-    if (!finite_norm.all().item<bool>()) {
-      auto overflowed = ((~finite_norm) & torch::isfinite(updates).all(/*dim=*/1)).nonzero();
-      for (std::int64_t k = 0; k < overflowed.size(0); ++k) {
-        const auto i = overflowed[k][0].item<std::int64_t>();
-        auto direction = updates[i] / updates[i].abs().max();
-        clipped[i] = direction * (threshold_ / direction.norm().item<double>());
-      }
-    }
-    return {clipped, weights};
+    return {bulwark::clip_rows(updates, threshold_), weights};
   }
 
   bulwark::AggregationResult aggregate(const torch::Tensor& updates, const torch::Tensor& weights,

@@ -4,12 +4,14 @@
 //
 //   g = argmin_v Σ_i α_i ‖v − u_i‖,    α_i = n_i / Σ_j n_j   (uniform with weighted = false)
 //
-//   v⁰ = Σ_i α_i u_i;   repeat:  β_i = α_i / max(ν, ‖v − u_i‖),   v ← Σ_i β_i u_i / Σ_i β_i
+//   v⁰ = Σ_i α_i u_i (or 0);   repeat:  β_i = α_i / max(ν, ‖v − u_i‖),   v ← Σ_i β_i u_i / Σ_i β_i
 //
 // ν > 0 smooths the objective near the data points (and keeps the weights finite). Iteration stops
 // after max_iterations steps, or when the objective F(v) = Σ α_i ‖v − u_i‖ changes by at most
 // tolerance · F(v) between two steps, as in the authors' reference implementation. RFA's
 // experiments use only a few (3–4) Weiszfeld steps; the default here runs to the tolerance.
+// `start = "zero"` begins at v⁰ = 0 instead, as ByzFL's GeometricMedian does (with its defaults:
+// nu = 0.1, max_iterations = 3, tolerance = 0, weighted = false).
 //
 // Non-finite rows: a row whose norm is not finite (a NaN/±Inf entry, or an overflowing norm) is
 // dropped before the iteration, as the reference implementation does; α is renormalised over the
@@ -36,6 +38,8 @@ constexpr bulwark::OptionSpec kOptions[] = {
      "Stop when the objective changes by at most tolerance times its value."},
     {"weighted", bulwark::OptType::Bool, "true", 0, 1,
      "alpha_i proportional to the client's sample count n_i (false: uniform alpha_i = 1/n)."},
+    {"start", bulwark::OptType::String, "\"mean\"", 0, 0,
+     "Start point v0: mean = the alpha-weighted mean (RFA); zero = the origin (ByzFL).", "mean|zero"},
 };
 
 class GeometricMedian final : public bulwark::Aggregator {
@@ -44,7 +48,8 @@ class GeometricMedian final : public bulwark::Aggregator {
       : nu_(options.get<double>("nu")),
         max_iterations_(options.get<std::int64_t>("max_iterations")),
         tolerance_(options.get<double>("tolerance")),
-        weighted_(options.get<bool>("weighted")) {
+        weighted_(options.get<bool>("weighted")),
+        start_at_zero_(options.get<std::string>("start") == "zero") {
     if (!(nu_ > 0)) {
       throw bulwark::Error(bulwark::ErrorKind::Config,
                            "geometric_median: nu must be > 0 (it bounds the Weiszfeld weights "
@@ -82,7 +87,8 @@ class GeometricMedian final : public bulwark::Aggregator {
     }
     alpha = alpha / alpha.sum();
 
-    auto v = torch::matmul(alpha.to(points.scalar_type()), points);
+    auto v = start_at_zero_ ? torch::zeros({points.size(1)}, points.options())
+                            : torch::matmul(alpha.to(points.scalar_type()), points);
     auto distances = (points - v).norm(2, /*dim=*/1).to(torch::kDouble);
     double objective = (alpha * distances).sum().item<double>();
     for (std::int64_t step = 0; step < max_iterations_; ++step) {
@@ -102,7 +108,7 @@ class GeometricMedian final : public bulwark::Aggregator {
   double nu_;
   std::int64_t max_iterations_;
   double tolerance_;
-  bool weighted_;
+  bool weighted_, start_at_zero_;
 };
 
 }  // namespace
@@ -114,6 +120,6 @@ BULWARK_PLUGIN(bulwark::Aggregator, GeometricMedian, "geometric_median", "1.0.0"
                "arXiv:1912.13445): argmin_v sum_i alpha_i ||v - u_i||, alpha_i proportional to the "
                "sample counts (weighted = true), by the smoothed Weiszfeld iteration beta_i = "
                "alpha_i / max(nu, ||v - u_i||), v = sum beta_i u_i / sum beta_i, from the weighted "
-               "mean, for at most max_iterations steps or until the objective changes by at most "
+               "mean (start = \"zero\": from 0, as ByzFL), for at most max_iterations steps or until the objective changes by at most "
                "tolerance times its value. Rows with a non-finite norm are dropped first.",
                kOptions)

@@ -42,13 +42,7 @@ class Krum final : public bulwark::Aggregator {
     bulwark::check_update_matrix(updates, "krum");
     const auto n = updates.size(0);
     const auto f = f_ >= 0 ? f_ : context.byzantine_bound;
-    if (n <= 2 * f + 2) {
-      throw bulwark::Error(bulwark::ErrorKind::Config,
-                           "krum: needs n > 2f + 2 updates (Blanchard et al. 2017); found n = " +
-                               std::to_string(n) + " with f = " + std::to_string(f) +
-                               ". Lower f or sample at least " + std::to_string(2 * f + 3) +
-                               " clients per round");
-    }
+    bulwark::check_update_count(n, f, 2, "krum", "Blanchard et al. 2017");
 
     const auto finite = bulwark::finite_pairwise_distances(updates);
     const auto& good = finite.rows;

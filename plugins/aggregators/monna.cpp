@@ -45,13 +45,7 @@ class MoNNA final : public bulwark::Aggregator {
     bulwark::check_update_matrix(updates, "monna");
     const auto n = updates.size(0);
     const auto f = f_ >= 0 ? f_ : context.byzantine_bound;
-    if (n <= 2 * f) {
-      throw bulwark::Error(bulwark::ErrorKind::Config,
-                           "monna: needs n > 2f updates (Farhadkhani et al. 2023); found n = " +
-                               std::to_string(n) + " with f = " + std::to_string(f) +
-                               ". Lower f or sample at least " + std::to_string(2 * f + 1) +
-                               " clients per round");
-    }
+    bulwark::check_update_count(n, f, 0, "monna", "Farhadkhani et al. 2023");
     if (pivot_ >= n) {
       throw bulwark::Error(bulwark::ErrorKind::Config,
                            "monna: pivot = " + std::to_string(pivot_) + " is not a row of the " +
@@ -74,12 +68,7 @@ class MoNNA final : public bulwark::Aggregator {
     bulwark::AggregationResult result;
     result.aggregate = rows.index_select(0, nearest).mean(/*dim=*/0).to(updates.scalar_type());
     result.reports_flags = true;
-    std::vector<bool> in_neighbourhood(static_cast<std::size_t>(n), false);
-    const auto picked = nearest.accessor<std::int64_t, 1>();
-    for (std::int64_t i = 0; i < neighbours; ++i) in_neighbourhood[static_cast<std::size_t>(picked[i])] = true;
-    for (std::int64_t i = 0; i < n; ++i) {
-      if (!in_neighbourhood[static_cast<std::size_t>(i)]) result.flagged_rows.push_back(i);
-    }
+    result.flagged_rows = bulwark::rows_not_in(nearest, n);
     return result;
   }
 

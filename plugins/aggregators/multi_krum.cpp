@@ -50,13 +50,7 @@ class MultiKrum final : public bulwark::Aggregator {
     bulwark::check_update_matrix(updates, "multi_krum");
     const auto n = updates.size(0);
     const auto f = f_ >= 0 ? f_ : context.byzantine_bound;
-    if (n <= 2 * f + 2) {
-      throw bulwark::Error(bulwark::ErrorKind::Config,
-                           "multi_krum: needs n > 2f + 2 updates (Blanchard et al. 2017); found "
-                           "n = " + std::to_string(n) + " with f = " + std::to_string(f) +
-                               ". Lower f or sample at least " + std::to_string(2 * f + 3) +
-                               " clients per round");
-    }
+    bulwark::check_update_count(n, f, 2, "multi_krum", "Blanchard et al. 2017");
     const auto m = m_ > 0 ? m_ : n - f;
     if (m > n) {
       throw bulwark::Error(bulwark::ErrorKind::Config,

@@ -45,13 +45,7 @@ class NearestNeighbourMixing final : public bulwark::Aggregator {
     bulwark::check_update_matrix(updates, "nnm");
     const auto n = updates.size(0);
     const auto f = f_ >= 0 ? f_ : context.byzantine_bound;
-    if (n <= 2 * f) {
-      throw bulwark::Error(bulwark::ErrorKind::Config,
-                           "nnm: needs n > 2f updates (Allouah et al. 2023); found n = " +
-                               std::to_string(n) + " with f = " + std::to_string(f) +
-                               ". Lower f or sample at least " + std::to_string(2 * f + 1) +
-                               " clients per round");
-    }
+    bulwark::check_update_count(n, f, 0, "nnm", "Allouah et al. 2023");
 
     const auto finite = bulwark::finite_pairwise_distances(updates);
     const auto& good = finite.rows;

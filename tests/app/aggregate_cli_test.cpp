@@ -68,3 +68,60 @@ TEST_CASE("bulwark aggregate refuses weights that sum to nothing and an empty ma
   CHECK(empty.exit_code == 2);
   CHECK(empty.output.find("empty.npy: holds 0 x 5 updates") != std::string::npos);
 }
+
+TEST_CASE("bulwark aggregate --pre runs pre-aggregators in front of the rule; --emit-pre writes their rows") {
+  auto dir = test::scratch_dir("cli_aggregate_pre");
+  auto updates = torch::tensor({3.0, 4.0, 0.0, 1.0, 6.0, 8.0, 0.3, 0.4}, torch::kDouble).view({4, 2});
+  write_npy(dir / "U.npy", updates);
+  // clip to norm 1, then the mean: rows (0.6, 0.8), (0, 1), (0.6, 0.8), (0.3, 0.4).
+  auto result = test::run_bulwark({"aggregate", "--plugin", "fedavg", "--pre", "clip", "--set", "clip.threshold=1",
+                                   "--updates", (dir / "U.npy").string(), "--emit-pre", (dir / "P.npy").string(),
+                                   "--out", (dir / "g.npy").string()});
+  INFO(result.output);
+  REQUIRE(result.exit_code == 0);
+  CHECK(result.output.find("'clip -> fedavg'") != std::string::npos);
+  auto clipped = torch::tensor({0.6, 0.8, 0.0, 1.0, 0.6, 0.8, 0.3, 0.4}, torch::kDouble).view({4, 2});
+  CHECK(read_npy(dir / "P.npy").allclose(clipped, 0, 1e-15));
+  CHECK(read_npy(dir / "g.npy").allclose(clipped.mean(0), 0, 1e-15));
+
+  // Two stages, comma-separated, each with its own options; the rule's options stay unprefixed.
+  auto chained = test::run_bulwark({"aggregate", "--plugin", "krum", "--pre", "clip,nnm", "--set", "clip.threshold=1",
+                                    "--set", "nnm.f=0", "--set", "f=0", "--updates", (dir / "U.npy").string(),
+                                    "--out", (dir / "k.npy").string()});
+  INFO(chained.output);
+  CHECK(chained.exit_code == 0);
+  CHECK(chained.output.find("'clip -> nnm -> krum'") != std::string::npos);
+
+  auto no_pre = test::run_bulwark({"aggregate", "--plugin", "fedavg", "--updates", (dir / "U.npy").string(),
+                                   "--emit-pre", (dir / "x.npy").string(), "--out", (dir / "x.npy").string()});
+  CHECK(no_pre.exit_code == 2);
+  CHECK(no_pre.output.find("--emit-pre needs at least one --pre stage") != std::string::npos);
+}
+
+TEST_CASE("bulwark aggregate --permutation fixes bucketing's permutation; --state sets centred clipping's start") {
+  auto dir = test::scratch_dir("cli_aggregate_injected");
+  auto updates = torch::tensor({0.0, 1.0, 2.0, 3.0}, torch::kDouble).view({4, 1});
+  write_npy(dir / "U.npy", updates);
+  write_npy(dir / "perm.npy", torch::tensor({3, 0, 1, 2}, torch::kLong));
+  // Buckets {3, 0} and {1, 2}: rows 1.5 and 1.5.
+  auto bucketed = test::run_bulwark({"aggregate", "--plugin", "fedavg", "--pre", "bucketing", "--permutation",
+                                     (dir / "perm.npy").string(), "--updates", (dir / "U.npy").string(),
+                                     "--emit-pre", (dir / "B.npy").string(), "--out", (dir / "g.npy").string()});
+  INFO(bucketed.output);
+  REQUIRE(bucketed.exit_code == 0);
+  CHECK(read_npy(dir / "B.npy").equal(torch::tensor({1.5, 1.5}, torch::kDouble).view({2, 1})));
+  auto nowhere = test::run_bulwark({"aggregate", "--plugin", "median", "--permutation", (dir / "perm.npy").string(),
+                                    "--updates", (dir / "U.npy").string(), "--out", (dir / "g.npy").string()});
+  CHECK(nowhere.exit_code == 2);
+  CHECK(nowhere.output.find("takes a permutation") != std::string::npos);
+
+  // One centred-clipping step from m0 = 10 with tau = 1: every row is 7..10 away, so each moves the
+  // centre by -1/4: 10 - 1 = 9. From the default start 0 it would be 0 + (0 + 1 + 1 + 1)/4 = 0.75.
+  write_npy(dir / "m0.npy", torch::tensor({10.0}, torch::kDouble));
+  auto from_m0 = test::run_bulwark({"aggregate", "--plugin", "centered_clipping", "--set", "tau=1", "--state",
+                                    "previous=" + (dir / "m0.npy").string(), "--updates", (dir / "U.npy").string(),
+                                    "--out", (dir / "c.npy").string()});
+  INFO(from_m0.output);
+  REQUIRE(from_m0.exit_code == 0);
+  CHECK(read_npy(dir / "c.npy").item<double>() == doctest::Approx(9.0));
+}

@@ -100,3 +100,34 @@ TEST_CASE("bulwark run: a private run shows epsilon per round and why it stopped
   CHECK(result.output.find("eps ") != std::string::npos);
   CHECK(result.output.find("max_epsilon = 6") != std::string::npos);
 }
+
+TEST_CASE("bulwark privacy --accountant prv: Opacus's PRVAccountant example and its noise multiplier") {
+  // opacus/tests/accountants_test.py test_prv_accountant: sigma = 1.5, q = 0.04, 2249 steps -> 6.777395712150674.
+  auto result = test::run_bulwark({"privacy", "-q", "0.04", "-s", "1.5", "-T", "2249", "--accountant", "prv", "--json"});
+  INFO(result.output);
+  REQUIRE(result.exit_code == 0);
+  const auto json = nlohmann::json::parse(result.output);
+  CHECK(json.at("accountant") == "prv");
+  PrvAccountant accountant;
+  accountant.compose(0.04, 1.5, 2249);
+  CHECK(json.at("epsilon").get<double>() == accountant.epsilon(1e-5));
+  CHECK(std::abs(json.at("epsilon").get<double>() - 6.777395712150674) < 1e-7);
+  CHECK(json.at("eps_error").get<double>() == 0.01);
+  CHECK(json.at("delta_error").get<double>() == 1e-8);
+
+  // test_get_noise_multiplier_prv_steps: epsilon 8 at q = 0.04, 2000 steps -> 1.2915 (Opacus stops
+  // within 0.01 of the target from below; this solver goes on to a relative 1e-5).
+  auto solved = test::run_bulwark({"privacy", "-q", "0.04", "-T", "2000", "--target-epsilon", "8", "--accountant",
+                                   "prv", "--json"});
+  INFO(solved.output);
+  REQUIRE(solved.exit_code == 0);
+  const double sigma = nlohmann::json::parse(solved.output).at("noise_multiplier").get<double>();
+  CHECK(sigma == doctest::Approx(1.2915).epsilon(2e-3));
+  PrvAccountant at_sigma;
+  at_sigma.compose(0.04, sigma, 2000);
+  CHECK(at_sigma.epsilon(1e-5) <= 8.0);
+
+  auto huge = test::run_bulwark({"privacy", "-q", "1", "-s", "0.1", "-T", "100", "--accountant", "prv"});
+  CHECK(huge.exit_code == 2);
+  CHECK(huge.output.find("use accountant = \"rdp\"") != std::string::npos);
+}

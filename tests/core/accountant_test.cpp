@@ -269,5 +269,27 @@ TEST_CASE("privacy ledger with accountant = \"gdp\": GDP epsilon per level, kept
   PrivacyLedger restored(options("accountant = \"gdp\""));
   restored.load(ledger.state());
   CHECK(restored.epsilon().client == ledger.epsilon().client);
-  CHECK_THROWS_WITH_AS(PrivacyLedger(options("accountant = \"prv\"")), doctest::Contains("one of rdp, gdp"), Error);
+  CHECK_THROWS_WITH_AS(PrivacyLedger(options("accountant = \"pld\"")), doctest::Contains("one of rdp, prv, gdp"),
+                       Error);
+}
+
+TEST_CASE("privacy ledger with accountant = \"prv\": PRV epsilon per level, histories kept by checkpoints") {
+  auto options = [](const std::string& text) {
+    return options_from_string(text, accounting_option_specs(), "[privacy] accounting");
+  };
+  PrivacyLedger ledger(options("accountant = \"prv\""));
+  ledger.add({{PrivacyLevel::Example, 0.04, 1.5, 1000}});
+  ledger.add({{PrivacyLevel::Example, 0.04, 1.5, 1249}});
+  CHECK(std::abs(ledger.epsilon().example - 6.777395712150674) < 1e-7);
+  CHECK(std::isnan(ledger.epsilon().client));
+
+  PrivacyLedger restored(options("accountant = \"prv\""));
+  restored.load(ledger.state());
+  CHECK(restored.epsilon().example == ledger.epsilon().example);
+  // A coarser mesh gives a looser bound.
+  PrivacyLedger coarse(options("accountant = \"prv\"\nprv_eps_error = 0.1"));
+  coarse.add({{PrivacyLevel::Example, 0.04, 1.5, 2249}});
+  CHECK(coarse.epsilon().example > ledger.epsilon().example);
+  CHECK_THROWS_WITH_AS(PrivacyLedger(options("accountant = \"prv\"\nprv_eps_error = 0")),
+                       doctest::Contains("prv_eps_error"), Error);
 }

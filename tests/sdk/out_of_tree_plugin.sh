@@ -98,8 +98,8 @@ logged "configuring the example failed" "$work/example-configure.log" "${configu
 grep -q "^Bulwark_DIR:PATH=$libdir/cmake/Bulwark$" "$example_build/CMakeCache.txt" ||
   fail "find_package(Bulwark) did not use the installed package: $(grep ^Bulwark_DIR "$example_build/CMakeCache.txt")"
 logged "building the example failed" "$work/example-build.log" "$BULWARK_CMAKE" --build "$example_build" -j 2
-plugin=$example_build/plugins/aggregators/meamed.so
-[ -f "$plugin" ] || fail "bulwark_add_plugin did not produce plugins/aggregators/meamed.so"
+plugin=$example_build/plugins/aggregators/phocas.so
+[ -f "$plugin" ] || fail "bulwark_add_plugin did not produce plugins/aggregators/phocas.so"
 
 step "the example's own tests (unit test; experiment by name from its build folder)"
 (cd "$example_build" && "$BULWARK_CTEST" --output-on-failure) \
@@ -122,7 +122,7 @@ check_metrics "$work/run-by-path"
 
 step "(b) the installed host loads the plugin by name through BULWARK_PLUGIN_PATH"
 logged "installing the example failed" "$work/example-install.log" "$BULWARK_CMAKE" --install "$example_build"
-installed_plugin=$plugin_prefix/$BULWARK_LIBDIR/bulwark/aggregators/meamed.so
+installed_plugin=$plugin_prefix/$BULWARK_LIBDIR/bulwark/aggregators/phocas.so
 [ -f "$installed_plugin" ] || fail "bulwark_add_plugin's install rule did not install $installed_plugin"
 ldd "$installed_plugin" | grep "libbulwark_sdk.so => $libdir/" >/dev/null ||
   { ldd "$installed_plugin"; fail "the installed example plugin does not resolve the SDK through its RPATH"; }
@@ -130,13 +130,13 @@ set +e
 "$host" run "$experiment" --out "$work/run-no-path" --quiet >"$work/run-no-path.log" 2>&1
 status=$?
 set -e
-[ $status -eq 2 ] && grep -q "unknown aggregator plugin 'meamed'" "$work/run-no-path.log" ||
-  { cat "$work/run-no-path.log"; fail "without BULWARK_PLUGIN_PATH the host should not find meamed (exit $status)"; }
+[ $status -eq 2 ] && grep -q "unknown aggregator plugin 'phocas'" "$work/run-no-path.log" ||
+  { cat "$work/run-no-path.log"; fail "without BULWARK_PLUGIN_PATH the host should not find phocas (exit $status)"; }
 export BULWARK_PLUGIN_PATH=$plugin_prefix/$BULWARK_LIBDIR/bulwark
 abi=$(sed -n 's/^#define BULWARK_PLUGIN_ABI_VERSION \([0-9]*\).*/\1/p' "$prefix/$BULWARK_INCLUDEDIR/bulwark/plugin_abi.h")
 "$host" plugins >"$work/plugins-with-path.txt" 2>&1
-grep -q "^aggregator  *meamed  *1.0.0  *$abi  *$installed_plugin" "$work/plugins-with-path.txt" ||
-  { cat "$work/plugins-with-path.txt"; fail "bulwark plugins does not list meamed from BULWARK_PLUGIN_PATH"; }
+grep -q "^aggregator  *phocas  *1.0.0  *$abi  *$installed_plugin" "$work/plugins-with-path.txt" ||
+  { cat "$work/plugins-with-path.txt"; fail "bulwark plugins does not list phocas from BULWARK_PLUGIN_PATH"; }
 "$host" run "$experiment" --out "$work/run-by-name" --quiet --set experiment.rounds=$rounds \
   >"$work/run-by-name.log" 2>&1 || { cat "$work/run-by-name.log"; fail "run with the plugin by name failed"; }
 check_metrics "$work/run-by-name"

@@ -5,6 +5,9 @@
 // numerics must be the same in every rule.
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
+#include <vector>
+
 #include "bulwark/export.hpp"
 
 namespace bulwark {
@@ -12,6 +15,14 @@ namespace bulwark {
 /// Throws Error(Data) naming `who` unless `updates` is the update matrix U[n, d]: floating point,
 /// two-dimensional, n >= 1.
 BULWARK_API void check_update_matrix(const at::Tensor& updates, const char* who);
+
+/// Throws Error(Config) unless the rule `who` (defined in `source`, e.g. "Blanchard et al. 2017")
+/// has n > 2f + slack updates, saying how many clients per round would do.
+BULWARK_API void check_update_count(std::int64_t n, std::int64_t f, std::int64_t slack, const char* who,
+                                    const char* source);
+
+/// The rows 0..n−1 not listed in `kept` (row indices, any device), ascending: a rule's flags.
+BULWARK_API std::vector<std::int64_t> rows_not_in(const at::Tensor& kept, std::int64_t n);
 
 /// Squared Euclidean distances among the rows of U that can be compared at all.
 struct FiniteDistances {
@@ -36,6 +47,11 @@ BULWARK_API at::Tensor krum_scores(const at::Tensor& squared, std::int64_t neigh
 /// Column medians of rows [m, d], m >= 1; for even m the mean of the two middle values (numpy's
 /// convention; torch.median alone returns the lower one).
 BULWARK_API at::Tensor coordinate_median(const at::Tensor& rows);
+
+/// Every row with no NaN/±Inf entry scaled to norm at most `threshold` ≥ 0, u_i · min(1, C/‖u_i‖),
+/// exactly also where ‖u_i‖ overflows (the direction is taken from the row divided by its largest
+/// magnitude). Rows with a NaN/±Inf entry are returned unchanged, for the next rule to see.
+BULWARK_API at::Tensor clip_rows(const at::Tensor& updates, double threshold);
 
 /// The mean of the rows with no NaN/±Inf entry; zeros when there is none.
 BULWARK_API at::Tensor finite_mean(const at::Tensor& rows);

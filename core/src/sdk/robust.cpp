@@ -24,6 +24,26 @@ void check_update_matrix(const at::Tensor& updates, const char* who) {
                                    found.str());
 }
 
+void check_update_count(std::int64_t n, std::int64_t f, std::int64_t slack, const char* who, const char* source) {
+  if (n > 2 * f + slack) return;
+  const std::string bound = slack == 0 ? "2f" : "2f + " + std::to_string(slack);
+  throw Error(ErrorKind::Config, std::string(who) + ": needs n > " + bound + " updates (" + source + "); found n = " +
+                                     std::to_string(n) + " with f = " + std::to_string(f) +
+                                     ". Lower f or sample at least " + std::to_string(2 * f + slack + 1) +
+                                     " clients per round");
+}
+
+std::vector<std::int64_t> rows_not_in(const at::Tensor& kept, std::int64_t n) {
+  std::vector<bool> listed(static_cast<std::size_t>(n), false);
+  const auto rows = kept.to(at::kCPU, at::kLong).contiguous();
+  for (std::int64_t i = 0; i < rows.numel(); ++i) listed[static_cast<std::size_t>(rows.data_ptr<std::int64_t>()[i])] = true;
+  std::vector<std::int64_t> out;
+  for (std::int64_t i = 0; i < n; ++i) {
+    if (!listed[static_cast<std::size_t>(i)]) out.push_back(i);
+  }
+  return out;
+}
+
 FiniteDistances finite_pairwise_distances(const at::Tensor& updates) {
   auto rows = at::isfinite(updates).all(/*dim=*/1).nonzero().flatten();
   while (true) {
@@ -57,6 +77,24 @@ at::Tensor coordinate_median(const at::Tensor& rows) {
   auto sorted = std::get<0>(rows.sort(/*dim=*/0));
   // 0.5 a + 0.5 b rather than (a + b) / 2: no overflow for values near the type's maximum.
   return (sorted[m / 2 - 1] * 0.5).add_(sorted[m / 2], /*alpha=*/0.5);
+}
+
+at::Tensor clip_rows(const at::Tensor& updates, double threshold) {
+  auto norms = updates.norm(2, /*dim=*/1).to(at::kDouble);
+  auto finite_norm = at::isfinite(norms);
+  // Only rows longer than C change (so C = 0 leaves zero rows alone); rows with a non-finite norm
+  // keep scale 1 here, and the finite ones among them are fixed below.
+  auto scale = at::where(finite_norm & (norms > threshold), threshold / norms, at::ones_like(norms));
+  auto clipped = updates * scale.to(updates.scalar_type()).unsqueeze(1);
+  if (!finite_norm.all().item<bool>()) {
+    auto overflowed = ((~finite_norm) & at::isfinite(updates).all(/*dim=*/1)).nonzero();
+    for (std::int64_t k = 0; k < overflowed.size(0); ++k) {
+      const auto i = overflowed[k][0].item<std::int64_t>();
+      auto direction = updates[i] / updates[i].abs().max();
+      clipped[i] = direction * (threshold / direction.norm().item<double>());
+    }
+  }
+  return clipped;
 }
 
 at::Tensor finite_mean(const at::Tensor& rows) {

@@ -86,3 +86,16 @@ TEST_CASE("bucketing: refuses to run without a generator") {
   CHECK_THROWS_WITH_AS(load<Aggregator>("bucketing", "s = 0"), doctest::Contains("s"),
                        bulwark::Error);
 }
+
+TEST_CASE("bucketing: a fixed permutation buckets rows in its order, as ByzFL applies numpy's permutation") {
+  // pi = [3, 0, 4, 1, 2], s = 2: buckets {3, 0}, {4, 1}, {2}.
+  auto rule = load<Aggregator>("bucketing", "s = 2\npermutation = [3, 0, 4, 1, 2]");
+  auto u = matrix({{0}, {1}, {2}, {3}, {4}});
+  auto set = rule->preprocess(u, unit_weights(u), context());
+  CHECK_TENSOR_CLOSE(set.updates, matrix({{1.5}, {2.5}, {2}}), 0);
+  CHECK_THROWS_WITH_AS(rule->preprocess(u.narrow(0, 0, 4), unit_weights(u.narrow(0, 0, 4)), context()),
+                       doctest::Contains("it has 5 entries"), bulwark::Error);
+  auto repeated = load<Aggregator>("bucketing", "s = 2\npermutation = [0, 0, 1, 2, 3]");
+  CHECK_THROWS_WITH_AS(repeated->preprocess(u, unit_weights(u), context()),
+                       doctest::Contains("with a row repeated or out of range"), bulwark::Error);
+}

@@ -80,3 +80,19 @@ TEST_CASE("geometric_median: refusals") {
                        doctest::Contains("row weights must be finite, non-negative"),
                        bulwark::Error);
 }
+
+TEST_CASE("geometric_median: start = \"zero\" with ByzFL's settings is ByzFL's GeometricMedian") {
+  // ByzFL: z = 0, then T = 3 times beta_i = (1/n) / max(nu, ||u_i - z||), z = sum beta_i u_i / sum beta_i.
+  auto rule = load<Aggregator>("geometric_median",
+                               "start = \"zero\"\nnu = 0.1\nmax_iterations = 3\ntolerance = 0\nweighted = false");
+  auto u = random_rows(7, 4, 31) + 2;
+  auto z = torch::zeros({4}, torch::kDouble);
+  for (int step = 0; step < 3; ++step) {
+    auto beta = (1.0 / 7) / (u - z).norm(2, 1).clamp_min(0.1);
+    z = (beta.unsqueeze(1) * u).sum(0) / beta.sum();
+  }
+  CHECK_TENSOR_CLOSE(run(rule, u).aggregate, z, 1e-14);
+  // The default start (the mean) gives another point after 3 steps.
+  auto from_mean = load<Aggregator>("geometric_median", "nu = 0.1\nmax_iterations = 3\ntolerance = 0\nweighted = false");
+  CHECK_FALSE(run(from_mean, u).aggregate.allclose(z, 0, 1e-10));
+}

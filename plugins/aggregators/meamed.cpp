@@ -5,21 +5,23 @@
 //   m_k = median(u_1k, ..., u_nk)                      (mean of the two middle values when n is even)
 //   g_k = 1/(n − f) Σ_{i ∈ S_k} u_ik,   S_k = the n − f rows whose u_ik are closest to m_k
 //
-// which needs n > 2f. Whole-matrix operations: one sort along the rows gives every median, a
-// second (stable) sort of |U − m| gives every S_k, and a gather + mean gives g. Ties in distance go
-// to the lower row index, so the result does not depend on the sort implementation.
+// which needs n > 2f. ByzFL's Meamed computes the same (its documented example is in the test).
+// Whole-matrix operations: one sort along the rows gives every median, a second (stable) sort of
+// |U − m| gives every S_k, and a gather + mean gives g. Ties in distance go to the lower row index,
+// so the result does not depend on the sort implementation. Unweighted; no row is rejected as a
+// whole, so no flags.
 //
 // Non-finite entries: NaN sorts last, so when at most f entries of a coordinate are NaN or ±Inf the
 // median is finite; their distance counts as +Inf, so they are the first left out and g_k is finite.
 //
 // `f` = -1 (the default) takes the experiment's declared Byzantine bound (context.byzantine_bound).
 #include <limits>
-#include <sstream>
 #include <string>
 #include <tuple>
 
 #include "bulwark/error.hpp"
 #include "bulwark/plugin.hpp"
+#include "bulwark/robust.hpp"
 
 namespace {
 
@@ -36,25 +38,15 @@ class Meamed final : public bulwark::Aggregator {
 
   bulwark::AggregationResult aggregate(const torch::Tensor& updates, const torch::Tensor&,
                                        const bulwark::AggregationContext& context) override {
-    if (!updates.defined() || updates.dim() != 2 || updates.size(0) < 1 || !updates.is_floating_point()) {
-      std::ostringstream found;
-      if (updates.defined()) found << updates.sizes() << " " << updates.scalar_type();
-      else found << "an undefined tensor";
-      throw bulwark::Error(bulwark::ErrorKind::Data,
-                           "meamed: expected the update matrix U[n, d] (floating point, n >= 1); found " +
-                               found.str());
-    }
+    bulwark::check_update_matrix(updates, "meamed");
     const auto n = updates.size(0);
     const auto f = f_ >= 0 ? f_ : context.byzantine_bound;
-    if (2 * f >= n) {
-      throw bulwark::Error(bulwark::ErrorKind::Config,
-                           "meamed: needs n > 2f updates; found n = " + std::to_string(n) + " with f = " +
-                               std::to_string(f) + ". Lower f or sample at least " +
-                               std::to_string(2 * f + 1) + " clients per round");
-    }
+    bulwark::check_update_count(n, f, 0, "meamed", "Xie et al. 2018");
 
     const auto sorted = std::get<0>(updates.sort(/*dim=*/0));
-    const auto median = (sorted[(n - 1) / 2] + sorted[n / 2]) / 2;
+    // The two middle values (equal for odd n), not torch::median: it would return NaN for a
+    // column with a NaN, where the sort puts them last.
+    const auto median = (sorted[(n - 1) / 2] * 0.5).add_(sorted[n / 2], /*alpha=*/0.5);
     auto distance = (updates - median).abs_();
     distance.masked_fill_(distance.isnan(), std::numeric_limits<double>::infinity());
     const auto closest = std::get<1>(distance.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false))
