@@ -19,8 +19,11 @@
 // not see the others. In a round where every participant is malicious the attacker falls back to
 // its own updates.
 //
-// optimize = true (full knowledge only): z is chosen each round from `grid` to maximise
-// ‖Agg(U_z) − μ‖, Agg being the configured aggregator run through context.aggregate_probe.
+// optimize = true (full knowledge only): z is chosen each round to maximise ‖Agg(U_z) − μ‖, Agg
+// being the configured aggregator run through context.aggregate_probe: every `grid` value (ties
+// to the first), or with search = "line" ByzFL's Optimal_ALIE line search
+// (bulwark/factor_search.hpp). ByzFL writes the row as μ + τσ, so its τ is −z here and its first
+// step +10 is step = −10 (the default).
 #include <torch/torch.h>
 
 #include <cmath>
@@ -28,6 +31,7 @@
 #include <vector>
 
 #include "bulwark/error.hpp"
+#include "bulwark/factor_search.hpp"
 #include "bulwark/plugin.hpp"
 #include "bulwark/rows.hpp"
 
@@ -41,9 +45,16 @@ constexpr bulwark::OptionSpec kOptions[] = {
      "full: statistics of the honest rows (omniscient); partial: of the malicious clients' own updates.",
      "full|partial"},
     {"optimize", bulwark::OptType::Bool, "false", 0, 1,
-     "Choose z from `grid` each round to maximise the aggregate's distance to the honest mean."},
+     "Choose z each round to maximise the aggregate's distance to the honest mean (see search)."},
     {"grid", bulwark::OptType::List, "[0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3]", -bulwark::kInf, bulwark::kInf,
      "optimize: the z values tried."},
+    {"search", bulwark::OptType::String, "\"grid\"", 0, 0,
+     "optimize: grid = every value of `grid`; line = ByzFL's expansion-contraction line search.", "grid|line"},
+    {"evaluations", bulwark::OptType::Int, "20", 1, bulwark::kInf, "search = line: aggregations tried per round."},
+    {"start", bulwark::OptType::Float, "0", -bulwark::kInf, bulwark::kInf, "search = line: first z tried."},
+    {"step", bulwark::OptType::Float, "-10", -bulwark::kInf, bulwark::kInf,
+     "search = line: first step (doubled while the distance grows); -10 follows ByzFL, whose rows are mu + tau * sigma with tau = -z."},
+    {"ratio", bulwark::OptType::Float, "0.8", 0.5, 1, "search = line: step shrink factor in (0.5, 1)."},
 };
 
 /// The paper's z for n clients of which f are malicious.
@@ -66,15 +77,11 @@ class ALIE final : public bulwark::Attack {
       : z_given_(options.is_set("z")),
         z_(options.get<double>("z")),
         full_(options.get<std::string>("knowledge") == "full"),
-        optimize_(options.get<bool>("optimize")),
-        grid_(options.get<std::vector<double>>("grid")) {
-    if (optimize_ && !full_) {
+        search_(options, "alie") {
+    if (search_.enabled() && !full_) {
       throw bulwark::Error(bulwark::ErrorKind::Config,
                            "alie: optimize = true runs the server's aggregator on candidate updates, which "
                            "needs knowledge = \"full\"");
-    }
-    if (optimize_ && grid_.empty()) {
-      throw bulwark::Error(bulwark::ErrorKind::Config, "alie: optimize = true needs a non-empty `grid` of z values");
     }
   }
 
@@ -87,23 +94,18 @@ class ALIE final : public bulwark::Attack {
     const auto mean = reference.mean(0);
     const auto sigma = reference.size(0) > 1 ? reference.std(0, /*unbiased=*/true) : torch::zeros_like(mean);
     double z = z_given_ ? z_ : 0.0;
-    if (optimize_) {
+    if (search_.enabled()) {
       if (!context.aggregate_probe) {
         throw bulwark::Error(bulwark::ErrorKind::Runtime,
                              "alie: optimize = true needs context.aggregate_probe (the engine gives it to "
                              "omniscient attacks)");
       }
-      double best = -1.0;
-      for (double candidate : grid_) {
+      const auto reference = mean.to(torch::kDouble);
+      z = search_.best([&](double candidate) {
         auto trial = updates.clone();
         bulwark::write_rows(trial, rows, mean - candidate * sigma);
-        const double distance =
-            (context.aggregate_probe(trial).to(torch::kDouble) - mean.to(torch::kDouble)).norm().item<double>();
-        if (distance > best) {
-          best = distance;
-          z = candidate;
-        }
-      }
+        return (context.aggregate_probe(trial).to(torch::kDouble) - reference).norm().item<double>();
+      });
     } else if (!z_given_) {
       z = paper_z(context.num_clients, context.num_malicious);
     }
@@ -113,8 +115,8 @@ class ALIE final : public bulwark::Attack {
  private:
   bool z_given_;
   double z_;
-  bool full_, optimize_;
-  std::vector<double> grid_;
+  bool full_;
+  bulwark::FactorSearch search_;
 };
 
 }  // namespace
@@ -126,6 +128,7 @@ BULWARK_PLUGIN(bulwark::Attack, ALIE, "alie", "1.0.0",
                "becomes mu - z * sigma, the coordinate-wise mean and sample standard deviation of the "
                "honest rows, with the paper's z = Phi^-1((n - s)/n), s = floor(n/2 + 1) - f, unless "
                "z is given. knowledge = partial estimates mu, sigma from the attackers' own honest "
-               "updates (non-omniscient). optimize = true picks z from `grid` each round to maximise "
-               "the distance between the configured aggregator's output and the honest mean.",
+               "updates (non-omniscient). optimize = true picks z each round to maximise the distance "
+               "between the configured aggregator's output and the honest mean: from `grid`, or by "
+               "ByzFL's Optimal_ALIE line search (search = \"line\").",
                kOptions)

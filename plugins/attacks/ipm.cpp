@@ -12,16 +12,19 @@
 // uses the mean of the malicious clients' own honest updates instead (non-omniscient). In a round
 // where every participant is malicious the attacker falls back to its own updates.
 //
-// optimize = true (full knowledge only): ε is chosen each round from `grid` to maximise
-// ‖Agg(U_ε) − mean(H)‖, Agg being the experiment's configured aggregator (pre-aggregators
-// included) run on the candidate matrix through context.aggregate_probe — the "optimal" IPM of
-// robustness libraries. Ties go to the first grid value.
+// optimize = true (full knowledge only): ε is chosen each round to maximise ‖Agg(U_ε) − mean(H)‖,
+// Agg being the experiment's configured aggregator (pre-aggregators included) run on the
+// candidate matrix through context.aggregate_probe — the "optimal" IPM of robustness libraries.
+// search = "grid" tries every `grid` value (ties to the first); search = "line" is ByzFL's
+// Optimal_IPM line search (bulwark/factor_search.hpp; its defaults start = 0, step = 10,
+// ratio = 0.8, evaluations = 20).
 #include <torch/torch.h>
 
 #include <string>
 #include <vector>
 
 #include "bulwark/error.hpp"
+#include "bulwark/factor_search.hpp"
 #include "bulwark/plugin.hpp"
 #include "bulwark/rows.hpp"
 
@@ -34,9 +37,16 @@ constexpr bulwark::OptionSpec kOptions[] = {
      "full: the honest rows (omniscient); partial: the malicious clients' own honest updates.",
      "full|partial"},
     {"optimize", bulwark::OptType::Bool, "false", 0, 1,
-     "Choose epsilon from `grid` each round to maximise the aggregate's distance to the honest mean."},
+     "Choose epsilon each round to maximise the aggregate's distance to the honest mean (see search)."},
     {"grid", bulwark::OptType::List, "[0.1, 0.2, 0.5, 1, 2, 5, 10]", 0, bulwark::kInf,
      "optimize: the epsilon values tried."},
+    {"search", bulwark::OptType::String, "\"grid\"", 0, 0,
+     "optimize: grid = every value of `grid`; line = ByzFL's expansion-contraction line search.", "grid|line"},
+    {"evaluations", bulwark::OptType::Int, "20", 1, bulwark::kInf, "search = line: aggregations tried per round."},
+    {"start", bulwark::OptType::Float, "0", -bulwark::kInf, bulwark::kInf, "search = line: first epsilon tried."},
+    {"step", bulwark::OptType::Float, "10", -bulwark::kInf, bulwark::kInf,
+     "search = line: first step (doubled while the distance grows)."},
+    {"ratio", bulwark::OptType::Float, "0.8", 0.5, 1, "search = line: step shrink factor in (0.5, 1)."},
 };
 
 class IPM final : public bulwark::Attack {
@@ -44,15 +54,11 @@ class IPM final : public bulwark::Attack {
   explicit IPM(const bulwark::Options& options)
       : epsilon_(options.get<double>("epsilon")),
         full_(options.get<std::string>("knowledge") == "full"),
-        optimize_(options.get<bool>("optimize")),
-        grid_(options.get<std::vector<double>>("grid")) {
-    if (optimize_ && !full_) {
+        search_(options, "ipm") {
+    if (search_.enabled() && !full_) {
       throw bulwark::Error(bulwark::ErrorKind::Config,
                            "ipm: optimize = true runs the server's aggregator on candidate updates, which "
                            "needs knowledge = \"full\"");
-    }
-    if (optimize_ && grid_.empty()) {
-      throw bulwark::Error(bulwark::ErrorKind::Config, "ipm: optimize = true needs a non-empty `grid` of epsilon values");
     }
   }
 
@@ -64,31 +70,26 @@ class IPM final : public bulwark::Attack {
     const auto honest_mean =
         bulwark::select_rows(updates, context.honest_rows.empty() ? rows : context.honest_rows).mean(0);
     double epsilon = epsilon_;
-    if (optimize_) {
+    if (search_.enabled()) {
       if (!context.aggregate_probe) {
         throw bulwark::Error(bulwark::ErrorKind::Runtime,
                              "ipm: optimize = true needs context.aggregate_probe (the engine gives it to "
                              "omniscient attacks)");
       }
-      double best = -1.0;
-      for (double candidate : grid_) {
+      const auto reference = honest_mean.to(torch::kDouble);
+      epsilon = search_.best([&](double candidate) {
         auto trial = updates.clone();
         bulwark::write_rows(trial, rows, -candidate * honest_mean);
-        const double distance =
-            (context.aggregate_probe(trial).to(torch::kDouble) - honest_mean.to(torch::kDouble)).norm().item<double>();
-        if (distance > best) {
-          best = distance;
-          epsilon = candidate;
-        }
-      }
+        return (context.aggregate_probe(trial).to(torch::kDouble) - reference).norm().item<double>();
+      });
     }
     bulwark::write_rows(updates, rows, -epsilon * honest_mean);
   }
 
  private:
   double epsilon_;
-  bool full_, optimize_;
-  std::vector<double> grid_;
+  bool full_;
+  bulwark::FactorSearch search_;
 };
 
 }  // namespace
@@ -100,6 +101,6 @@ BULWARK_PLUGIN(bulwark::Attack, IPM, "ipm", "1.0.0",
                "row becomes -epsilon times the mean of the honest rows (omniscient; knowledge = "
                "partial uses the attackers' own honest updates). Small epsilon (0.1) defeats "
                "Krum/median, large epsilon (10) defeats averaging. optimize = true picks epsilon "
-               "from `grid` each round to maximise the distance between the configured aggregator's "
-               "output and the honest mean.",
+               "each round to maximise the distance between the configured aggregator's output and the "
+               "honest mean: from `grid`, or by ByzFL's Optimal_IPM line search (search = \"line\").",
                kOptions)

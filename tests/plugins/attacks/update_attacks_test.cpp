@@ -174,3 +174,37 @@ TEST_CASE("alie optimize keeps the grid z that moves the mean aggregate most") {
   // |mean(U_z) - 3| = z sqrt(7) / 4 grows with z: z = 2.0, row = 3 - 2 sqrt(7) = -2.2915026221
   CHECK(updates[3][0].item<double>() == doctest::Approx(-2.2915026221).epsilon(1e-9));
 }
+
+TEST_CASE("ipm and alie search = \"line\": ByzFL's expansion-contraction search of the attack factor") {
+  auto updates = matrix({{1, 2}, {3, 4}, {5, 0}, {0, 0}});
+  auto context = test::full_context(4, {3});
+  SUBCASE("a distance that keeps growing: 20 evaluations of doubling steps, 0, 10, 30, 70, ...") {
+    auto attack = test::load<Attack>("ipm", "optimize = true\nsearch = \"line\"");
+    context.aggregate_probe = [](const torch::Tensor& u) { return u.mean(0); };
+    attack->poison_updates(updates, context);
+    // The last expansion point: 10 (2^19 - 1) = 5242870; row = -5242870 (3, 2).
+    CHECK_TENSOR_CLOSE(updates[3], vec({-5242870.0 * 3, -5242870.0 * 2}), 1e-6);
+  }
+  SUBCASE("a distance peaked at epsilon = 17: expansion stops at 30, contraction steps 16, 12.8, ...") {
+    auto attack = test::load<Attack>("ipm", "optimize = true\nsearch = \"line\"");
+    const auto honest_mean = vec({3, 2});
+    context.aggregate_probe = [&](const torch::Tensor& u) {
+      const double epsilon = -u[3][0].item<double>() / 3;
+      return honest_mean + std::exp(-(epsilon - 17) * (epsilon - 17) / 100);
+    };
+    attack->poison_updates(updates, context);
+    // 0 -> 10 (better) -> 30 (worse; step 20 * 0.8 = 16) -> 26 (worse) -> 10 + 12.8 = 22.8 (better)
+    // -> 22.8 + 10.24, + 8.192, ... all worse: epsilon = 22.8 (ByzFL steps only forward).
+    CHECK(-updates[3][0].item<double>() / 3 == doctest::Approx(22.8).epsilon(1e-12));
+  }
+  SUBCASE("alie's default step -10 is ByzFL's +10 in tau = -z") {
+    auto attack = test::load<Attack>("alie", "optimize = true\nsearch = \"line\"\nevaluations = 2");
+    auto u = matrix({{1}, {2}, {6}, {0}});
+    context.aggregate_probe = [](const torch::Tensor& rows) { return rows.mean(0); };
+    attack->poison_updates(u, context);
+    // z = 0 then z = -10 (farther from the mean): row = 3 + 10 sqrt(7).
+    CHECK(u[3][0].item<double>() == doctest::Approx(3 + 10 * std::sqrt(7.0)).epsilon(1e-12));
+  }
+  CHECK_THROWS_WITH_AS(test::load<Attack>("ipm", "optimize = true\nsearch = \"line\"\nstep = 0"),
+                       doctest::Contains("0.5 < ratio < 1, step != 0"), Error);
+}
