@@ -208,3 +208,17 @@ TEST_CASE("ipm and alie search = \"line\": ByzFL's expansion-contraction search 
   CHECK_THROWS_WITH_AS(test::load<Attack>("ipm", "optimize = true\nsearch = \"line\"\nstep = 0"),
                        doctest::Contains("0.5 < ratio < 1, step != 0"), Error);
 }
+
+TEST_CASE("mimic copies the target-th honest row into every malicious row") {
+  auto first = test::load<Attack>("mimic");
+  CHECK(first->omniscient());
+  auto updates = matrix({{1, 2}, {9, 9}, {3, 4}, {5, 6}, {9, 9}});
+  first->poison_updates(updates, test::full_context(5, {1, 4}));
+  CHECK_TENSOR_CLOSE(updates, matrix({{1, 2}, {1, 2}, {3, 4}, {5, 6}, {1, 2}}), 0);
+  auto third = test::load<Attack>("mimic", "target = 2");
+  third->poison_updates(updates, test::full_context(5, {1, 4}));
+  CHECK_TENSOR_CLOSE(updates[4], vec({5, 6}), 0);
+  auto beyond = test::load<Attack>("mimic", "target = 3");
+  CHECK_THROWS_WITH_AS(beyond->poison_updates(updates, test::full_context(5, {1, 4})),
+                       doctest::Contains("only 3 honest clients take part"), Error);
+}
