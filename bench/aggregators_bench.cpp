@@ -112,6 +112,7 @@ int main(int argc, char** argv) {
         {"meamed", "", 0},
         {"monna", "", 1},
         {"caf", "", 1},
+        {"dnc", "", 0},
     };
     std::printf("%-40s %10s %10s %10s %9s %9s %9s\n", "rule (options)", "seconds", "GB/s",
                 "GFLOP/s", "/ mean", "/ sort", "/ Gram");
