@@ -16,13 +16,13 @@
 //
 // This is the plugin template (examples/plugin-template): the bundled rules include Meamed, the
 // same construction around the median.
-#include <limits>
 #include <sstream>
 #include <string>
 #include <tuple>
 
 #include "bulwark/error.hpp"
 #include "bulwark/plugin.hpp"
+#include "bulwark/robust.hpp"
 
 namespace {
 
@@ -59,13 +59,8 @@ class Phocas final : public bulwark::Aggregator {
 
     const auto sorted = std::get<0>(updates.sort(/*dim=*/0));
     const auto trimmed_mean = sorted.narrow(/*dim=*/0, /*start=*/f, /*length=*/n - 2 * f).mean(/*dim=*/0);
-    auto distance = (updates - trimmed_mean).abs_();
-    distance.masked_fill_(distance.isnan(), std::numeric_limits<double>::infinity());
-    const auto closest = std::get<1>(distance.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false))
-                             .narrow(/*dim=*/0, /*start=*/0, /*length=*/n - f);
-
     bulwark::AggregationResult result;
-    result.aggregate = updates.gather(/*dim=*/0, closest).mean(/*dim=*/0);
+    result.aggregate = bulwark::mean_nearest_per_coordinate(updates, trimmed_mean, n - f);
     return result;
   }
 

@@ -5,7 +5,8 @@
 //      (R starts as all rows; each step scores every u_i ∈ R by Σ of squared distances to its
 //      |R| − f − 2 nearest others in R, moves the lowest-scored row from R to S).
 //   2. Aggregation, per coordinate k: with m_k the median of {s_k : s ∈ S} (even θ: mean of the
-//      two middle values), g_k is the mean of the β = θ − 2f values s_k closest to m_k.
+//      two middle values), g_k is the mean of the β = θ − 2f values s_k closest to m_k (ties in
+//      distance to the lower row index).
 //
 // Needs n >= 4f + 3 (so that β >= 3). The pairwise distances come from one Gram matrix
 // of the rows in float64, centred on their median (bulwark/robust.hpp), computed once; each Krum step
@@ -99,10 +100,8 @@ class Bulyan final : public bulwark::Aggregator {
       if (beta == theta) {
         result.aggregate = selected.mean(/*dim=*/0);
       } else {
-        auto median = bulwark::coordinate_median(selected);
-        auto closest = std::get<1>(
-            (selected - median).abs_().topk(beta, /*dim=*/0, /*largest=*/false, /*sorted=*/false));
-        result.aggregate = selected.gather(/*dim=*/0, closest).mean(/*dim=*/0);
+        result.aggregate =
+            bulwark::mean_nearest_per_coordinate(selected, bulwark::coordinate_median(selected), beta);
       }
     }
     auto flagged = (~is_selected).nonzero().flatten().contiguous();

@@ -15,7 +15,6 @@
 // median is finite; their distance counts as +Inf, so they are the first left out and g_k is finite.
 //
 // `f` = -1 (the default) takes the experiment's declared Byzantine bound (context.byzantine_bound).
-#include <limits>
 #include <string>
 #include <tuple>
 
@@ -47,13 +46,8 @@ class Meamed final : public bulwark::Aggregator {
     // The two middle values (equal for odd n), not torch::median: it would return NaN for a
     // column with a NaN, where the sort puts them last.
     const auto median = (sorted[(n - 1) / 2] * 0.5).add_(sorted[n / 2], /*alpha=*/0.5);
-    auto distance = (updates - median).abs_();
-    distance.masked_fill_(distance.isnan(), std::numeric_limits<double>::infinity());
-    const auto closest = std::get<1>(distance.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false))
-                             .narrow(/*dim=*/0, /*start=*/0, /*length=*/n - f);
-
     bulwark::AggregationResult result;
-    result.aggregate = updates.gather(/*dim=*/0, closest).mean(/*dim=*/0);
+    result.aggregate = bulwark::mean_nearest_per_coordinate(updates, median, n - f);
     return result;
   }
 

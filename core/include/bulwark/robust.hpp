@@ -53,6 +53,12 @@ BULWARK_API at::Tensor coordinate_median(const at::Tensor& rows);
 /// magnitude). Rows with a NaN/±Inf entry are returned unchanged, for the next rule to see.
 BULWARK_API at::Tensor clip_rows(const at::Tensor& updates, double threshold);
 
+/// Per column k of rows [m, d], the mean of the `count` entries closest to centre[k] (Meamed,
+/// Phocas, Bulyan's last step). Ties in distance go to the lower row index, so the result does not
+/// depend on the sort implementation; a NaN entry counts as infinitely far.
+BULWARK_API at::Tensor mean_nearest_per_coordinate(const at::Tensor& rows, const at::Tensor& centre,
+                                                   std::int64_t count);
+
 /// The mean of the rows with no NaN/±Inf entry; zeros when there is none.
 BULWARK_API at::Tensor finite_mean(const at::Tensor& rows);
 

@@ -97,6 +97,14 @@ at::Tensor clip_rows(const at::Tensor& updates, double threshold) {
   return clipped;
 }
 
+at::Tensor mean_nearest_per_coordinate(const at::Tensor& rows, const at::Tensor& centre, std::int64_t count) {
+  auto distance = (rows - centre).abs_();
+  distance.masked_fill_(distance.isnan(), std::numeric_limits<double>::infinity());
+  const auto nearest = std::get<1>(distance.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false))
+                           .narrow(/*dim=*/0, /*start=*/0, /*length=*/count);
+  return rows.gather(/*dim=*/0, nearest).mean(/*dim=*/0);
+}
+
 at::Tensor finite_mean(const at::Tensor& rows) {
   auto finite = at::isfinite(rows).all(/*dim=*/1);
   if (finite.all().item<bool>()) return rows.mean(/*dim=*/0);

@@ -62,6 +62,27 @@ inline torch::Tensor random_rows(std::int64_t n, std::int64_t d, std::uint64_t s
   return torch::randn({n, d}, generator, torch::kDouble);
 }
 
+/// Advances `subset` (sorted indices into 0..n−1) to the next subset of its size in lexicographic
+/// order, as itertools.combinations visits them; false after the last.
+inline bool next_subset(std::vector<std::int64_t>& subset, std::int64_t n) {
+  const auto k = static_cast<std::int64_t>(subset.size());
+  auto i = k - 1;
+  while (i >= 0 && subset[static_cast<std::size_t>(i)] == n - k + i) --i;
+  if (i < 0) return false;
+  ++subset[static_cast<std::size_t>(i)];
+  for (auto j = i + 1; j < k; ++j) subset[static_cast<std::size_t>(j)] = subset[static_cast<std::size_t>(j - 1)] + 1;
+  return true;
+}
+
+/// The rows 0..n−1 not in `kept`, ascending: the flags a subset rule should report.
+inline std::vector<std::int64_t> rows_outside(const std::vector<std::int64_t>& kept, std::int64_t n) {
+  std::vector<std::int64_t> out;
+  for (std::int64_t i = 0; i < n; ++i) {
+    if (std::find(kept.begin(), kept.end(), i) == kept.end()) out.push_back(i);
+  }
+  return out;
+}
+
 inline std::string show(const torch::Tensor& t) {
   std::ostringstream out;
   out << t;

@@ -22,22 +22,9 @@ std::vector<std::int64_t> brute_force_subset(const torch::Tensor& u, std::int64_
       for (auto j : subset) diameter = std::max(diameter, (u[i] - u[j]).pow(2).sum().item<double>());
     }
     if (diameter < best_diameter) best_diameter = diameter, best = subset;
-    // Next combination in lexicographic order.
-    std::int64_t i = k - 1;
-    while (i >= 0 && subset[static_cast<std::size_t>(i)] == n - k + i) --i;
-    if (i < 0) break;
-    ++subset[static_cast<std::size_t>(i)];
-    for (auto j = i + 1; j < k; ++j) subset[static_cast<std::size_t>(j)] = subset[static_cast<std::size_t>(j - 1)] + 1;
+    if (!next_subset(subset, n)) break;
   }
   return best;
-}
-
-std::vector<std::int64_t> complement(const std::vector<std::int64_t>& kept, std::int64_t n) {
-  std::vector<std::int64_t> out;
-  for (std::int64_t i = 0; i < n; ++i) {
-    if (std::find(kept.begin(), kept.end(), i) == kept.end()) out.push_back(i);
-  }
-  return out;
 }
 
 }  // namespace
@@ -64,7 +51,7 @@ TEST_CASE("mda: equals the subset enumeration on random and tied matrices") {
     auto u = random_rows(n, d, seed);
     const auto kept = brute_force_subset(u, f);
     auto result = run(rule, u);
-    CHECK(result.flagged_rows == complement(kept, n));
+    CHECK(result.flagged_rows == rows_outside(kept, n));
     CHECK_TENSOR_CLOSE(result.aggregate, u.index_select(0, torch::tensor(kept)).mean(0), 1e-14);
     // Permuting rows permutes the choice: the kept rows are the same vectors.
     auto order = torch::randperm(n, make_generator(seed + 100), torch::kLong);
@@ -76,7 +63,7 @@ TEST_CASE("mda: equals the subset enumeration on random and tied matrices") {
     auto u = torch::randint(0, 3, {9, 2}, make_generator(seed), torch::kDouble);
     const auto kept = brute_force_subset(u, 3);
     auto result = run(load<Aggregator>("mda", "f = 3"), u);
-    CHECK(result.flagged_rows == complement(kept, 9));
+    CHECK(result.flagged_rows == rows_outside(kept, 9));
   }
 }
 

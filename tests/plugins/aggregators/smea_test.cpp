@@ -21,11 +21,7 @@ std::vector<std::int64_t> smea_reference(const torch::Tensor& u, std::int64_t f)
     const auto diffs = rows - rows.mean(0);
     const double top = torch::linalg::eigvalsh(diffs.t().matmul(diffs), "L")[-1].item<double>();
     if (top < best_eigenvalue) best_eigenvalue = top, best = subset;
-    std::int64_t i = k - 1;
-    while (i >= 0 && subset[static_cast<std::size_t>(i)] == n - k + i) --i;
-    if (i < 0) break;
-    ++subset[static_cast<std::size_t>(i)];
-    for (auto j = i + 1; j < k; ++j) subset[static_cast<std::size_t>(j)] = subset[static_cast<std::size_t>(j - 1)] + 1;
+    if (!next_subset(subset, n)) break;
   }
   return best;
 }
@@ -42,11 +38,7 @@ TEST_CASE("smea: random matrices against the enumeration with d x d scatter matr
     auto rule = load<Aggregator>("smea", "f = " + std::to_string(f));
     const auto result = run(rule, u);
     CHECK_TENSOR_CLOSE(result.aggregate, u.index_select(0, torch::tensor(kept)).mean(0), 1e-14);
-    std::vector<std::int64_t> left_out;
-    for (std::int64_t i = 0; i < n; ++i) {
-      if (std::find(kept.begin(), kept.end(), i) == kept.end()) left_out.push_back(i);
-    }
-    CHECK(result.flagged_rows == left_out);
+    CHECK(result.flagged_rows == rows_outside(kept, n));
     auto order = torch::randperm(n, make_generator(seed), torch::kLong);
     CHECK_TENSOR_CLOSE(run(rule, u.index_select(0, order)).aggregate, result.aggregate, 1e-14);
   }

@@ -83,6 +83,19 @@ TEST_CASE("fed_cdp with the global example rate B K_t / N and sigma / sqrt(M) (m
         doctest::Approx(accountant_epsilon(64.0 / 600.0, 6.0 / std::sqrt(2.0), 2 * kStepsPerRound)));
 }
 
+TEST_CASE("accountant = \"prv\": the run's epsilon is the PRV accountant's over the composed steps") {
+  auto summary = run_private("prv", "plugin = \"dp_sgd\"\nnoise_multiplier = 1.0\nclip = 1.0\naccountant = \"prv\"",
+                             {"experiment.rounds=2"});
+  REQUIRE(summary.rounds_run == 2);
+  for (std::size_t r = 0; r < 2; ++r) {
+    PrvAccountant prv;
+    prv.compose(kExampleRate, 1.0, (r + 1) * kStepsPerRound);
+    const double e = test::metric(summary.metrics[r], "epsilon_example");
+    CHECK(e == prv.epsilon(1e-5));
+    CHECK(e < accountant_epsilon(kExampleRate, 1.0, (r + 1) * kStepsPerRound));  // tighter than RDP
+  }
+}
+
 TEST_CASE("privacy accounting options are checked when the engine opens the mechanism") {
   auto open = [](const std::string& name, const std::string& privacy) {
     auto dir = test::scratch_dir("private_options_" + name);
