@@ -65,7 +65,7 @@ class CovarianceBoundAgnosticFilter final : public bulwark::Aggregator {
     // Inner products of the centred rows from their squared distances: G = −½ J D J with
     // J = I − 11ᵀ/m. Any centre gives the same K below; this one needs no second pass over U.
     const auto centring = torch::eye(m, torch::kDouble) - 1.0 / static_cast<double>(m);
-    const auto gram = centring.matmul(finite.squared).matmul(centring) * -0.5;
+    const auto gram = centring.matmul(finite.squared.to(torch::kCPU)).matmul(centring) * -0.5;  // n × n, on the CPU
 
     auto weights = torch::ones({m}, torch::kDouble);
     auto best_weights = weights.clone();

@@ -116,7 +116,7 @@ class Mda final : public bulwark::Aggregator {
       result.flagged_rows = bulwark::rows_not_in(distances.rows, n);
       return result;
     }
-    const auto squared = distances.squared.contiguous();
+    const auto squared = distances.squared.to(torch::kCPU).contiguous();  // n × n: the search runs on the CPU
     const DiameterSearch search(std::vector<double>(squared.data_ptr<double>(), squared.data_ptr<double>() + m * m), m);
     const auto keep = std::min(n - f, m);
     const auto budget = m - keep;

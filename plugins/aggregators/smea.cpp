@@ -73,7 +73,7 @@ class SmallestMaxEigenvalueAveraging final : public bulwark::Aggregator {
     }
     // Inner products of the rows (about their mean) from the squared distances: −½ J D J.
     const auto centring = torch::eye(m, torch::kDouble) - 1.0 / static_cast<double>(m);
-    const auto gram = centring.matmul(finite.squared).matmul(centring) * -0.5;
+    const auto gram = centring.matmul(finite.squared.to(torch::kCPU)).matmul(centring) * -0.5;  // n × n, on the CPU
     const auto keep = m - drop;
     const auto subset_centring = torch::eye(keep, torch::kDouble) - 1.0 / static_cast<double>(keep);
     std::vector<std::int64_t> subset(static_cast<std::size_t>(keep)), best;
