@@ -343,15 +343,6 @@ struct AggregateQuery {
   std::int64_t seed = 1;
 };
 
-/// Opens an aggregator with options from `table` (--set assignments), for `bulwark aggregate`.
-PluginHandle<Aggregator> open_aggregator(PluginRegistry& registry, const std::string& name, const toml::table& table,
-                                         const std::string& role) {
-  auto library = registry.open(BULWARK_KIND_AGGREGATOR, name);
-  auto options = validate_options(table, library->option_specs(),
-                                  role + " '" + std::string(library->info().name) + "'", {}, "--set");
-  return PluginHandle<Aggregator>(library, options);
-}
-
 /// `--permutation perm.npy` as the TOML list of the option that takes it (bucketing's).
 toml::array permutation_option(const std::string& path) {
   const auto values = read_npy(path).to(torch::kDouble).flatten().contiguous();
@@ -370,40 +361,42 @@ toml::array permutation_option(const std::string& path) {
 /// Runs one aggregator, with the pre-aggregators an experiment would chain in front, on saved
 /// updates: how a researcher checks a rule against known answers and other libraries.
 int command_aggregate(const AggregateQuery& query) {
-  // --set key=value goes to the rule, --set <pre>.key=value to that pre-aggregator.
-  toml::table rule_table;
-  for (const auto& assignment : query.options) apply_override(rule_table, assignment);
-  std::vector<toml::table> pre_tables(query.pre.size());
-  for (std::size_t i = 0; i < query.pre.size(); ++i) {
-    if (const auto* own = rule_table.get_as<toml::table>(query.pre[i])) pre_tables[i] = *own;
+  // Stages in order, the rule last; --set key=value goes to the rule, --set <pre>.key=value to
+  // that pre-aggregator.
+  std::vector<std::string> names = query.pre;
+  names.push_back(query.plugin);
+  std::vector<toml::table> tables(names.size());
+  for (const auto& assignment : query.options) apply_override(tables.back(), assignment);
+  for (std::size_t i = 0; i + 1 < names.size(); ++i) {
+    if (const auto* own = tables.back().get_as<toml::table>(names[i])) tables[i] = *own;
+    tables.back().erase(names[i]);
   }
-  for (const auto& name : query.pre) rule_table.erase(name);
   PluginRegistry registry;
+  std::vector<std::shared_ptr<const PluginLibrary>> libraries;
+  for (const auto& name : names) libraries.push_back(registry.open(BULWARK_KIND_AGGREGATOR, name));
   if (!query.permutation.empty()) {
-    // The fixed permutation goes to whichever stage has a `permutation` option.
-    bool taken = false;
-    auto offer = [&](const std::string& name, toml::table& table) {
-      auto specs = registry.open(BULWARK_KIND_AGGREGATOR, name)->option_specs();
-      if (taken || std::none_of(specs.begin(), specs.end(), [](const OptionSpec& spec) {
-            return std::string(spec.name) == "permutation";
-          })) {
-        return;
-      }
-      table.insert_or_assign("permutation", permutation_option(query.permutation));
-      taken = true;
+    // The fixed permutation goes to the first stage with a `permutation` option.
+    auto takes_permutation = [](const std::shared_ptr<const PluginLibrary>& library) {
+      const auto specs = library->option_specs();
+      return std::any_of(specs.begin(), specs.end(),
+                         [](const OptionSpec& spec) { return std::string(spec.name) == "permutation"; });
     };
-    for (std::size_t i = 0; i < query.pre.size(); ++i) offer(query.pre[i], pre_tables[i]);
-    offer(query.plugin, rule_table);
-    if (!taken) {
+    const auto stage = std::find_if(libraries.begin(), libraries.end(), takes_permutation);
+    if (stage == libraries.end()) {
       throw Error(ErrorKind::Config, "--permutation: neither the rule nor a --pre stage takes a permutation "
                                      "(bucketing does: --pre bucketing)");
     }
+    tables[static_cast<std::size_t>(stage - libraries.begin())].insert_or_assign(
+        "permutation", permutation_option(query.permutation));
   }
-  std::vector<PluginHandle<Aggregator>> pre_aggregators;
-  for (std::size_t i = 0; i < query.pre.size(); ++i) {
-    pre_aggregators.push_back(open_aggregator(registry, query.pre[i], pre_tables[i], "pre-aggregator"));
+  std::vector<PluginHandle<Aggregator>> stages;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    const std::string role = i + 1 < names.size() ? "pre-aggregator" : "aggregator";
+    auto options = validate_options(tables[i], libraries[i]->option_specs(),
+                                    role + " '" + std::string(libraries[i]->info().name) + "'", {}, "--set");
+    stages.emplace_back(libraries[i], options);
   }
-  auto aggregator = open_aggregator(registry, query.plugin, rule_table, "aggregator");
+  auto& aggregator = stages.back();
 
   auto updates = read_npy(query.updates);
   if (updates.dim() != 2) {
@@ -447,15 +440,17 @@ int command_aggregate(const AggregateQuery& query) {
   }
 
   UpdateSet current{updates, weights};
-  for (auto& pre : pre_aggregators) current = pre->preprocess(current.updates, current.weights, context);
+  for (std::size_t i = 0; i + 1 < stages.size(); ++i) {
+    current = stages[i]->preprocess(current.updates, current.weights, context);
+  }
   if (!query.emit_pre.empty()) {
-    if (pre_aggregators.empty()) throw Error(ErrorKind::Config, "--emit-pre needs at least one --pre stage");
+    if (query.pre.empty()) throw Error(ErrorKind::Config, "--emit-pre needs at least one --pre stage");
     write_npy(query.emit_pre, current.updates.to(updates.scalar_type()).contiguous());
   }
   auto result = aggregator->aggregate(current.updates, current.weights, context);
   write_npy(query.out, result.aggregate.to(updates.scalar_type()).contiguous());
   std::string pipeline;
-  for (const auto& pre : pre_aggregators) pipeline += std::string(pre.library().info().name) + " -> ";
+  for (std::size_t i = 0; i + 1 < stages.size(); ++i) pipeline += std::string(stages[i].library().info().name) + " -> ";
   fmt::print("aggregated {} x {} updates with '{}{}' -> {}\n", updates.size(0), updates.size(1), pipeline,
              aggregator.library().info().name, query.out);
   if (!query.emit_pre.empty()) {

@@ -69,7 +69,7 @@ TEST_CASE("bulwark aggregate refuses weights that sum to nothing and an empty ma
   CHECK(empty.output.find("empty.npy: holds 0 x 5 updates") != std::string::npos);
 }
 
-TEST_CASE("bulwark aggregate --pre runs pre-aggregators in front of the rule; --emit-pre writes their rows") {
+TEST_CASE("bulwark aggregate --pre runs pre-aggregators in front of the rule, --emit-pre writes their rows") {
   auto dir = test::scratch_dir("cli_aggregate_pre");
   auto updates = torch::tensor({3.0, 4.0, 0.0, 1.0, 6.0, 8.0, 0.3, 0.4}, torch::kDouble).view({4, 2});
   write_npy(dir / "U.npy", updates);
@@ -98,11 +98,11 @@ TEST_CASE("bulwark aggregate --pre runs pre-aggregators in front of the rule; --
   CHECK(no_pre.output.find("--emit-pre needs at least one --pre stage") != std::string::npos);
 }
 
-TEST_CASE("bulwark aggregate --permutation fixes bucketing's permutation; --state sets centred clipping's start") {
+TEST_CASE("bulwark aggregate --permutation fixes bucketing's permutation, --state sets centred clipping's start") {
   auto dir = test::scratch_dir("cli_aggregate_injected");
   auto updates = torch::tensor({0.0, 1.0, 2.0, 3.0}, torch::kDouble).view({4, 1});
   write_npy(dir / "U.npy", updates);
-  write_npy(dir / "perm.npy", torch::tensor({3, 0, 1, 2}, torch::kLong));
+  write_npy(dir / "perm.npy", torch::tensor({3.0, 0.0, 1.0, 2.0}, torch::kDouble));
   // Buckets {3, 0} and {1, 2}: rows 1.5 and 1.5.
   auto bucketed = test::run_bulwark({"aggregate", "--plugin", "fedavg", "--pre", "bucketing", "--permutation",
                                      (dir / "perm.npy").string(), "--updates", (dir / "U.npy").string(),

@@ -60,7 +60,7 @@ TEST_CASE("bulwark run: an unknown plugin lists the available ones") {
   CHECK(result.output.find("fedavg") != std::string::npos);
 }
 
-TEST_CASE("bulwark plugins lists the bundled plugins; describe prints doc and options") {
+TEST_CASE("bulwark plugins lists the bundled plugins, describe prints doc and options") {
   auto list = test::run_bulwark({"plugins"});
   CHECK(list.exit_code == 0);
   CHECK(list.output.find("aggregator  fedavg") != std::string::npos);

@@ -180,7 +180,7 @@ TEST_CASE("experiment.device = \"cuda\" without a usable GPU is refused with a c
                        doctest::Contains("set device = \"cpu\""), Error);
 }
 
-TEST_CASE("batching = \"auto\" stacks only convolution-free models up to 65,536 parameters; on and off decide alone") {
+TEST_CASE("batching = \"auto\" stacks only convolution-free models up to 65,536 parameters, on and off decide alone") {
   ClientSettings clients;
   CHECK(clients.batches("softmax", 7850));
   CHECK(clients.batches("mlp", 65536));

@@ -234,7 +234,7 @@ TEST_CASE("[leakage] configurations that cannot be observed are refused before t
         std::string::npos);
 }
 
-TEST_CASE("without privacy every observation point leaks; the files say so") {
+TEST_CASE("without privacy every observation point leaks, the files say so") {
   auto summary = run_study("no_privacy", leakage_experiment());
   const auto& out = summary.output_dir;
   auto rows = read_csv(out / "leakage.csv");

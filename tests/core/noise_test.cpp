@@ -50,7 +50,7 @@ TEST_CASE("secure noise: standard normals with the moments and tails of N(0, 1)"
   CHECK_FALSE(torch::equal(secure_standard_normal(8), secure_standard_normal(8)));
 }
 
-TEST_CASE("secure noise ignores the seed, the seeded stream repeats; both keep dtype and shape") {
+TEST_CASE("secure noise ignores the seed, the seeded stream repeats, both keep dtype and shape") {
   const auto like = torch::zeros({4, 3}, torch::kFloat);
   auto seeded = [&](bool secure) { return gaussian_like(like, 2.0, make_generator(5), secure); };
   CHECK(torch::equal(seeded(false), seeded(false)));

@@ -111,7 +111,7 @@ TEST_CASE("partition: iid gives near-equal random parts") {
   CHECK(torch::equal(c3, std::get<0>(torch::sort(c3))));
 }
 
-TEST_CASE("partition: the same seed gives the same partition; another seed does not") {
+TEST_CASE("partition: the same seed gives the same partition, another seed does not") {
   auto labels = cyclic_labels(2000, 10);
   for (const std::string scheme : {"iid", "dirichlet", "shards", "quantity"}) {
     CAPTURE(scheme);

@@ -149,7 +149,7 @@ TEST_CASE("worst case: each ranked value's lowest accuracy over the other axis, 
   CHECK(by_attack.rows[0].worst == doctest::Approx(0.75));
 }
 
-TEST_CASE("write_report writes summary.csv, summary.md, report.md and report.html; figures are PNG and SVG") {
+TEST_CASE("write_report writes summary.csv, summary.md, report.md and report.html, figures are PNG and SVG") {
   auto dir = make_study("report_files");
   auto output = write_report(dir);
   auto csv = test::read_file(dir / "summary.csv");
@@ -197,7 +197,7 @@ TEST_CASE("write_report writes summary.csv, summary.md, report.md and report.htm
   }
 }
 
-TEST_CASE("a privacy sweep gets the privacy-utility figure; without gnuplot, a notice and the scripts") {
+TEST_CASE("a privacy sweep gets the privacy-utility figure, without gnuplot, a notice and the scripts") {
   auto dir = test::scratch_dir("report_privacy");
   StudyManifest manifest;
   manifest.name = "dp";
@@ -227,7 +227,7 @@ TEST_CASE("a privacy sweep gets the privacy-utility figure; without gnuplot, a n
   }
 }
 
-TEST_CASE("report reads a single run's folder as a study of one cell; other folders are errors") {
+TEST_CASE("report reads a single run's folder as a study of one cell, other folders are errors") {
   auto dir = test::scratch_dir("report_single");
   write_run(dir, 0.5, 0.6, 2, "round,test_accuracy\n1,0.6\n2,0.5\n");
   auto summary = summarize_study(dir);

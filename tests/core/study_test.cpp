@@ -67,7 +67,7 @@ seeds = [1, 2]
   CHECK(config_of(study.cells[0]).clients.get<std::int64_t>("batch_size") == 16);  // base keys stay
 }
 
-TEST_CASE("zipped keys take their i-th values together; lists of different lengths are an error") {
+TEST_CASE("zipped keys take their i-th values together, lists of different lengths are an error") {
   auto study = study_of("zip", R"(
 [sweep]
 zip = [{"clients.lr" = [0.1, 0.2], "clients.batch_size" = [16, 32]}]
@@ -117,7 +117,7 @@ TEST_CASE("cell names: whole tables, removed sections, [[attack]] without index,
   CHECK(sanitize_name(long_a) != sanitize_name(long_b));
 }
 
-TEST_CASE("rank_by chooses the ranked axis; bad [sweep] entries are named errors") {
+TEST_CASE("rank_by chooses the ranked axis, bad [sweep] entries are named errors") {
   auto ranked = study_of("rank", "[sweep]\n\"aggregator.plugin\" = [\"fedavg\", \"median\"]\n\"clients.lr\" = [0.1, 0.2]\n"
                                  "rank_by = \"clients.lr\"\n");
   CHECK(ranked.rank_axis == 1);
@@ -141,7 +141,7 @@ TEST_CASE("rank_by chooses the ranked axis; bad [sweep] entries are named errors
                        doctest::Contains("'clients.lr' is varied by the study's [sweep]"), Error);
 }
 
-TEST_CASE("run_study runs every cell once; finished cells are skipped when the study runs again") {
+TEST_CASE("run_study runs every cell once, finished cells are skipped when the study runs again") {
   auto file = write_study("run", test::tiny_experiment() + "\n[sweep]\n\"aggregator.plugin\" = [\"fedavg\", \"median\"]\n");
   const auto out = file.parent_path() / "out";
   auto study = load_study(file.string(), {"experiment.rounds=1"});

@@ -38,7 +38,7 @@ TEST_CASE("arc: k = floor(2f(n - f)/n) rows clipped to the (k+1)-th largest norm
   CHECK_TENSOR_CLOSE(load<Aggregator>("arc", "")->preprocess(u, unit_weights(u), context(3)).updates, clipped, 0);
 }
 
-TEST_CASE("arc: NaN rows rank longest and pass through; f > n is refused") {
+TEST_CASE("arc: NaN rows rank longest and pass through, f > n is refused") {
   const double nan = std::numeric_limits<double>::quiet_NaN();
   // n = 4, f = 1: k = floor(6/4) = 1, taken by the NaN row, so nothing finite is clipped.
   auto rule = load<Aggregator>("arc", "f = 1");

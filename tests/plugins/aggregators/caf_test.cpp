@@ -56,7 +56,7 @@ TEST_CASE("caf: f = 0 is the mean, identical rows give that row, outliers are fl
   CHECK(result.flagged_rows == std::vector<std::int64_t>{4});
 }
 
-TEST_CASE("caf: NaN rows get weight 0; n <= 2f is refused; f = -1 takes the declared bound") {
+TEST_CASE("caf: NaN rows get weight 0, n <= 2f is refused, f = -1 takes the declared bound") {
   const double nan = std::numeric_limits<double>::quiet_NaN();
   auto u = random_rows(7, 3, 9);
   auto with_nan = torch::cat({u, matrix({{nan, 0, 0}})});

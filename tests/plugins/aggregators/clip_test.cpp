@@ -39,7 +39,7 @@ TEST_CASE("clip: a float32 row whose norm overflows is still clipped exactly") {
   CHECK_TENSOR_CLOSE(set.updates[1], vec({0.1, 0.1, 0.1, 0.1}), 1e-7);
 }
 
-TEST_CASE("clip: identical rows within the threshold give that row; invariant to row order") {
+TEST_CASE("clip: identical rows within the threshold give that row, invariant to row order") {
   auto rule = load<Aggregator>("clip", "threshold = 1e6");
   auto row = random_rows(1, 6, 91);
   CHECK_TENSOR_CLOSE(run(rule, row.repeat({4, 1})).aggregate, row[0], 1e-15);

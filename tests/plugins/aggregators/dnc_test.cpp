@@ -37,7 +37,7 @@ TEST_CASE("dnc: random sub-sampling is seeded, order-free on clear outliers, and
   CHECK(run(load<Aggregator>("dnc", "subsample = 50"), u, context(3, 1)).flagged_rows == first.flagged_rows);
 }
 
-TEST_CASE("dnc: NaN rows are removed first; removing every row is refused") {
+TEST_CASE("dnc: NaN rows are removed first, removing every row is refused") {
   const double nan = std::numeric_limits<double>::quiet_NaN();
   auto u = torch::cat({random_rows(5, 3, 2), matrix({{nan, 0, 0}})});
   auto result = run(load<Aggregator>("dnc", "f = 1\nsubsample = 10"), u);

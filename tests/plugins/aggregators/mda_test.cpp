@@ -79,7 +79,7 @@ TEST_CASE("mda: exact at n = 50, f = 10 without enumerating C(50, 10) subsets") 
   CHECK_TENSOR_CLOSE(result.aggregate, honest.mean(0), 1e-14);
 }
 
-TEST_CASE("mda: NaN rows are never kept; n <= 2f is refused; f = -1 takes the declared bound") {
+TEST_CASE("mda: NaN rows are never kept, n <= 2f is refused, f = -1 takes the declared bound") {
   const double nan = std::numeric_limits<double>::quiet_NaN();
   auto rule = load<Aggregator>("mda", "f = 1");
   auto result = run(rule, matrix({{0}, {nan}, {1}, {5}}));

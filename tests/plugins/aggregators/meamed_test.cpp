@@ -50,7 +50,7 @@ TEST_CASE("meamed: ByzFL's documented example and hand-checked columns") {
   CHECK_TENSOR_CLOSE(run(rule, matrix({{0}, {2}, {6}, {7}})).aggregate, vec({5}), 1e-15);
 }
 
-TEST_CASE("meamed: random matrices against the float64 definition; permutation and duplicates") {
+TEST_CASE("meamed: random matrices against the float64 definition, permutation and duplicates") {
   for (const auto& [n, f] : std::vector<std::pair<std::int64_t, std::int64_t>>{{5, 2}, {10, 3}, {11, 0}, {20, 9}}) {
     CAPTURE(n);
     CAPTURE(f);
@@ -71,7 +71,7 @@ TEST_CASE("meamed: random matrices against the float64 definition; permutation a
   CHECK_TENSOR_CLOSE(run(declared, duplicated, context(2)).aggregate, run(rule, duplicated).aggregate, 0);
 }
 
-TEST_CASE("meamed: up to f NaN/Inf entries per coordinate are left out; n <= 2f is refused") {
+TEST_CASE("meamed: up to f NaN/Inf entries per coordinate are left out, n <= 2f is refused") {
   const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
   auto rule = load<Aggregator>("meamed", "f = 1");
   CHECK_TENSOR_CLOSE(run(rule, matrix({{1, 1, 1}, {2, 2, 2}, {nan, inf, -inf}, {3, 3, 3}})).aggregate,

@@ -19,7 +19,7 @@ TEST_CASE("monna: the mean of the pivot's n - f nearest rows (ByzFL's example), 
   CHECK(by_hand.flagged_rows == std::vector<std::int64_t>{2, 3});
 }
 
-TEST_CASE("monna: permuting the other rows changes nothing; float32 stays float32") {
+TEST_CASE("monna: permuting the other rows changes nothing, float32 stays float32") {
   auto rule = load<Aggregator>("monna", "f = 3");
   auto u = random_rows(10, 4, 77);
   const auto expected = run(rule, u).aggregate;
@@ -32,7 +32,7 @@ TEST_CASE("monna: permuting the other rows changes nothing; float32 stays float3
   CHECK((run(rule, u.to(torch::kFloat)).aggregate.scalar_type() == torch::kFloat));
 }
 
-TEST_CASE("monna: NaN rows are nobody's neighbour; a NaN pivot, a pivot outside the matrix and n <= 2f are refused") {
+TEST_CASE("monna: NaN rows are nobody's neighbour, a NaN pivot, a pivot outside the matrix and n <= 2f are refused") {
   const double nan = std::numeric_limits<double>::quiet_NaN();
   auto rule = load<Aggregator>("monna", "f = 1");
   auto result = run(rule, matrix({{0}, {nan}, {1}, {5}}));

@@ -35,7 +35,7 @@ TEST_CASE("nnm: rows at equal distance enter the neighbourhood by lowest row ind
   CHECK(mixed[0][0].item<double>() == doctest::Approx(-0.3).epsilon(1e-12));
 }
 
-TEST_CASE("nnm: f = -1 takes the declared bound; refuses n <= 2f") {
+TEST_CASE("nnm: f = -1 takes the declared bound, refuses n <= 2f") {
   auto rule = load<Aggregator>("nnm");
   auto u = matrix({{0}, {1}, {3}, {10}});
   CHECK_TENSOR_CLOSE(rule->preprocess(u, unit_weights(u), context(/*f=*/1)).updates[3],

@@ -46,7 +46,7 @@ TEST_CASE("oracle: malicious NaN/Inf rows never reach the aggregate") {
   CHECK(result.flagged_rows == std::vector<std::int64_t>{0, 2});
 }
 
-TEST_CASE("oracle: every row malicious gives a zero step; identical rows give that row") {
+TEST_CASE("oracle: every row malicious gives a zero step, identical rows give that row") {
   auto rule = load<Aggregator>("oracle");
   auto u = matrix({{1, 2}, {3, 4}});
   CHECK_TENSOR_CLOSE(rule->aggregate(u, unit_weights(u), with_truth({0, 1})).aggregate,

@@ -44,7 +44,7 @@ TEST_CASE("smea: random matrices against the enumeration with d x d scatter matr
   }
 }
 
-TEST_CASE("smea: ties go to the first subset; far rows are left out; NaN rows never kept") {
+TEST_CASE("smea: ties go to the first subset, far rows are left out, NaN rows never kept") {
   // Four copies of one row and one other, f = 1: every subset with the odd row out has scatter 0,
   // the first is {0, 1, 2, 3}.
   auto rule = load<Aggregator>("smea", "f = 1");

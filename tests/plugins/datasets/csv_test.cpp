@@ -68,7 +68,7 @@ TEST_CASE("csv: numeric columns standardised, categorical one-hot, labels sorted
   CHECK(data.description.find("2 classes") != std::string::npos);
 }
 
-TEST_CASE("csv: numeric labels sort numerically; label_column by index without a header") {
+TEST_CASE("csv: numeric labels sort numerically, label_column by index without a header") {
   auto path = write("numeric", "data.csv", "1.5,a,10\n2.5,b,2\n3.5,a,1\n");
   auto last = load(paths(path, path) + "header = false\ncategorical = \"1\"");
   // Labels 10, 2, 1 sorted as numbers: 1 -> 0, 2 -> 1, 10 -> 2.
@@ -110,7 +110,7 @@ TEST_CASE("csv: quoted fields may hold the delimiter") {
   CHECK(data.train_inputs[0][1].item<float>() == 1.0f);     // "Smith, J" sorts after "O\"Brien"
 }
 
-TEST_CASE("csv: missing values are dropped or zeroed; a missing label always drops the row") {
+TEST_CASE("csv: missing values are dropped or zeroed, a missing label always drops the row") {
   auto path = write("missing", "m.csv", "x,c,y\n1,?,a\n2,u,b\n?,v,a\n4,u,a\n6,v,b\n5,u,?\n");
   // drop: rows (2,u,b), (4,u,a), (6,v,b); x mean 4, std sqrt(8 / 3) = 1.63299.
   const auto options = paths(path, path) + "categorical = \"c\"\n";

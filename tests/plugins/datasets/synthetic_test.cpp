@@ -18,7 +18,7 @@ bulwark::Dataset make(const std::string& options, std::uint64_t seed = 7) {
 
 }  // namespace
 
-TEST_CASE("synthetic: same options and seed give identical data; another seed does not") {
+TEST_CASE("synthetic: same options and seed give identical data, another seed does not") {
   const std::string options = "train_size = 500\ntest_size = 100";
   auto a = make(options, 3), b = make(options, 3), c = make(options, 4);
   CHECK(torch::equal(a.train_inputs, b.train_inputs));

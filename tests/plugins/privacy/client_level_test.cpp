@@ -151,7 +151,7 @@ TEST_CASE("dp_fedavg_adaptive noise: update noise sigma_Delta C / m with sigma_D
   CHECK(torch::cat(samples).to(torch::kDouble).std().item<double>() == doctest::Approx(expected).epsilon(0.02));
 }
 
-TEST_CASE("dp_fedavg_adaptive accounting: client level at the effective sigma; sigma_b <= sigma/2 is an error") {
+TEST_CASE("dp_fedavg_adaptive accounting: client level at the effective sigma, sigma_b <= sigma/2 is an error") {
   RoundAccountingInfo info;
   info.client_sampling_rate = 0.1;
   info.clients_sampled = 100;  // default sigma_b = 100/20 = 5
