@@ -58,6 +58,7 @@ bulwark::AggregationContext round_context(const torch::Tensor& updates, std::int
   context.generator = bulwark::make_generator(/*seed=*/7);
   context.guiding_update = [updates](std::int64_t row) { return updates[row]; };
   for (std::int64_t i = 0; i < f; ++i) context.true_malicious_rows.push_back(i);
+  for (std::int64_t i = 0; i < updates.size(0); ++i) context.client_ids.push_back(i);  // FoolsGold's histories
   return context;
 }
 
@@ -114,6 +115,8 @@ int main(int argc, char** argv) {
         {"monna", "", 1},
         {"caf", "", 1},
         {"dnc", "", 0},
+        {"foolsgold", "", 1},
+        {"clipped_clustering", "", 1},
     };
     std::printf("%-40s %10s %10s %10s %9s %9s %9s\n", "rule (options)", "seconds", "GB/s",
                 "GFLOP/s", "/ mean", "/ sort", "/ Gram");
