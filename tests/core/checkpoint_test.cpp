@@ -174,3 +174,19 @@ TEST_CASE("a stop request (Ctrl-C) ends the run after the round in progress with
   CHECK(resumed.resumed_from == 3);
   CHECK(numbers(resumed.metrics) == numbers(reference.metrics));
 }
+
+TEST_CASE("a rule with per-client state (FoolsGold's histories) resumes exactly under client sampling") {
+  // 4 of 6 clients a round: the histories kept are those of the clients seen so far, by id.
+  const std::vector<std::string> settings = {"experiment.rounds=5", "experiment.checkpoint_every=2",
+                                             "aggregator.plugin=\"foolsgold\"", "aggregator.normalize=true"};
+  auto whole = experiment_dir("checkpoint_foolsgold_whole");
+  auto broken = experiment_dir("checkpoint_foolsgold_broken");
+  auto reference = run(whole, false, 0, settings);
+  CHECK_THROWS_AS(run(broken, false, 3, settings), Crash);
+  const auto checkpoint = load_checkpoint(checkpoint_path(broken / "out"));
+  std::int64_t histories = 0;
+  for (const auto& [key, tensor] : checkpoint.tensors) histories += key.rfind("aggregator/history/", 0) == 0;
+  CHECK(histories >= 4);
+  CHECK(histories <= 6);
+  CHECK(numbers(run(broken, true, 0, settings).metrics) == numbers(reference.metrics));
+}
