@@ -124,7 +124,7 @@ class FoolsGold final : public bulwark::Aggregator {
       if (id.size() == sign || id.size() > 18 || id.find_first_not_of("0123456789", sign) != std::string::npos) {
         throw bulwark::Error(bulwark::ErrorKind::Data, "foolsgold: state key '" + key + "' does not name a client id");
       }
-      history_[std::stoll(id)] = tensor.clone();
+      history_[std::stoll(id)] = tensor;  // never changed in place, so shared with the saved state
     }
   }
 
