@@ -117,6 +117,7 @@ int main(int argc, char** argv) {
         {"dnc", "", 0},
         {"foolsgold", "", 1},
         {"clipped_clustering", "", 1},
+        {"signguard", "", 0},
     };
     std::printf("%-40s %10s %10s %10s %9s %9s %9s\n", "rule (options)", "seconds", "GB/s",
                 "GFLOP/s", "/ mean", "/ sort", "/ Gram");
