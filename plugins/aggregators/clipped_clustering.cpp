@@ -53,7 +53,7 @@ class ClippedClustering final : public bulwark::Aggregator {
     const auto rows = updates.index_select(0, finite_rows);
     const auto norms = rows.to(torch::kDouble).norm(2, /*dim=*/1).cpu();
     norms_ = norms_.defined() ? torch::cat({norms_, norms}) : norms;
-    const auto clipped = bulwark::clip_rows(rows, median(norms_));
+    const auto clipped = bulwark::clip_rows(rows, bulwark::coordinate_median(norms_.unsqueeze(1)).item<double>());
 
     const auto chosen = larger_cluster(cosine_distances(clipped));
     const auto members = torch::tensor(chosen, torch::kLong).to(updates.device());
@@ -72,13 +72,6 @@ class ClippedClustering final : public bulwark::Aggregator {
   }
 
  private:
-  static double median(const torch::Tensor& values) {
-    const auto sorted = std::get<0>(values.sort());
-    const auto count = sorted.numel();
-    const auto upper = sorted[count / 2].item<double>();
-    return count % 2 == 1 ? upper : 0.5 * (upper + sorted[count / 2 - 1].item<double>());
-  }
-
   /// 1 − cos among the rows [m, m] (float64, CPU); 2 against a zero row.
   static torch::Tensor cosine_distances(const torch::Tensor& rows) {
     const auto x = rows.to(torch::kDouble);

@@ -151,10 +151,8 @@ class SignGuard final : public bulwark::Aggregator {
     const auto updates = torch::isnan(raw).any().item<bool>() ? raw.nan_to_num(0.0, INFINITY, -INFINITY) : raw;
 
     const auto norms = updates.to(torch::kDouble).norm(2, /*dim=*/1).cpu();
-    const auto sorted = std::get<0>(norms.sort());
-    const auto middle = sorted[n / 2].item<double>();
-    const auto median = n % 2 == 1 ? middle : 0.5 * (middle + sorted[n / 2 - 1].item<double>());
-    const auto clip_at = sorted[(n - 1) / 2].item<double>();  // torch.median's lower middle, as the authors clip
+    const auto median = bulwark::coordinate_median(norms.unsqueeze(1)).item<double>();
+    const auto clip_at = norms.median().item<double>();  // torch.median's lower middle, as the authors clip
 
     const auto width = std::max<std::int64_t>(1, static_cast<std::int64_t>(fraction_ * static_cast<double>(d)));
     std::int64_t start = 0;
