@@ -306,6 +306,10 @@ int command_run(const std::string& file, const std::vector<std::string>& overrid
     fmt::print("{:<26} {:.4f}\n", "final test accuracy", summary.final_accuracy);
     fmt::print("{:<26} {:.4f}\n", "best test accuracy", summary.best_accuracy);
     fmt::print("{:<26} {:.4f}\n", "final test loss", summary.final_loss);
+    for (const auto& backdoor : summary.backdoors) {
+      fmt::print("{:<26} last {:.4f}, mean {:.4f}, max {:.4f} over {} evaluations\n", backdoor.metric, backdoor.last,
+                 backdoor.mean, backdoor.max, backdoor.evaluations);
+    }
     fmt::print("{:<26} {}\n", "wall time", format_seconds(summary.wall_seconds));
     if (!summary.stopped_reason.empty()) fmt::print("{:<26} {}\n", "stopped early", summary.stopped_reason);
   }

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join
 #include <nlohmann/json.hpp>
 
 #include "bulwark/rng.hpp"
@@ -194,6 +195,7 @@ struct Engine::Impl {
     if (distributed) distributed->stop();
     summary.wall_seconds = elapsed_before + seconds_since(start);
     summary.metrics = log.rows();
+    summary.backdoors = backdoor_summaries(summary.metrics);
     summary.notices = notices;
     write_summary(out, summary);
     std::error_code no_error;
@@ -230,6 +232,18 @@ struct Engine::Impl {
                         "' has layers without a vectorised per-example rule: per-example gradients "
                         "use a loop of batch-size-1 backward passes (correct, slower)");
       if (options.on_notice && writes) options.on_notice(notices.back());
+    }
+    if (settings.mode == Mode::FedSgd) {
+      std::vector<std::string> unused;
+      for (const auto& [key, value] : config.clients.values()) {
+        if ((key.rfind("lr", 0) == 0 || key == "momentum") && config.clients.is_set(key)) unused.push_back(key);
+      }
+      if (!unused.empty()) {
+        notices.push_back(fmt::format("mode = \"fedsgd\" takes one gradient per client, so [clients] {} has no "
+                                      "effect; the step is [server] lr (and its lr_schedule)",
+                                      fmt::join(unused, ", ")));
+        if (options.on_notice && writes) options.on_notice(notices.back());
+      }
     }
     trainer = std::make_unique<LocalTrainer>(settings, plugins, data, *model);
     const bool batched = trainer->stacked_model() &&
@@ -447,13 +461,13 @@ struct Engine::Impl {
         if (!round.malicious_rows.empty()) round.recall = hits / static_cast<double>(round.malicious_rows.size());
       }
       auto aggregate = result.aggregate;
-      if (plugins.privacy && plugins.privacy->on_server()) {
+      if (plugins.privacy && plugins.privacy->on_server() && round.number >= settings.privacy_start_round) {
         ServerPrivacyContext context{round.number, settings.rounds, round.size(), &model->layout(),
                                      stream_generator(settings.seed, round.number, kServer, Stream::Privacy, device)};
         call_plugin(plugins.privacy.label, "privatize_aggregate",
                     [&] { plugins.privacy->privatize_aggregate(aggregate, context); });
       }
-      server.step(theta, aggregate);
+      server.step(theta, aggregate, round.number, settings.rounds);
     }
     round.time_aggregate = seconds_since(phase);
   }
@@ -585,6 +599,28 @@ struct Engine::Impl {
     summary.resumed_from = checkpoint.round;
   }
 
+  /// Each backdoor column's last, mean and largest value over the rounds that evaluated it.
+  static std::vector<BackdoorSummary> backdoor_summaries(const std::vector<MetricsRow>& rows) {
+    std::vector<BackdoorSummary> out;
+    if (rows.empty()) return out;
+    for (const auto& [name, ignored] : rows.front()) {
+      if (name.rfind("backdoor_accuracy", 0) != 0) continue;
+      BackdoorSummary backdoor{name, std::nan(""), 0.0, 0.0, 0};
+      for (const auto& row : rows) {
+        for (const auto& [column, value] : row) {
+          if (column != name || std::isnan(value)) continue;
+          backdoor.last = value;
+          backdoor.mean += value;
+          backdoor.max = backdoor.evaluations == 0 ? value : std::max(backdoor.max, value);
+          ++backdoor.evaluations;
+        }
+      }
+      if (backdoor.evaluations > 0) backdoor.mean /= static_cast<double>(backdoor.evaluations);
+      out.push_back(backdoor);
+    }
+    return out;
+  }
+
   void write_summary(const fs::path& out, const RunSummary& summary) const {
     nlohmann::ordered_json json;
     json["name"] = settings.name;
@@ -606,6 +642,12 @@ struct Engine::Impl {
     json["parameters"] = model->layout().total;
     json["aggregator"] = plugins.aggregator.plugin.name();
     json["plugins"] = plugins.describe();
+    for (const auto& backdoor : summary.backdoors) {
+      json["backdoor"][backdoor.metric] = {{"last", backdoor.last},
+                                           {"mean", backdoor.mean},
+                                           {"max", backdoor.max},
+                                           {"evaluations", backdoor.evaluations}};
+    }
     if (leakage) leakage->add_summary(json);
     if (!summary.metrics.empty()) {
       nlohmann::ordered_json last;

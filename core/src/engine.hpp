@@ -46,6 +46,14 @@ struct RunOptions {
   std::function<void(const std::string&)> on_notice;
 };
 
+/// A backdoor's success over the run. An intermittent backdoor's last value misleads (it can end
+/// near 0 after rounds near 1), so the mean and the maximum over evaluated rounds come with it.
+struct BackdoorSummary {
+  std::string metric;  ///< its metrics column, e.g. "backdoor_accuracy"
+  double last = 0.0, mean = 0.0, max = 0.0;
+  std::int64_t evaluations = 0;
+};
+
 struct RunSummary {
   std::filesystem::path output_dir;
   std::int64_t rounds_run = 0;
@@ -55,6 +63,7 @@ struct RunSummary {
   std::vector<std::string> notices;  ///< each notice once, also in summary.json
   std::int64_t resumed_from = 0;  ///< the checkpoint's round when the run resumed, else 0
   std::vector<MetricsRow> metrics;
+  std::vector<BackdoorSummary> backdoors;  ///< one per attack with a triggered test set
 };
 
 /// A run stopped at a safe point because RunOptions::stop_requested said so: its checkpoint is

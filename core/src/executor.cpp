@@ -44,7 +44,7 @@ void ThreadExecutor::train_rows(const RoundWork& work, const std::vector<std::in
 
 std::int64_t ThreadExecutor::cost(std::int64_t client) const {
   const auto n = partition_.size(client);
-  return n > 0 ? clients_.schedule.steps(n) * std::min(clients_.schedule.batch_size, n) : 0;
+  return n > 0 ? clients_.schedule.steps(n) * clients_.schedule.batch(n) : 0;
 }
 
 /// Client-batched training: rows with data and equal step counts form a group, cut in row order
@@ -70,7 +70,7 @@ std::vector<ThreadExecutor::Chunk> ThreadExecutor::plan_chunks(const std::vector
   const auto cap = clients_.batch_clients;
   for (const auto& [steps, group] : groups) {
     std::int64_t width = 0;  // over the whole group, wherever its rows train
-    for (auto row : group) width = std::max(width, std::min(clients_.schedule.batch_size, partition_.size(participants[row])));
+    for (auto row : group) width = std::max(width, clients_.schedule.batch(partition_.size(participants[row])));
     std::vector<std::int64_t> rows;
     for (auto row : group) {
       if (is_mine[row]) rows.push_back(row);

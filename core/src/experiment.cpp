@@ -3,6 +3,7 @@
 #include "experiment.hpp"
 
 #include <algorithm>
+#include <cmath>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>  // fmt::join (moved here in fmt 11)
@@ -103,8 +104,58 @@ const std::vector<OptionSpec>& experiment_option_specs() {
   return specs;
 }
 
+/// `specs` followed by the learning-rate schedule's options, shared by [clients] and [server].
+std::vector<OptionSpec> with_lr_schedule(std::vector<OptionSpec> specs) {
+  const std::vector<OptionSpec> schedule = {
+      {"lr_schedule", OptType::String, "\"constant\"", 0, 0,
+       "How lr changes with the round r of R: constant; step = lr * lr_gamma^(milestones <= r); inv_sqrt = lr / "
+       "sqrt(r); exponential = lr * lr_gamma^(r-1); cosine = lr_min + (lr - lr_min)(1 + cos(pi (r-1)/R))/2.",
+       "constant|step|inv_sqrt|exponential|cosine"},
+      {"lr_milestones", OptType::List, "[]", 1, kInf,
+       "step: ascending rounds from which the rate is multiplied by lr_gamma once more.", nullptr},
+      {"lr_gamma", OptType::Float, "0.1", 0, kInf, "step and exponential: the factor.", nullptr},
+      {"lr_min", OptType::Float, "0", 0, kInf, "cosine: the rate the curve falls towards.", nullptr},
+      {"lr_warmup_rounds", OptType::Int, "0", 0, kInf,
+       "Linear warm-up: rounds 1..W go in equal steps from lr_warmup_from to the schedule's rate at round W+1.",
+       nullptr},
+      {"lr_warmup_from", OptType::Float, "0", 0, kInf, "The warm-up's rate in round 1.", nullptr},
+  };
+  specs.insert(specs.end(), schedule.begin(), schedule.end());
+  return specs;
+}
+
+/// The schedule options that only mean something with another option: a key written where it has
+/// no effect is an error rather than silently ignored.
+void check_lr_schedule(const toml::table& table, const Options& options, const std::string& owner,
+                       const std::string& file) {
+  const auto kind = options.get<std::string>("lr_schedule");
+  auto refuse_unless = [&](const char* key, bool used, const std::string& why) {
+    if (options.is_set(key) && !used) config_error(where(*table.get(key), file), fmt::format("{} {} {}", owner, key, why));
+  };
+  refuse_unless("lr_milestones", kind == "step", "is read by lr_schedule = \"step\" only; set lr_schedule = \"step\" or remove it");
+  refuse_unless("lr_gamma", kind == "step" || kind == "exponential",
+                "is read by lr_schedule = \"step\" or \"exponential\" only; set one of them or remove it");
+  refuse_unless("lr_min", kind == "cosine", "is read by lr_schedule = \"cosine\" only; set it or remove lr_min");
+  refuse_unless("lr_warmup_from", options.get<std::int64_t>("lr_warmup_rounds") > 0,
+                "needs lr_warmup_rounds >= 1 (the rounds the warm-up lasts)");
+  const auto milestones = options.get<std::vector<double>>("lr_milestones");
+  if (kind == "step" && milestones.empty()) {
+    config_error(where(table, file), owner + " lr_schedule = \"step\" needs lr_milestones, e.g. lr_milestones = [500, 950]");
+  }
+  for (std::size_t i = 0; i < milestones.size(); ++i) {
+    if (milestones[i] != std::floor(milestones[i]) || (i > 0 && milestones[i] <= milestones[i - 1])) {
+      config_error(where(*table.get("lr_milestones"), file),
+                   owner + " lr_milestones must be whole rounds in ascending order, e.g. [500, 950]");
+    }
+  }
+  if (kind == "cosine" && options.get<double>("lr_min") > options.get<double>("lr")) {
+    config_error(where(*table.get("lr_min"), file), fmt::format("{} lr_min = {} exceeds lr = {}: cosine falls from lr to lr_min",
+                                                                owner, options.get<double>("lr_min"), options.get<double>("lr")));
+  }
+}
+
 const std::vector<OptionSpec>& client_option_specs() {
-  static const std::vector<OptionSpec> specs = {
+  static const std::vector<OptionSpec> specs = with_lr_schedule({
       {"count", OptType::Int, "10", 1, 1e8, "K: total number of clients (at most 10^8: per-client state is kept for each).", nullptr},
       {"per_round", OptType::Int, "0", 0, kInf, "Clients sampled per round (fixed count); 0 = all unless fraction/poisson_rate.", nullptr},
       {"fraction", OptType::Float, "0", 0, 1, "Fraction of K sampled per round (rounded, at least 1).", nullptr},
@@ -112,6 +163,9 @@ const std::vector<OptionSpec>& client_option_specs() {
       {"local_epochs", OptType::Int, "1", 0, kInf, "E: passes over the local data per round (used when local_iterations = 0).", nullptr},
       {"local_iterations", OptType::Int, "0", 0, kInf, "L: local SGD steps per round (overrides local_epochs when > 0).", nullptr},
       {"batch_size", OptType::Int, "32", 1, kInf, "B: local batch size.", nullptr},
+      {"batch_fraction", OptType::Float, "0", 0, 1,
+       "Instead of batch_size: each client's batch is this share of its N_i examples, max(1, round(f N_i)); "
+       "1 = full-batch gradients.", nullptr},
       {"lr", OptType::Float, "0.01", 0, kInf, "Local learning rate.", nullptr},
       {"momentum", OptType::Float, "0", 0, 1, "Local SGD momentum (PyTorch semantics, reset every round).", nullptr},
       {"weight_decay", OptType::Float, "0", 0, kInf, "Local L2 weight decay λ: every local gradient gets + λθ (torch.optim.SGD); in fedsgd mode the upload is ∇ℓ + λθ.", nullptr},
@@ -122,12 +176,12 @@ const std::vector<OptionSpec>& client_option_specs() {
       {"batch_clients", OptType::Int, "32", 1, kInf,
        "Most clients trained together in one stacked model (memory: K x (d + batch activations), and "
        "K x B x d for per-example privacy).", nullptr},
-  };
+  });
   return specs;
 }
 
 const std::vector<OptionSpec>& server_option_specs() {
-  static const std::vector<OptionSpec> specs = {
+  static const std::vector<OptionSpec> specs = with_lr_schedule({
       {"optimizer", OptType::String, "\"sgd\"", 0, 0,
        "Server optimiser on the aggregate: sgd (FedAvg/FedAvgM) or adam (FedAdam, Reddi et al. 2021).", "sgd|adam"},
       {"lr", OptType::Float, "1.0", 0, kInf, "Server learning rate η_s (1 = plain FedAvg; the step size in fedsgd mode).", nullptr},
@@ -135,7 +189,10 @@ const std::vector<OptionSpec>& server_option_specs() {
       {"beta1", OptType::Float, "0.9", 0, 1, "FedAdam β1.", nullptr},
       {"beta2", OptType::Float, "0.99", 0, 1, "FedAdam β2.", nullptr},
       {"tau", OptType::Float, "0.001", 0, kInf, "FedAdam adaptivity τ.", nullptr},
-  };
+      {"weight_decay", OptType::Float, "0", 0, kInf,
+       "Server L2 term λ: the step direction gets + λθ, θ ← θ − lr (g + λθ) in fedsgd mode (DiverseFL's update "
+       "(13), the median and trimmed-mean baselines of Prakash et al.).", nullptr},
+  });
   return specs;
 }
 
@@ -157,6 +214,9 @@ const std::vector<OptionSpec>& schedule_option_specs() {
 const std::vector<OptionSpec>& accounting_option_specs() {
   static const std::vector<OptionSpec> specs = {
       {"delta", OptType::Float, "1e-5", 0, 1, "δ of the reported (ε, δ).", nullptr},
+      {"start_round", OptType::Int, "1", 1, kInf,
+       "First round in which the mechanism runs and is accounted (DP switched on after an attack starts, or "
+       "before it); earlier rounds train without privacy and cost no ε.", nullptr},
       {"max_epsilon", OptType::Float, "0", 0, kInf, "Stop the run before a round would exceed this ε (0 = no limit).", nullptr},
       {"target_epsilon", OptType::Float, "0", 0, kInf, "Solve for the noise multiplier that spends this ε over the run (0 = off).", nullptr},
       {"example_rate", OptType::String, "\"local\"", 0, 0,
@@ -201,6 +261,8 @@ ExperimentConfig parse_experiment(std::shared_ptr<const toml::table> root_table,
                                        "[experiment]", {}, file);
   config.clients = validate_options(section(root, "clients", file, false), client_option_specs(), "[clients]", {}, file);
   config.server = validate_options(section(root, "server", file, false), server_option_specs(), "[server]", {}, file);
+  check_lr_schedule(section(root, "clients", file, false), config.clients, "[clients]", file);
+  check_lr_schedule(section(root, "server", file, false), config.server, "[server]", file);
   config.model = validate_options(section(root, "model", file, false), model_option_specs(), "[model]", {}, file);
 
   const auto& data = section(root, "data", file, true);
@@ -282,11 +344,15 @@ ExperimentConfig parse_experiment(std::shared_ptr<const toml::table> root_table,
                  fmt::format("per_round = {} exceeds count = {}", clients.get<std::int64_t>("per_round"),
                              clients.get<std::int64_t>("count")));
   }
+  if (clients.is_set("batch_size") && clients.get<double>("batch_fraction") > 0) {
+    config_error(where(section(root, "clients", file, false), file), "give either batch_size or batch_fraction, not both");
+  }
   if (clients.get<std::int64_t>("local_epochs") == 0 && clients.get<std::int64_t>("local_iterations") == 0) {
     config_error(where(section(root, "clients", file, false), file),
                  "clients train for nothing: set local_epochs >= 1 or local_iterations >= 1");
   }
   config.settings = decode_settings(config.experiment, config.clients, config.server);
+  if (config.has_privacy) config.settings.privacy_start_round = config.privacy.accounting.get<std::int64_t>("start_round");
   return config;
 }
 

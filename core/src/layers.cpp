@@ -25,7 +25,7 @@ torch::Tensor Layer::forward_stacked(const torch::Tensor& x, const std::vector<t
                                      std::int64_t) const {
   return forward(x, params);
 }
-void Layer::initialise(const std::vector<torch::Tensor>&, at::Generator&) const {}
+void Layer::initialise(const std::vector<torch::Tensor>&, at::Generator&, bool) const {}
 void Layer::per_example(const torch::Tensor&, const torch::Tensor&,
                         const std::vector<torch::Tensor>&) const {}
 
@@ -63,6 +63,15 @@ void default_uniform(const torch::Tensor& weight, const torch::Tensor& bias, std
   const double bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
   weight.uniform_(-bound, bound, generator);
   bias.uniform_(-bound, bound, generator);
+}
+
+// Glorot & Bengio, "Understanding the difficulty of training deep feedforward neural networks",
+// AISTATS 2010, eq. (16); torch.nn.init.xavier_uniform_ with gain 1.
+void xavier_uniform(const torch::Tensor& weight, const torch::Tensor& bias, std::int64_t fan_in, std::int64_t fan_out,
+                    at::Generator& generator) {
+  const double bound = std::sqrt(6.0 / static_cast<double>(fan_in + fan_out));
+  weight.uniform_(-bound, bound, generator);
+  bias.zero_();
 }
 
 // Identity whose backward hands on the gradient contiguous. The stacked linear layer's input
@@ -107,8 +116,8 @@ class Linear final : public Layer {
     return transposed.transpose(1, 2).contiguous().view({-1, out_});
   }
 
-  void initialise(const std::vector<torch::Tensor>& params,
-                  at::Generator& generator) const override {
+  void initialise(const std::vector<torch::Tensor>& params, at::Generator& generator, bool xavier) const override {
+    if (xavier) return xavier_uniform(params[first_], params[first_ + 1], in_, out_, generator);
     default_uniform(params[first_], params[first_ + 1], in_, generator);
   }
 
@@ -178,9 +187,10 @@ class Conv2d final : public Layer {
     return y.view({-1, out_, out_h, out_w});
   }
 
-  void initialise(const std::vector<torch::Tensor>& params,
-                  at::Generator& generator) const override {
-    default_uniform(params[first_], params[first_ + 1], in_ * kernel_ * kernel_, generator);
+  void initialise(const std::vector<torch::Tensor>& params, at::Generator& generator, bool xavier) const override {
+    const auto window = kernel_ * kernel_;
+    if (xavier) return xavier_uniform(params[first_], params[first_ + 1], in_ * window, out_ * window, generator);
+    default_uniform(params[first_], params[first_ + 1], in_ * window, generator);
   }
 
   // A convolution is a matrix product with the unfolded input: for example b,
@@ -251,7 +261,7 @@ class GroupNorm final : public Layer {
         .view(x.sizes());
   }
 
-  void initialise(const std::vector<torch::Tensor>& params, at::Generator&) const override {
+  void initialise(const std::vector<torch::Tensor>& params, at::Generator&, bool) const override {
     params[first_].fill_(1.0);
     params[first_ + 1].fill_(0.0);
   }

@@ -44,9 +44,10 @@ class Layer {
                                         const std::vector<torch::Tensor>& params,
                                         std::int64_t clients) const;
 
-  /// Writes PyTorch's default initialisation of this layer into its entries of `params` (views of
-  /// θ, written in place), drawing from `generator` in entry order.
-  virtual void initialise(const std::vector<torch::Tensor>& params, at::Generator& generator) const;
+  /// Writes this layer's initial values into its entries of `params` (views of θ, written in
+  /// place), drawing from `generator` in entry order: PyTorch's default initialisation, or with
+  /// `xavier` Glorot & Bengio's uniform weights, U(±√(6 / (fan_in + fan_out))), and zero biases.
+  virtual void initialise(const std::vector<torch::Tensor>& params, at::Generator& generator, bool xavier) const;
 
   /// Per-example gradients of this layer's parameters. `x` [B, ...input] is the layer's input,
   /// `grad_output` [B, ...output] the gradient of the summed loss with respect to its output.

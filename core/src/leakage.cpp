@@ -305,7 +305,9 @@ struct LeakageStudy::Impl {
 
   // What turns an observed upload back into a gradient.
   bool fedsgd = false;
-  double lr = 0.0, weight_decay = 0.0;
+  LrSchedule lr;
+  std::int64_t rounds = 1;
+  double weight_decay = 0.0;
   // [leakage] settings.
   std::int64_t victims = 1, batch = 1;
   double threshold = 0.01;
@@ -380,7 +382,7 @@ struct LeakageStudy::Impl {
     torch::Tensor uploaded;
     if (wants(0) || wants(1)) {
       torch::NoGradGuard no_grad;
-      uploaded = (fedsgd ? step.upload : -step.upload / lr) - weight_decay * theta;
+      uploaded = (fedsgd ? step.upload : -step.upload / lr.at(round, rounds)) - weight_decay * theta;
     }
 
     const auto attack_seed = derive_seed(seed, round, client, Stream::Leakage);
@@ -459,6 +461,7 @@ LeakageStudy::LeakageStudy(const LeakageSpec& spec, const Labelled<Attack>& atta
   s.attack = &attack;
   s.fedsgd = settings.mode == Mode::FedSgd;
   s.lr = settings.clients.lr;
+  s.rounds = settings.rounds;
   s.weight_decay = settings.clients.weight_decay;
   s.victims = s.spec.settings.get<std::int64_t>("victims");
   s.batch = s.spec.settings.get<std::int64_t>("batch_size");
@@ -471,6 +474,11 @@ LeakageStudy::LeakageStudy(const LeakageSpec& spec, const Labelled<Attack>& atta
     config_error(location, "[leakage] attack '" + attack.plugin.name() +
                             "' has no leakage hook (it does not reconstruct inputs from gradients); use dlg, idlg "
                             "or inverting_gradients");
+  }
+  if (privacy && settings.clients.schedule.batch_fraction > 0) {
+    config_error(location, fmt::format("[leakage] with {} configured observes the protocol's own step, which needs one "
+                                       "batch size for every client: set [clients] batch_size instead of batch_fraction",
+                                       privacy.label));
   }
   if (privacy && s.batch != client_batch) {
     config_error(location, fmt::format("[leakage] batch_size = {} differs from [clients] batch_size = {}; with {} "
@@ -491,8 +499,13 @@ LeakageStudy::LeakageStudy(const LeakageSpec& spec, const Labelled<Attack>& atta
   if (s.victims > clients) {
     config_error(location, fmt::format("[leakage] victims = {} exceeds [clients] count = {}", s.victims, clients));
   }
-  if (s.wants(0) && !s.fedsgd && s.lr == 0.0) {
-    config_error(location, "[leakage] point 0 in fedavg mode needs [clients] lr > 0: at lr = 0 every upload is zero");
+  if (s.wants(0) && !s.fedsgd) {
+    for (auto round : s.spec.rounds) {
+      if (s.lr.at(round, s.rounds) > 0) continue;
+      config_error(location, fmt::format("[leakage] point 0 in fedavg mode needs a [clients] lr > 0 in every observed "
+                                         "round, but round {} has lr = 0 and every upload is zero",
+                                         round));
+    }
   }
 }
 

@@ -63,8 +63,10 @@ std::vector<double> LocalTrainer::run(std::int64_t round, const torch::Tensor& t
   const bool stacked = pass.width > 0;
   const auto width = pass.width;
   const bool fedsgd = settings_.mode == Mode::FedSgd;
+  const double lr = c.lr.at(round, settings_.rounds);
   const auto& privacy = plugins_.privacy;
-  PrivacyMechanism* mechanism = pass.server_side || !privacy ? nullptr : privacy.operator->();
+  const bool private_round = privacy && !pass.server_side && round >= settings_.privacy_start_round;
+  PrivacyMechanism* mechanism = private_round ? privacy.operator->() : nullptr;
   const bool per_example = mechanism && mechanism->per_example();
   const auto steps = jobs[0].steps;
   const auto steps_run = pass.observed ? 1 : steps;
@@ -79,7 +81,7 @@ std::vector<double> LocalTrainer::run(std::int64_t round, const torch::Tensor& t
   std::vector<Cursor> cursors;
   for (const auto& job : jobs) {
     const auto n = job.indices.size(0);
-    const auto batch = std::min<std::int64_t>(pass.batch_size > 0 ? pass.batch_size : c.schedule.batch_size, n);
+    const auto batch = pass.batch_size > 0 ? std::min(pass.batch_size, n) : c.schedule.batch(n);
     cursors.push_back({n, batch, (n + batch - 1) / batch,
                        stream_generator(seed, round, job.client, pass.server_side ? Stream::Aggregator : Stream::Batches),
                        stream_generator(seed, round, job.client, Stream::Attack, device),
@@ -182,7 +184,7 @@ std::vector<double> LocalTrainer::run(std::int64_t round, const torch::Tensor& t
       velocity = velocity.defined() ? velocity.mul_(c.momentum).add_(gradient) : gradient.clone();
       gradient = velocity;
     }
-    local.sub_(gradient, c.lr);
+    local.sub_(gradient, lr);
   }
 
   torch::NoGradGuard no_grad;

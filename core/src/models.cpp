@@ -30,9 +30,12 @@ const std::vector<OptionSpec>& model_option_specs() {
       {"groups", OptType::Int, "4", 1, 32,
        "cnn: GroupNorm groups per normalisation layer; must divide 16 and 32.", nullptr},
       {"init", OptType::String, "\"default\"", 0, 0,
-       "default: PyTorch's default initialisation of each layer; dlg: every weight and bias "
-       "uniform in [-0.5, 0.5], as in Zhu et al.'s Deep Leakage from Gradients code.",
-       "default|dlg"},
+       "default: PyTorch's default initialisation of each layer; xavier: Glorot uniform weights, zero "
+       "biases (Glorot & Bengio 2010); zeros: every parameter 0 (convex models such as softmax; hidden "
+       "units of a network started at 0 stay identical); dlg: every weight and bias uniform in [-0.5, "
+       "0.5], as in Zhu et al.'s Deep Leakage from Gradients code. lenet's sigmoids saturate from the "
+       "default and it does not learn: train it from dlg.",
+       "default|xavier|zeros|dlg"},
       {"path", OptType::String, "\"\"", 0, 0,
        "torchscript: file saved with torch.jit.script(model).save(path); the module runs in eval "
        "mode and its saved parameters are θ0.",
@@ -67,12 +70,12 @@ class SequentialModel final : public Model, public detail::StackedModel {
  public:
   SequentialModel(std::string arch, std::string summary, Shape input,
                   std::vector<std::unique_ptr<Layer>> layers, std::int64_t num_classes,
-                  bool dlg_init)
+                  std::string init)
       : arch_(std::move(arch)),
         summary_(std::move(summary)),
         input_(std::move(input)),
         layers_(std::move(layers)),
-        dlg_init_(dlg_init) {
+        init_(std::move(init)) {
     Shape shape = input_;
     try {
       for (auto& layer : layers_) shape = layer->build(shape, layout_);
@@ -116,11 +119,13 @@ class SequentialModel final : public Model, public detail::StackedModel {
     torch::NoGradGuard no_grad;
     auto generator = make_generator(seed);
     auto theta = torch::empty({layout_.total});
-    if (dlg_init_) {
+    if (init_ == "dlg") {
       theta.uniform_(-0.5, 0.5, generator);
+    } else if (init_ == "zeros") {
+      theta.zero_();
     } else {
       auto views = parameter_views(theta);
-      for (const auto& layer : layers_) layer->initialise(views, generator);
+      for (const auto& layer : layers_) layer->initialise(views, generator, init_ == "xavier");
     }
     return theta;
   }
@@ -263,7 +268,7 @@ class SequentialModel final : public Model, public detail::StackedModel {
   std::string summary_;
   Shape input_;
   std::vector<std::unique_ptr<Layer>> layers_;
-  bool dlg_init_;
+  std::string init_;  ///< [model] init
   ParamLayout layout_;
   std::vector<std::int64_t> numels_;  // layout entry sizes, for split_with_sizes
 };
@@ -318,10 +323,14 @@ std::unique_ptr<Model> build_model(const Options& options,
                                          " needs path = \"model.pt\", a module saved with "
                                          "torch.jit.script(model).save(path)");
     }
+    if (options.is_set("init")) {
+      throw Error(ErrorKind::Config, config_prefix(arch) + " starts from the module's saved parameters: remove init, "
+                                                           "or initialise the module before saving it");
+    }
     return load_torchscript_model(path, input_shape, num_classes);
   }
 
-  const bool dlg_init = options.get<std::string>("init") == "dlg";
+  const auto init = options.get<std::string>("init");
   const auto flat_features =
       std::accumulate(input_shape.begin(), input_shape.end(), std::int64_t{1}, std::multiplies<>());
   std::vector<std::unique_ptr<Layer>> layers;
@@ -387,9 +396,8 @@ std::unique_ptr<Model> build_model(const Options& options,
     throw Error(ErrorKind::Config, "[model] unknown arch \"" + arch +
                                        "\"; expected softmax, mlp, cnn, lenet or torchscript");
   }
-  if (dlg_init) summary.insert(summary.size() - 1, ", dlg init");
-  return std::make_unique<SequentialModel>(arch, summary, input_shape, std::move(layers),
-                                           num_classes, dlg_init);
+  if (init != "default") summary.insert(summary.size() - 1, ", " + init + " init");
+  return std::make_unique<SequentialModel>(arch, summary, input_shape, std::move(layers), num_classes, init);
 }
 
 }  // namespace bulwark

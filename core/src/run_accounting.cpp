@@ -26,7 +26,7 @@ RunAccounting::RunAccounting(const ExperimentConfig& config, PluginSet& plugins,
   auto epsilon_of = [&](double sigma) {
     auto trial = plugins.privacy_with_noise(sigma);
     PrivacyLedger projected(config.privacy.accounting);
-    for (std::int64_t round = 1; round <= s.rounds; ++round) {
+    for (std::int64_t round = s.privacy_start_round; round <= s.rounds; ++round) {
       info.round = round;
       projected.add(call_plugin(plugins.privacy.label, "accounting", [&] { return trial->accounting(info); }));
     }
@@ -38,6 +38,7 @@ RunAccounting::RunAccounting(const ExperimentConfig& config, PluginSet& plugins,
 
 std::vector<AccountingEvent> RunAccounting::round_events(std::int64_t round,
                                                          const std::vector<std::int64_t>& participants) const {
+  if (round < config_.settings.privacy_start_round) return {};
   const auto info = round_info(round, participants, static_cast<std::int64_t>(participants.size()));
   return call_plugin(plugins_.privacy.label, "accounting", [&] { return plugins_.privacy->accounting(info); });
 }
@@ -62,21 +63,26 @@ RoundAccountingInfo RunAccounting::round_info(std::int64_t round, const std::vec
   info.batch_size = c.schedule.batch_size;
   info.train_samples = data_.train_labels.size(0);
   info.layout = &model_.layout();
-  std::int64_t smallest = 0, largest = 0;  // among clients with data
+  std::int64_t smallest = 0, largest = 0, examples_per_step = 0;  // among clients with data
+  double largest_rate = 0.0;                                       // the highest b_i / N_i
   for (auto k : clients) {
     const auto size = partition_.size(k);
     if (size == 0) continue;
     smallest = smallest == 0 ? size : std::min(smallest, size);
     largest = std::max(largest, size);
+    examples_per_step += c.schedule.batch(size);
+    largest_rate = std::max(largest_rate, static_cast<double>(c.schedule.batch(size)) / static_cast<double>(size));
   }
   info.min_client_samples = smallest;
+  if (c.schedule.batch_fraction > 0 && smallest > 0) info.batch_size = c.schedule.batch(smallest);
   info.local_steps = sampled > 0 && largest > 0 ? c.schedule.steps(largest) : 0;
-  const auto batch = static_cast<double>(info.batch_size);
   if (config_.privacy.accounting.get<std::string>("example_rate") == "global") {
-    info.example_sampling_rate =
-        std::min(1.0, batch * static_cast<double>(sampled) / static_cast<double>(info.train_samples));
+    // B·K_t/N as the Fed-CDP paper writes it; with batch_fraction the batches the round draws.
+    const auto drawn = c.schedule.batch_fraction > 0 ? static_cast<double>(examples_per_step)
+                                                     : static_cast<double>(info.batch_size * sampled);
+    info.example_sampling_rate = std::min(1.0, drawn / static_cast<double>(info.train_samples));
   } else {
-    info.example_sampling_rate = smallest > 0 ? std::min(1.0, batch / static_cast<double>(smallest)) : 0.0;
+    info.example_sampling_rate = largest_rate;
   }
   return info;
 }

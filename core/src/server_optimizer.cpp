@@ -4,10 +4,13 @@
 
 namespace bulwark {
 
-void ServerOptimizer::step(torch::Tensor& theta, const torch::Tensor& aggregate) {
+void ServerOptimizer::step(torch::Tensor& theta, const torch::Tensor& aggregate, std::int64_t round,
+                           std::int64_t rounds) {
   torch::NoGradGuard no_grad;
   const auto& s = settings_;
+  const double lr = s.lr.at(round, rounds);
   auto direction = (mode_ == Mode::FedSgd ? aggregate : -aggregate).to(theta.scalar_type());
+  if (s.weight_decay > 0) direction = direction + s.weight_decay * theta;
   if (s.optimizer == ServerSettings::Optimizer::Adam) {
     if (!adam_m_.defined()) {
       adam_m_ = torch::zeros_like(theta);
@@ -15,14 +18,14 @@ void ServerOptimizer::step(torch::Tensor& theta, const torch::Tensor& aggregate)
     }
     adam_m_.mul_(s.beta1).add_(direction, 1 - s.beta1);
     adam_v_.mul_(s.beta2).addcmul_(direction, direction, 1 - s.beta2);
-    theta.sub_(s.lr * adam_m_ / (adam_v_.sqrt() + s.tau));
+    theta.sub_(lr * adam_m_ / (adam_v_.sqrt() + s.tau));
     return;
   }
   if (s.momentum > 0) {
     momentum_ = momentum_.defined() ? momentum_.mul_(s.momentum).add_(direction) : direction.clone();
     direction = momentum_;
   }
-  theta.sub_(s.lr * direction);
+  theta.sub_(lr * direction);
 }
 
 StateDict ServerOptimizer::state() const { return {{"momentum", momentum_}, {"adam_m", adam_m_}, {"adam_v", adam_v_}}; }

@@ -13,9 +13,9 @@ class ServerOptimizer {
  public:
   ServerOptimizer(const ServerSettings& settings, Mode mode) : settings_(settings), mode_(mode) {}
 
-  /// θ ← θ − step(direction). A fedavg aggregate is a delta (θ moves along it), a fedsgd one a
-  /// gradient (θ moves against it).
-  void step(torch::Tensor& theta, const torch::Tensor& aggregate);
+  /// θ ← θ − step(direction) with round `round`'s rate. A fedavg aggregate is a delta (θ moves
+  /// along it), a fedsgd one a gradient (θ moves against it); weight decay adds λθ to either.
+  void step(torch::Tensor& theta, const torch::Tensor& aggregate, std::int64_t round, std::int64_t rounds);
 
   /// What one round hands to the next: "momentum", "adam_m", "adam_v" (undefined until used).
   StateDict state() const;

@@ -43,11 +43,38 @@ double Sampling::client_rate(std::int64_t sampled, std::int64_t clients) const {
   return kind == Kind::Poisson ? rate : static_cast<double>(sampled) / static_cast<double>(clients);
 }
 
+std::int64_t LocalSchedule::batch(std::int64_t n) const {
+  if (batch_fraction > 0) return std::max<std::int64_t>(1, std::llround(batch_fraction * static_cast<double>(n)));
+  return std::min(batch_size, n);
+}
+
 std::int64_t LocalSchedule::steps(std::int64_t n) const {
   if (one_step) return 1;
   if (iterations > 0) return iterations;
-  const auto batch = std::min(batch_size, n);
-  return epochs * ((n + batch - 1) / batch);
+  const auto b = batch(n);
+  return epochs * ((n + b - 1) / b);
+}
+
+double LrSchedule::at(std::int64_t round, std::int64_t rounds) const {
+  if (round <= warmup_rounds) {
+    const double target = LrSchedule{kind, base, milestones, gamma, min}.at(warmup_rounds + 1, rounds);
+    return warmup_from + (target - warmup_from) * static_cast<double>(round - 1) / static_cast<double>(warmup_rounds);
+  }
+  const auto r = static_cast<double>(round);
+  switch (kind) {
+    case Kind::Constant: break;
+    case Kind::Step: {
+      const auto passed = std::count_if(milestones.begin(), milestones.end(), [&](std::int64_t m) { return m <= round; });
+      return base * std::pow(gamma, static_cast<double>(passed));
+    }
+    case Kind::InverseSqrt: return base / std::sqrt(r);
+    case Kind::Exponential: return base * std::pow(gamma, r - 1);
+    case Kind::Cosine: {
+      const double pi = std::acos(-1.0);
+      return min + (base - min) * (1 + std::cos(pi * (r - 1) / static_cast<double>(rounds))) / 2;
+    }
+  }
+  return base;
 }
 
 // Measured (bench/batching_bench, 2 workers): softmax d = 7,850 2.5-3.7x and MLP d = 50,890
@@ -59,6 +86,27 @@ bool ClientSettings::batches(const std::string& arch, std::int64_t parameters) c
   if (batching != Batching::Auto) return batching == Batching::On;
   return (arch == "softmax" || arch == "mlp") && parameters <= kAutoMaxParameters;
 }
+
+namespace {
+
+LrSchedule decode_lr(const Options& section) {
+  LrSchedule lr;
+  const auto kind = section.get<std::string>("lr_schedule");
+  lr.kind = kind == "step"          ? LrSchedule::Kind::Step
+            : kind == "inv_sqrt"    ? LrSchedule::Kind::InverseSqrt
+            : kind == "exponential" ? LrSchedule::Kind::Exponential
+            : kind == "cosine"      ? LrSchedule::Kind::Cosine
+                                    : LrSchedule::Kind::Constant;
+  lr.base = section.get<double>("lr");
+  for (double m : section.get<std::vector<double>>("lr_milestones")) lr.milestones.push_back(std::llround(m));
+  lr.gamma = section.get<double>("lr_gamma");
+  lr.min = section.get<double>("lr_min");
+  lr.warmup_rounds = section.get<std::int64_t>("lr_warmup_rounds");
+  lr.warmup_from = section.get<double>("lr_warmup_from");
+  return lr;
+}
+
+}  // namespace
 
 RunSettings decode_settings(const Options& experiment, const Options& clients, const Options& server) {
   RunSettings s;
@@ -89,7 +137,8 @@ RunSettings decode_settings(const Options& experiment, const Options& clients, c
   c.schedule.iterations = clients.get<std::int64_t>("local_iterations");
   c.schedule.epochs = clients.get<std::int64_t>("local_epochs");
   c.schedule.batch_size = clients.get<std::int64_t>("batch_size");
-  c.lr = clients.get<double>("lr");
+  c.schedule.batch_fraction = clients.get<double>("batch_fraction");
+  c.lr = decode_lr(clients);
   c.momentum = clients.get<double>("momentum");
   c.weight_decay = clients.get<double>("weight_decay");
   const auto batching = clients.get<std::string>("batching");
@@ -101,7 +150,8 @@ RunSettings decode_settings(const Options& experiment, const Options& clients, c
   auto& v = s.server;
   v.optimizer = server.get<std::string>("optimizer") == "adam" ? ServerSettings::Optimizer::Adam
                                                                : ServerSettings::Optimizer::Sgd;
-  v.lr = server.get<double>("lr");
+  v.lr = decode_lr(server);
+  v.weight_decay = server.get<double>("weight_decay");
   v.momentum = server.get<double>("momentum");
   v.beta1 = server.get<double>("beta1");
   v.beta2 = server.get<double>("beta2");

@@ -38,9 +38,36 @@ struct LocalSchedule {
   std::int64_t iterations = 0;    ///< > 0: this many steps, whatever the client's size
   std::int64_t epochs = 1;        ///< otherwise: passes over the client's n examples
   std::int64_t batch_size = 32;
+  double batch_fraction = 0.0;    ///< > 0: each client's batch is this share of its n examples
 
+  /// The batch of a client with n > 0 examples: batch_size (at most n), or with batch_fraction
+  /// max(1, round(fraction · n)).
+  std::int64_t batch(std::int64_t n) const;
   /// Local steps of a client with n > 0 examples (the trainer and the accountant share it).
   std::int64_t steps(std::int64_t n) const;
+};
+
+/// A learning rate that follows the round: `base` shaped by one schedule, after an optional
+/// linear warm-up ([clients] / [server] lr_schedule and its options). A pure function of the
+/// round, so a resumed run needs no state for it.
+struct LrSchedule {
+  enum class Kind {
+    Constant,     ///< base
+    Step,         ///< base · gamma^(milestones ≤ r)  (torch MultiStepLR)
+    InverseSqrt,  ///< base / √r
+    Exponential,  ///< base · gamma^(r − 1)  (torch ExponentialLR)
+    Cosine,       ///< min + (base − min)(1 + cos(π (r − 1) / R)) / 2  (torch CosineAnnealingLR, T_max = R)
+  };
+  Kind kind = Kind::Constant;
+  double base = 0.0;
+  std::vector<std::int64_t> milestones;  ///< Step: rounds from which one more factor gamma applies
+  double gamma = 0.1;                    ///< Step, Exponential
+  double min = 0.0;                      ///< Cosine: the floor
+  std::int64_t warmup_rounds = 0;        ///< rounds 1..W go linearly from warmup_from towards the schedule
+  double warmup_from = 0.0;
+
+  /// The rate of round r (1-based) of a run of `rounds`.
+  double at(std::int64_t round, std::int64_t rounds) const;
 };
 
 /// [clients]: the local optimiser and how clients are batched on the device.
@@ -48,7 +75,8 @@ struct ClientSettings {
   std::int64_t count = 0;
   Sampling sampling;
   LocalSchedule schedule;
-  double lr = 0.0, momentum = 0.0, weight_decay = 0.0;
+  LrSchedule lr;
+  double momentum = 0.0, weight_decay = 0.0;
   enum class Batching { Auto, On, Off } batching = Batching::Auto;
   std::int64_t batch_clients = 32;
 
@@ -62,7 +90,9 @@ struct ClientSettings {
 /// [server]: the optimiser that applies the aggregate to θ.
 struct ServerSettings {
   enum class Optimizer { Sgd, Adam } optimizer = Optimizer::Sgd;
-  double lr = 1.0, momentum = 0.0, beta1 = 0.9, beta2 = 0.99, tau = 1e-3;
+  LrSchedule lr;
+  double momentum = 0.0, beta1 = 0.9, beta2 = 0.99, tau = 1e-3;
+  double weight_decay = 0.0;  ///< λ: the step direction gets + λθ (DiverseFL's update (13))
 };
 
 /// [experiment], [clients] and [server] as the kernel uses them.
@@ -73,6 +103,7 @@ struct RunSettings {
   std::int64_t eval_subset = 0;  ///< test examples of intermediate evaluations; 0 = all
   int threads = 0;  ///< 0: all cores
   Mode mode = Mode::FedAvg;
+  std::int64_t privacy_start_round = 1;  ///< [privacy] start_round: no privacy hook runs, nothing is charged, before it
   ClientSettings clients;
   ServerSettings server;
 };

@@ -179,3 +179,50 @@ TEST_CASE("attack schedules and plugin options are split") {
   CHECK(std::find(ignored.begin(), ignored.end(), "byzantine") != ignored.end());
   CHECK(std::find(ignored.begin(), ignored.end(), "scale") == ignored.end());
 }
+
+TEST_CASE("learning-rate schedules give each round its rate as torch's schedulers do") {
+  auto rates = [](const std::string& server, std::int64_t rounds) {
+    auto file = write_experiment("lr_" + std::to_string(std::hash<std::string>{}(server)),
+                                 "[experiment]\nrounds = " + std::to_string(rounds) +
+                                     "\n[data]\nplugin = \"synthetic\"\n[server]\n" + server);
+    const auto lr = load_experiment(file).settings.server.lr;
+    std::vector<double> out;
+    for (std::int64_t r = 1; r <= rounds; ++r) out.push_back(lr.at(r, rounds));
+    return out;
+  };
+  auto check_rates = [](const std::vector<double>& got, const std::vector<double>& want) {
+    REQUIRE(got.size() == want.size());
+    for (std::size_t i = 0; i < got.size(); ++i) CHECK(got[i] == doctest::Approx(want[i]).epsilon(1e-12));
+  };
+  check_rates(rates("lr = 0.5\n", 3), {0.5, 0.5, 0.5});
+  // DiverseFL's MLP: 0.06, halved at iterations 500 and 950 (here rounds 2 and 4).
+  check_rates(rates("lr = 0.06\nlr_schedule = \"step\"\nlr_milestones = [2, 4]\nlr_gamma = 0.5\n", 5),
+              {0.06, 0.03, 0.03, 0.015, 0.015});
+  // DiverseFL's softmax regression: 0.001 / sqrt(r).
+  check_rates(rates("lr = 0.001\nlr_schedule = \"inv_sqrt\"\n", 4), {0.001, 0.001 / std::sqrt(2.0), 0.001 / std::sqrt(3.0), 0.0005});
+  check_rates(rates("lr = 1\nlr_schedule = \"exponential\"\nlr_gamma = 0.9\n", 3), {1.0, 0.9, 0.81});
+  // torch CosineAnnealingLR(T_max = 4, eta_min = 0.1) from 1.0: epochs 0..3.
+  check_rates(rates("lr = 1\nlr_schedule = \"cosine\"\nlr_min = 0.1\n", 4),
+              {1.0, 0.1 + 0.9 * (1 + std::sqrt(0.5)) / 2, 0.55, 0.1 + 0.9 * (1 - std::sqrt(0.5)) / 2});
+  // DiverseFL's CIFAR warm-up, 0.05 -> 0.1 over rounds 1..4, then a step of 0.4 at round 6.
+  check_rates(rates("lr = 0.1\nlr_schedule = \"step\"\nlr_milestones = [6]\nlr_gamma = 0.4\nlr_warmup_rounds = 4\n"
+                    "lr_warmup_from = 0.05\n",
+                    7),
+              {0.05, 0.0625, 0.075, 0.0875, 0.1, 0.04, 0.04});
+}
+
+TEST_CASE("a schedule option that the chosen schedule does not read is refused at its place") {
+  auto refuse = [](const std::string& clients, const std::string& message) {
+    auto file = write_experiment("lr_refused", "[data]\nplugin = \"synthetic\"\n[clients]\n" + clients);
+    CHECK_THROWS_WITH_AS(load_experiment(file), doctest::Contains(message.c_str()), Error);
+  };
+  refuse("lr_milestones = [3]\n", "experiment.toml:4:17: [clients] lr_milestones is read by lr_schedule = \"step\" only");
+  refuse("lr_schedule = \"cosine\"\nlr_gamma = 0.5\n", "[clients] lr_gamma is read by lr_schedule = \"step\" or \"exponential\" only");
+  refuse("lr_min = 0.001\n", "[clients] lr_min is read by lr_schedule = \"cosine\" only");
+  refuse("lr_warmup_from = 0.01\n", "[clients] lr_warmup_from needs lr_warmup_rounds >= 1");
+  refuse("lr_schedule = \"step\"\n", "lr_schedule = \"step\" needs lr_milestones");
+  refuse("lr_schedule = \"step\"\nlr_milestones = [5, 3]\n", "lr_milestones must be whole rounds in ascending order");
+  refuse("lr_schedule = \"step\"\nlr_milestones = [2.5]\n", "lr_milestones must be whole rounds in ascending order");
+  refuse("lr = 0.01\nlr_schedule = \"cosine\"\nlr_min = 0.1\n", "lr_min = 0.1 exceeds lr = 0.01");
+  refuse("batch_size = 10\nbatch_fraction = 0.1\n", "give either batch_size or batch_fraction, not both");
+}

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <string>
@@ -10,6 +11,7 @@
 
 #include <ATen/Parallel.h>
 #include <torch/script.h>
+#include <nlohmann/json.hpp>
 
 #include "checkpoint.hpp"
 #include "engine.hpp"
@@ -29,6 +31,21 @@ RunSummary run_tiny(const std::string& name, int threads, const std::string& ext
   return engine.run(options);
 }
 
+/// θ after `round` rounds of the tiny experiment (5 rounds) with `overrides`: the run stops there as
+/// on Ctrl-C, and its checkpoint holds θ.
+torch::Tensor theta_after(const std::string& name, std::vector<std::string> overrides, int round) {
+  auto dir = test::scratch_dir("engine_" + name);
+  test::write_file(dir / "experiment.toml", test::tiny_experiment());
+  overrides.push_back("experiment.rounds=5");
+  Engine engine(load_experiment((dir / "experiment.toml").string(), overrides), test::registry());
+  RunOptions options;
+  options.output_dir = dir / "out";
+  int finished = 0;
+  options.stop_requested = [&finished, round] { return ++finished >= round; };
+  CHECK_THROWS_AS(engine.run(options), RunInterrupted);
+  return load_checkpoint(checkpoint_path(dir / "out")).tensors.at("theta").to(torch::kDouble);
+}
+
 /// Metrics without the wall-clock columns.
 std::vector<MetricsRow> numbers(const RunSummary& summary) {
   std::vector<MetricsRow> rows;
@@ -41,20 +58,26 @@ std::vector<MetricsRow> numbers(const RunSummary& summary) {
   }
   return rows;
 }
+/// Whether two runs' metrics are bit-identical, not approximately equal: NaN cells must match as NaN.
+bool same_numbers(const RunSummary& x, const RunSummary& y) {
+  const auto a = numbers(x), b = numbers(y);
+  if (a.size() != b.size()) return false;
+  for (std::size_t r = 0; r < a.size(); ++r) {
+    if (a[r].size() != b[r].size()) return false;
+    for (std::size_t c = 0; c < a[r].size(); ++c) {
+      const auto u = a[r][c].second, v = b[r][c].second;
+      if (a[r][c].first != b[r][c].first || !(u == v || (std::isnan(u) && std::isnan(v)))) return false;
+    }
+  }
+  return true;
+}
 }  // namespace
 
 TEST_CASE("the same file and seed give identical metrics with 1 and 2 worker threads") {
   auto one = run_tiny("threads1", 1);
   auto two = run_tiny("threads2", 2);
   REQUIRE(one.metrics.size() == 3);
-  auto a = numbers(one), b = numbers(two);
-  for (std::size_t r = 0; r < a.size(); ++r) {
-    for (std::size_t c = 0; c < a[r].size(); ++c) {
-      INFO(a[r][c].first, " round ", r + 1);
-      // Bit-identical, not approximately equal: NaN cells must match as NaN.
-      CHECK((a[r][c].second == b[r][c].second || (std::isnan(a[r][c].second) && std::isnan(b[r][c].second))));
-    }
-  }
+  CHECK(same_numbers(one, two));
   CHECK(one.final_accuracy > 0.5);  // the synthetic task is learnable: training happened
 }
 
@@ -152,22 +175,117 @@ TEST_CASE("fedsgd mode uploads one gradient per client and still learns") {
 TEST_CASE("fedsgd mode uploads the regularised gradient: weight decay lambda adds lambda * theta to every upload") {
   // θ1 = θ0 − η·mean(g + λθ0) = θ1(λ = 0) − ηλθ0: the first round's model moves linearly in λ.
   auto first_model = [](double weight_decay) {
-    auto dir = test::scratch_dir("engine_fedsgd_decay_" + std::to_string(weight_decay));
-    test::write_file(dir / "experiment.toml", test::tiny_experiment());
-    Engine engine(load_experiment((dir / "experiment.toml").string(),
-                                  {"experiment.mode=\"fedsgd\"", "server.lr=0.5",
-                                   "clients.weight_decay=" + std::to_string(weight_decay)}),
-                  test::registry());
-    RunOptions options;
-    options.output_dir = dir / "out";
-    options.stop_requested = [] { return true; };  // stop after round 1, keeping θ1 in the checkpoint
-    CHECK_THROWS_AS(engine.run(options), RunInterrupted);
-    return load_checkpoint(checkpoint_path(dir / "out")).tensors.at("theta").to(torch::kDouble);
+    return theta_after("fedsgd_decay_" + std::to_string(weight_decay),
+                       {"experiment.mode=\"fedsgd\"", "server.lr=0.5", "clients.weight_decay=" + std::to_string(weight_decay)},
+                       1);
   };
   const auto plain = first_model(0.0);
   const auto shrink_small = plain - first_model(0.1), shrink_large = plain - first_model(0.3);
   CHECK(shrink_small.abs().max().item<double>() > 1e-4);
   CHECK(torch::allclose(shrink_large, 3 * shrink_small, 1e-4, 1e-6));
+}
+
+TEST_CASE("a client lr schedule sets each round's local step: a step to rate 0 stops training from that round") {
+  const std::vector<std::string> constant = {"clients.lr=0.1"};
+  auto stopped = constant;
+  stopped.insert(stopped.end(), {"clients.lr_schedule=\"step\"", "clients.lr_milestones=[2]", "clients.lr_gamma=0.0"});
+  const auto first = theta_after("lr_constant_1", constant, 1);
+  CHECK(torch::equal(theta_after("lr_stopped_1", stopped, 1), first));  // round 1 still at 0.1
+  CHECK(torch::equal(theta_after("lr_stopped_2", stopped, 2), first));  // round 2 at 0: every Δ is 0
+  CHECK_FALSE(torch::allclose(theta_after("lr_constant_2", constant, 2), first));
+}
+
+TEST_CASE("server weight decay and the server's lr schedule: theta_r = theta_(r-1) (1 - lr_r lambda) when every update is 0") {
+  // Clients at lr 0 upload Δ = 0, so only the server's λθ term moves θ: θ2 = θ0 (1 − ηλ)(1 − ηλ/√2).
+  const auto theta0 = theta_after("server_decay_0", {"clients.lr=0.0"}, 1);
+  const auto theta2 = theta_after("server_decay_2",
+                                  {"clients.lr=0.0", "server.lr=0.5", "server.weight_decay=0.2",
+                                   "server.lr_schedule=\"inv_sqrt\""},
+                                  2);
+  CHECK(theta0.abs().sum().item<double>() > 0);
+  CHECK(torch::allclose(theta2, theta0 * (1 - 0.1) * (1 - 0.1 / std::sqrt(2.0)), 1e-6, 1e-9));
+}
+
+TEST_CASE("fedsgd mode notices [clients] learning-rate keys it does not use, fedavg mode does not") {
+  auto notice_of = [](const std::string& name, const std::string& mode) {
+    auto dir = test::scratch_dir("engine_fedsgd_notice_" + name);
+    test::write_file(dir / "experiment.toml", test::tiny_experiment());
+    Engine engine(load_experiment((dir / "experiment.toml").string(),
+                                  {"experiment.mode=\"" + mode + "\"", "experiment.rounds=1", "clients.lr=0.3",
+                                   "clients.momentum=0.5"}),
+                  test::registry());
+    RunOptions options;
+    options.output_dir = dir / "out";
+    const auto notices = engine.run(options).notices;
+    return notices.empty() ? std::string() : notices.front();
+  };
+  CHECK(notice_of("fedsgd", "fedsgd").find("[clients] lr, momentum has no effect; the step is [server] lr") !=
+        std::string::npos);
+  CHECK(notice_of("fedavg", "fedavg").empty());
+}
+
+TEST_CASE("batch_fraction: each client's batch is that share of its data, 1 gives its full-batch gradient") {
+  // The tiny experiment's 6 clients hold 100 examples each, so a fraction f is a batch of 100 f.
+  auto run = [](const std::string& name, const std::string& batch, const std::string& mode) {
+    auto dir = test::scratch_dir("engine_batch_fraction_" + name);
+    auto text = test::tiny_experiment("\n[privacy]\nplugin = \"dp_sgd\"\nnoise_multiplier = 1.0\nclip = 1.0\n");
+    text.replace(text.find("batch_size = 16"), 15, batch);
+    test::write_file(dir / "experiment.toml", text);
+    Engine engine(load_experiment((dir / "experiment.toml").string(), {"experiment.mode=\"" + mode + "\""}),
+                  test::registry());
+    RunOptions options;
+    options.output_dir = dir / "out";
+    return engine.run(options);
+  };
+  for (const char* mode : {"fedavg", "fedsgd"}) {
+    CAPTURE(mode);
+    const auto fraction = run(std::string("tenth_") + mode, "batch_fraction = 0.1", mode);
+    const auto fixed = run(std::string("ten_") + mode, "batch_size = 10", mode);
+    CHECK(same_numbers(fraction, fixed));
+    // The accountant sees the same rate b/N_i and steps (same_numbers compares epsilon_example too).
+    CHECK(test::metric(fraction.metrics.back(), "epsilon_example") > 0);
+  }
+  const auto full = run("full", "batch_fraction = 1.0", "fedsgd");
+  CHECK(same_numbers(full, run("hundred", "batch_size = 100", "fedsgd")));
+  CHECK_FALSE(same_numbers(full, run("tenth_again", "batch_fraction = 0.1", "fedsgd")));
+}
+
+TEST_CASE("a backdoor's last, mean and largest success over the evaluated rounds reach the summary and summary.json") {
+  const auto summary = test::run_tiny("engine_backdoor_summary",
+                                      "\n[[attack]]\nplugin = \"backdoor\"\nbyzantine = 2\nboost = 3.0\n",
+                                      {"experiment.rounds=5", "experiment.eval_every=2"});
+  std::vector<double> evaluated;  // rounds 2, 4 and the last
+  for (const auto& row : summary.metrics) {
+    const double value = test::metric(row, "backdoor_accuracy");
+    if (!std::isnan(value)) evaluated.push_back(value);
+  }
+  REQUIRE(evaluated.size() == 3);
+  REQUIRE(summary.backdoors.size() == 1);
+  const auto& backdoor = summary.backdoors[0];
+  CHECK(backdoor.metric == "backdoor_accuracy");
+  CHECK(backdoor.evaluations == 3);
+  CHECK(backdoor.last == evaluated.back());
+  CHECK(backdoor.max == *std::max_element(evaluated.begin(), evaluated.end()));
+  CHECK(backdoor.mean == doctest::Approx((evaluated[0] + evaluated[1] + evaluated[2]) / 3));
+  const auto json = nlohmann::json::parse(test::read_file(summary.output_dir / "summary.json"));
+  CHECK(json.at("backdoor").at("backdoor_accuracy").at("max").get<double>() == backdoor.max);
+  CHECK(json.at("backdoor").at("backdoor_accuracy").at("evaluations").get<std::int64_t>() == 3);
+}
+
+TEST_CASE("[privacy] start_round: earlier rounds train as without privacy and cost nothing, later ones as from round 1") {
+  const std::string dp = "\n[privacy]\nplugin = \"dp_sgd\"\nnoise_multiplier = 1.0\nclip = 1.0\n";
+  const auto late = test::run_tiny("engine_privacy_late", dp + "start_round = 3\n", {"experiment.rounds=4"});
+  const auto none = test::run_tiny("engine_privacy_none", "", {"experiment.rounds=4"});
+  const auto two = test::run_tiny("engine_privacy_two", dp, {"experiment.rounds=2"});
+  for (int r : {0, 1}) {
+    CHECK(std::isnan(test::metric(late.metrics[r], "epsilon_example")));  // nothing charged yet: an empty cell
+    CHECK(test::metric(late.metrics[r], "train_loss") == test::metric(none.metrics[r], "train_loss"));
+    CHECK(test::metric(late.metrics[r], "test_accuracy") == test::metric(none.metrics[r], "test_accuracy"));
+  }
+  CHECK(test::metric(late.metrics[2], "train_loss") != test::metric(none.metrics[2], "train_loss"));
+  // Two private rounds of the same (q, sigma, steps), wherever they fall.
+  CHECK(test::metric(late.metrics[3], "epsilon_example") == test::metric(two.metrics[1], "epsilon_example"));
+  CHECK(test::metric(late.metrics[3], "epsilon_example") > 0);
 }
 
 TEST_CASE("outputs: config.toml, metrics.csv with one row per round, summary.json") {

@@ -181,6 +181,29 @@ TEST_CASE("model zoo: PyTorch's default initialisation, layer by layer") {
   CHECK(max_abs(dlg) > 0.49);
 }
 
+TEST_CASE("model zoo: init xavier draws Glorot-uniform weights with zero biases, init zeros gives theta0 = 0") {
+  auto model = make("arch = \"cnn\"\ninit = \"xavier\"", {1, 28, 28});
+  const auto& layout = model->layout();
+  auto theta = model->initial_parameters(3);
+  // Bound √(6 / (fan_in + fan_out)): a convolution's fans are channels × 3 × 3.
+  const std::vector<std::pair<std::string, double>> fans = {
+      {"conv1.weight", 9 + 144}, {"conv2.weight", 144 + 288}, {"fc1.weight", 1568 + 64}, {"fc3.weight", 32 + 10}};
+  for (const auto& [name, fan_sum] : fans) {
+    CAPTURE(name);
+    const double bound = std::sqrt(6.0 / fan_sum);
+    auto values = layout.view(theta, entry(layout, name));
+    CHECK(max_abs(values) <= bound);
+    CHECK(max_abs(values) > 0.8 * bound);
+  }
+  for (const char* bias : {"conv1.bias", "fc1.bias", "fc3.bias"}) CHECK(max_abs(layout.view(theta, entry(layout, bias))) == 0);
+  CHECK(torch::equal(layout.view(theta, entry(layout, "gn1.weight")), torch::ones({16})));
+  CHECK(model->describe().find("xavier init") != std::string::npos);
+
+  auto zeros = make("arch = \"softmax\"\ninit = \"zeros\"", {1, 28, 28})->initial_parameters(3);
+  CHECK(zeros.numel() == 7850);
+  CHECK(max_abs(zeros) == 0);
+}
+
 TEST_CASE(
     "model zoo: an SGD step on the flat buffer changes θ and lowers the loss on a fixed batch") {
   for (const auto& c : zoo()) {
@@ -465,6 +488,9 @@ TEST_CASE(
 
 TEST_CASE("model torchscript: files that cannot be loaded or used give one clear error") {
   auto dir = bulwark::test::scratch_dir("ts_errors");
+  CHECK_THROWS_WITH_AS(make("arch = \"torchscript\"\npath = \"" + save_tiny_module("ts_init").string() + "\"\ninit = \"zeros\"",
+                            {3, 4}, kTsClasses),
+                       doctest::Contains("starts from the module's saved parameters: remove init"), bulwark::Error);
   const auto missing = (dir / "missing.pt").string();
   CHECK_THROWS_WITH_AS(
       load_tiny(missing),
