@@ -256,7 +256,11 @@ struct Engine::Impl {
       executor = distributed.get();
     }
     theta = model->initial_parameters(derive_seed(settings.seed, 0, kServer, Stream::Init)).to(device);
-    schedule = ByzantineSchedule(schedule_specs(plugins), settings.clients.count, settings.seed);
+    auto holds = [&](std::int64_t client, std::int64_t label) {
+      const auto labels = data.train_labels.index_select(0, partition.client(client).to(data.train_labels.device()));
+      return (labels == label).any().item<bool>();
+    };
+    schedule = ByzantineSchedule(schedule_specs(plugins), settings.clients.count, settings.seed, holds);
     for (auto& attack : plugins.attacks) {
       auto backdoor = call_plugin(attack.label, "backdoor_test_set", [&] {
         return attack->backdoor_test_set(data.test_inputs, data.test_labels);

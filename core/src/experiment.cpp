@@ -207,6 +207,9 @@ const std::vector<OptionSpec>& schedule_option_specs() {
       {"start_round", OptType::Int, "1", 1, kInf, "First round in which the attack is active.", nullptr},
       {"markov_p", OptType::Float, "0.1", 0, 1, "markov: probability that a benign client turns malicious in a round.", nullptr},
       {"markov_k", OptType::Int, "1", 1, kInf, "markov: length of each malicious spell (exactly k rounds, then at least one benign round).", nullptr},
+      {"pool_class", OptType::Int, "-1", -1, kInf,
+       "fixed, markov: draw the malicious clients only among those whose data holds this label (-1: any client).",
+       nullptr},
   };
   return specs;
 }

@@ -41,15 +41,18 @@ ScheduleSpec ScheduleSpec::from_options(const Options& schedule, std::string lab
   spec.start_round = schedule.get<std::int64_t>("start_round");
   spec.markov_p = schedule.get<double>("markov_p");
   spec.markov_k = schedule.get<std::int64_t>("markov_k");
+  spec.pool_class = schedule.get<std::int64_t>("pool_class");
   return spec;
 }
 
 ByzantineSchedule::ByzantineSchedule(std::vector<ScheduleSpec> attacks, std::int64_t num_clients,
-                                     std::uint64_t seed)
+                                     std::uint64_t seed, const HoldsLabel& holds)
     : attacks_(std::move(attacks)), num_clients_(num_clients), seed_(seed) {
   const auto order = to_vector(
       torch::randperm(num_clients_, stream_generator(seed_, 0, kServer, Stream::Schedule), torch::kLong));
-  std::int64_t next = 0;  // fixed sets and pools are consecutive slices of `order`: disjoint
+  // Fixed sets and pools take the first clients of `order` that no earlier attack took (and that
+  // hold their pool_class): disjoint, and without pool_class consecutive slices of `order`.
+  std::vector<bool> taken(num_clients_, false);
   eligible_.resize(attacks_.size());
   remaining_.resize(attacks_.size());
   markov_round_.assign(attacks_.size(), 0);
@@ -59,23 +62,35 @@ ByzantineSchedule::ByzantineSchedule(std::vector<ScheduleSpec> attacks, std::int
       throw Error(ErrorKind::Config, spec.label + ": unknown schedule '" + spec.kind +
                                          "'; expected fixed, per_round or markov");
     }
+    if (spec.pool_class >= 0 && spec.kind == "per_round") {
+      throw Error(ErrorKind::Config, spec.label + ": pool_class restricts the clients of a fixed set or markov pool; "
+                                                  "per_round draws from each round's participants: use schedule = "
+                                                  "\"fixed\" or \"markov\", or remove pool_class");
+    }
+    auto qualifies = [&](std::int64_t client) {
+      return spec.pool_class < 0 || !holds || holds(client, spec.pool_class);
+    };
     auto& eligible = eligible_[a];
     const bool all_clients = spec.kind == "markov" && spec.count == 0 && spec.fraction == 0;
     if (all_clients) {
-      eligible.resize(num_clients_);
-      std::iota(eligible.begin(), eligible.end(), 0);
+      for (std::int64_t client = 0; client < num_clients_; ++client) {
+        if (qualifies(client)) eligible.push_back(client);
+      }
     } else if (spec.kind != "per_round") {
       const auto count = resolved_count(spec, num_clients_);
-      if (count > num_clients_ - next) {
+      for (auto client : order) {
+        if (static_cast<std::int64_t>(eligible.size()) == count) break;
+        if (!taken[client] && qualifies(client)) eligible.push_back(client);
+      }
+      if (static_cast<std::int64_t>(eligible.size()) < count) {
+        const std::string among = spec.pool_class >= 0 ? " holding label " + std::to_string(spec.pool_class) : "";
         throw Error(ErrorKind::Config,
                     spec.label + ": asks for " + std::to_string(count) + " malicious clients but only " +
-                        std::to_string(num_clients_ - next) + " of clients.count = " +
-                        std::to_string(num_clients_) +
-                        " are left (fixed sets and markov pools of different attacks are disjoint); "
+                        std::to_string(eligible.size()) + " of clients.count = " + std::to_string(num_clients_) +
+                        among + " are left (fixed sets and markov pools of different attacks are disjoint); "
                         "lower byzantine/byzantine_fraction or raise clients.count");
       }
-      eligible.assign(order.begin() + next, order.begin() + next + count);
-      next += count;
+      for (auto client : eligible) taken[client] = true;
       std::sort(eligible.begin(), eligible.end());
     }
     if (spec.kind == "markov") {

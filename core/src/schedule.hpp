@@ -3,6 +3,7 @@
 // Who is malicious, and when (docs/architecture.md, "A round": sample). One ByzantineSchedule serves every attack of
 // an experiment, so that the attacks' client sets stay disjoint.
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,7 @@ struct ScheduleSpec {
   std::int64_t start_round = 1;  ///< first round in which the attack acts
   double markov_p = 0.0;         ///< markov: P(benign -> malicious) per round
   std::int64_t markov_k = 1;     ///< markov: rounds a client stays malicious once it turned
+  std::int64_t pool_class = -1;  ///< fixed, markov: only clients holding this label (-1: any client)
 
   /// Reads a validated schedule table (byzantine, byzantine_fraction, schedule, start_round,
   /// markov_p, markov_k).
@@ -39,6 +41,9 @@ struct ScheduleSpec {
 ///   client is sampled or not. Eligible clients: a fixed random pool of `byzantine` clients (or
 ///   round(byzantine_fraction · K)), or every client when neither is given.
 ///
+/// With `pool_class` = c, fixed sets and markov pools are drawn only among clients whose data
+/// holds label c (DiverseFL's backdoor: only clients with class-4 examples can plant 4 → 9).
+///
 /// Fixed sets and markov pools of different attacks are disjoint (drawn from one permutation of
 /// the K clients). Within a round, attacks claim rows in list order and a row belongs to at most
 /// one attack.
@@ -50,8 +55,14 @@ struct ScheduleSpec {
 class ByzantineSchedule {
  public:
   ByzantineSchedule() = default;
-  /// Throws Error(Config) when fixed sets and pools ask for more clients than K.
-  ByzantineSchedule(std::vector<ScheduleSpec> attacks, std::int64_t num_clients, std::uint64_t seed);
+  /// Whether a client's data holds a label: (client, label) -> bool. Without it (`bulwark
+  /// validate`, before data is loaded) every client counts as holding every label.
+  using HoldsLabel = std::function<bool(std::int64_t, std::int64_t)>;
+
+  /// Throws Error(Config) when fixed sets and pools ask for more clients than K, or than hold
+  /// their pool_class.
+  ByzantineSchedule(std::vector<ScheduleSpec> attacks, std::int64_t num_clients, std::uint64_t seed,
+                    const HoldsLabel& holds = {});
 
   /// The attack index controlling each participant of `round` (1-based), -1 for honest rows.
   /// `participants` are client ids in [0, K), one per row of the round's update matrix.

@@ -6,7 +6,7 @@ set -euo pipefail
 
 : "${BULWARK_BINARY:?}" "${BULWARK_SOURCE_DIR:?}"
 count=0
-for file in "$BULWARK_SOURCE_DIR"/experiments/*.toml; do
+for file in "$BULWARK_SOURCE_DIR"/experiments/*.toml "$BULWARK_SOURCE_DIR"/experiments/seeds/*.toml; do
   if ! output=$("$BULWARK_BINARY" run "$file" --dry-run 2>&1); then
     echo "FAIL: $file does not validate:" >&2
     echo "$output" >&2

@@ -180,3 +180,30 @@ TEST_CASE("fixed sets larger than the population are a configuration error") {
   CHECK_THROWS_WITH_AS(ByzantineSchedule({spec("fixed", 8), spec("fixed", 5)}, 12, 1),
                        doctest::Contains("only 4 of clients.count = 12 are left"), Error);
 }
+
+TEST_CASE("pool_class: fixed sets and markov pools only among clients holding the label, still disjoint") {
+  // Client c holds label 4 when c is even.
+  const auto holds = [](std::int64_t client, std::int64_t label) { return label == 4 && client % 2 == 0; };
+  auto restricted = [](ScheduleSpec s) {
+    s.pool_class = 4;
+    return s;
+  };
+  auto markov = restricted(spec("markov", 0));
+  ByzantineSchedule schedule({restricted(spec("fixed", 3)), spec("fixed", 4), markov}, 12, 5, holds);
+  for (auto c : schedule.eligible(0)) CHECK(c % 2 == 0);
+  CHECK(schedule.eligible(0).size() == 3);
+  CHECK(schedule.eligible(2) == std::vector<std::int64_t>{0, 2, 4, 6, 8, 10});  // a markov pool of every holder
+  for (auto c : schedule.eligible(1)) {
+    CHECK(std::find(schedule.eligible(0).begin(), schedule.eligible(0).end(), c) == schedule.eligible(0).end());
+  }
+  CHECK_THROWS_WITH_AS(ByzantineSchedule({restricted(spec("fixed", 7))}, 12, 5, holds),
+                       doctest::Contains("asks for 7 malicious clients but only 6 of clients.count = 12 holding label 4"),
+                       Error);
+  CHECK_THROWS_WITH_AS(ByzantineSchedule({restricted(spec("per_round", 2))}, 12, 5, holds),
+                       doctest::Contains("pool_class restricts the clients of a fixed set or markov pool"), Error);
+  // Without pool_class the sets are what they were: consecutive slices of one permutation.
+  ByzantineSchedule plain({spec("fixed", 3), spec("fixed", 4)}, 12, 5);
+  ByzantineSchedule plain_with_holds({spec("fixed", 3), spec("fixed", 4)}, 12, 5, holds);
+  CHECK(plain.eligible(0) == plain_with_holds.eligible(0));
+  CHECK(plain.eligible(1) == plain_with_holds.eligible(1));
+}

@@ -79,6 +79,31 @@ TEST_CASE("fed_sdp accounting: client level, one step per round at q = K_t/K wit
   CHECK(events[0].steps == 1);
 }
 
+TEST_CASE("fed_sdp per_layer_c: every layer to C as Algorithm 1 writes it, accounted at sigma/sqrt(m) or the paper's sigma") {
+  const auto layout = test::three_layer_layout();
+  auto rows = test::mixed_gradients(8, layout.total, 5) * 10;
+  auto per_layer_c = test::load<PrivacyMechanism>("fed_sdp", "clip = 2.0\nnoise_multiplier = 0.0\nclipping = \"per_layer_c\"");
+  auto update = rows[7].clone();
+  const auto before = test::layer_norms(rows[7].unsqueeze(0), layout);
+  per_layer_c->privatize_update(update, test::client_context(layout, 1));
+  const auto after = test::layer_norms(update.unsqueeze(0), layout);
+  REQUIRE((before > 2.0).any().item<bool>());
+  // A layer above C lands on C; one within it is untouched.
+  CHECK(torch::allclose(after, torch::where(before > 2.0, torch::full_like(before, 2.0), before), 1e-5, 1e-6));
+  CHECK(update.norm().item<double>() > 2.0 + 1e-3);  // more than flat's bound: the sensitivity is C sqrt(m)
+
+  RoundAccountingInfo info;
+  info.client_sampling_rate = 0.1;
+  info.layout = &layout;
+  auto loaded = [](const std::string& extra) {
+    return test::load<PrivacyMechanism>("fed_sdp", "noise_multiplier = 6.0\nclipping = \"per_layer_c\"" + extra);
+  };
+  CHECK(loaded("")->accounting(info)[0].noise_multiplier == doctest::Approx(6.0 / std::sqrt(3.0)));
+  CHECK(loaded("\npaper_accounting = true")->accounting(info)[0].noise_multiplier == 6.0);
+  CHECK_THROWS_WITH_AS(test::load<PrivacyMechanism>("fed_sdp", "paper_accounting = true"),
+                       doctest::Contains("paper_accounting applies to clipping = \"per_layer_c\" only"), Error);
+}
+
 TEST_CASE("ldp_gaussian: optional clipping, N(0, s^2) on every upload, epsilon only with clipping") {
   const auto layout = test::flat_layout(50000);
   auto noisy = test::load<PrivacyMechanism>("ldp_gaussian", "std = 0.3");
