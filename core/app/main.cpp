@@ -551,6 +551,9 @@ int command_privacy(const PrivacyQuery& query) {
                                                       query.target_epsilon)
                              : query.noise_multiplier;
   const auto [result, mu] = spent(sigma);
+  const auto note = kind == AccountantKind::Rdp
+                        ? largest_order_note(query.orders.empty() ? default_rdp_orders() : query.orders, result.order)
+                        : std::string();
 
   if (query.json) {
     // Every number as the shortest text that reads back to the same double: comparisons with
@@ -567,6 +570,7 @@ int command_privacy(const PrivacyQuery& query) {
     } else {
       out["order"] = result.order;
       out["conversion"] = query.conversion;
+      if (!note.empty()) out["note"] = note;
     }
     fmt::print("{}\n", out.dump());
     return 0;
@@ -587,6 +591,10 @@ int command_privacy(const PrivacyQuery& query) {
     fmt::print("{:<20} {:.6g}  (RDP order {}; {} conversion{})\n", "epsilon", result.epsilon, result.order,
                query.conversion,
                conversion == EpsilonConversion::Improved ? ", Balle et al. 2020 as in Opacus" : ", Mironov 2017");
+    if (!note.empty()) {
+      std::fflush(stdout);  // the notice after the numbers it is about
+      std::fprintf(stderr, "notice: %s\n", note.c_str());
+    }
   }
   return 0;
 }

@@ -192,6 +192,14 @@ void RdpAccountant::restore(std::vector<double> rdp) {
   rdp_ = std::move(rdp);
 }
 
+std::string largest_order_note(const std::vector<double>& orders, double order) {
+  if (orders.empty() || order != *std::max_element(orders.begin(), orders.end())) return {};
+  return fmt::format("epsilon is attained at the largest RDP order, {}: larger orders may give a smaller epsilon. "
+                     "Opacus reports this value; add larger orders to see, e.g. [privacy] orders (or --orders) "
+                     "ending in 128, 256, 512 as TF-Privacy's compute_dp_sgd_privacy uses",
+                     order);
+}
+
 PrivacySpent RdpAccountant::spent(double delta, EpsilonConversion conversion) const {
   return rdp_to_epsilon(orders_, rdp_, delta, conversion);
 }
@@ -283,6 +291,17 @@ LevelEpsilon PrivacyLedger::epsilon() const {
     return levels_[level].spent(delta_, conversion_).epsilon;
   };
   return {level_epsilon(0), level_epsilon(1)};
+}
+
+std::string PrivacyLedger::largest_order_note() const {
+  if (kind_ != AccountantKind::Rdp) return {};
+  for (std::size_t level = 0; level < 2; ++level) {
+    if (!used_[level]) continue;
+    const auto spent = levels_[level].spent(delta_, conversion_);
+    auto note = bulwark::largest_order_note(levels_[level].orders(), spent.order);
+    if (!note.empty()) return note;
+  }
+  return {};
 }
 
 LevelEpsilon PrivacyLedger::epsilon_after(const std::vector<AccountingEvent>& events) const {

@@ -55,6 +55,10 @@ struct PrivacySpent {
 PrivacySpent rdp_to_epsilon(const std::vector<double>& orders, const std::vector<double>& rdp,
                             double delta, EpsilonConversion conversion);
 
+/// When ε is attained at the largest of `orders` (the optimum may lie beyond them, and a larger order
+/// give a smaller ε), a note that says so and how to extend them; empty otherwise.
+std::string largest_order_note(const std::vector<double>& orders, double order);
+
 /// An RDP curve over a fixed order list; composition adds curves.
 class RdpAccountant {
  public:
@@ -125,6 +129,9 @@ class PrivacyLedger {
 
   void add(const std::vector<AccountingEvent>& events);
   LevelEpsilon epsilon() const;
+  /// largest_order_note() for the first level whose RDP ε sits at the largest order; empty for
+  /// the other accountants.
+  std::string largest_order_note() const;
   /// ε if `events` were added too (the ledger is unchanged): max_epsilon's look-ahead.
   LevelEpsilon epsilon_after(const std::vector<AccountingEvent>& events) const;
 

@@ -193,6 +193,13 @@ struct Engine::Impl {
     }
 
     if (distributed) distributed->stop();
+    if (accounting) {
+      const auto note = accounting->ledger().largest_order_note();
+      if (!note.empty()) {
+        notices.push_back(note);
+        if (options.on_notice) options.on_notice(note);
+      }
+    }
     summary.wall_seconds = elapsed_before + seconds_since(start);
     summary.metrics = log.rows();
     summary.backdoors = backdoor_summaries(summary.metrics);

@@ -22,6 +22,17 @@ TEST_CASE("bulwark privacy prints epsilon (Opacus's published example)") {
   CHECK(result.output.find("improved conversion") != std::string::npos);
 }
 
+TEST_CASE("bulwark privacy notes an epsilon attained at the largest RDP order, and only then") {
+  auto boundary = test::run_bulwark({"privacy", "-q", "0.01", "-s", "6", "-T", "100", "--json"});
+  INFO(boundary.output);
+  REQUIRE(boundary.exit_code == 0);
+  const auto json = nlohmann::json::parse(boundary.output.substr(boundary.output.find('{')));
+  CHECK(json.at("order").get<double>() == 63);
+  CHECK(json.at("note").get<std::string>().find("larger orders may give a smaller epsilon") != std::string::npos);
+  auto inside = test::run_bulwark({"privacy", "-q", "0.04", "-s", "1.5", "-T", "2250"});
+  CHECK(inside.output.find("largest RDP order") == std::string::npos);
+}
+
 TEST_CASE("bulwark privacy --conversion standard reproduces TF-Privacy's compute_dp_sgd_privacy example") {
   // N = 60000, B = 256, sigma = 1.12, 60 epochs: q = 0.0042667, 14063 steps -> (2.92, 1e-5)-DP.
   // The script's orders: 1.25, 1.5, 1.75, 2, 2.25, 2.5, 3, 3.5, 4, 4.5, 5..63, 128, 256, 512.

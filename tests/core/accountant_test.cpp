@@ -150,6 +150,26 @@ TEST_CASE("accountant: Opacus's published epsilon and noise multiplier (improved
   CHECK(epsilon(0.04, sigma * 0.999, 2000) > 8.0);  // the smallest such sigma, to solver precision
 }
 
+TEST_CASE("accountant: an optimum at the largest order is noted, and larger orders then lower epsilon") {
+  // Much noise, few steps: the curve is still falling at order 63 (Fed-CDP's sigma = 6 regime).
+  RdpAccountant defaults;
+  defaults.compose(0.01, 6.0, 100);
+  const auto at_63 = defaults.spent(1e-5, EpsilonConversion::Improved);
+  CHECK(at_63.order == 63);
+  CHECK(largest_order_note(defaults.orders(), at_63.order).find("the largest RDP order, 63") != std::string::npos);
+  auto extended_orders = default_rdp_orders();
+  extended_orders.insert(extended_orders.end(), {128, 256, 512});
+  RdpAccountant extended(extended_orders);
+  extended.compose(0.01, 6.0, 100);
+  const auto beyond = extended.spent(1e-5, EpsilonConversion::Improved);
+  CHECK(beyond.order > 63);
+  CHECK(beyond.epsilon < at_63.epsilon);
+  // Opacus's example sits inside the orders (3.9): no note.
+  RdpAccountant inside;
+  inside.compose(0.04, 1.5, 2250);
+  CHECK(largest_order_note(inside.orders(), inside.spent(1e-5, EpsilonConversion::Improved).order).empty());
+}
+
 TEST_CASE("accountant: vanishing RDP certifies epsilon = 0, not a rounding artefact") {
   // Below RDP = -log(1 - delta^2) ≈ 1e-10 an order certifies epsilon = 0 (Canonne, Kamath & Steinke
   // 2020); just above it the improved conversion gives about 0.103 at order 63 (delta = 1e-5):
