@@ -30,6 +30,7 @@
 #include "leakage.hpp"
 #include "local_trainer.hpp"
 #include "models.hpp"
+#include "npy.hpp"
 #include "plugin_set.hpp"
 #include "run_accounting.hpp"
 #include "runtime.hpp"
@@ -98,6 +99,7 @@ struct Engine::Impl {
   torch::Tensor eval_inputs, eval_labels;  // what rounds before the last are tested on (eval_subset)
   ServerOptimizer server{settings.server, settings.mode};
   std::vector<std::string> notices;  // each said once, kept for summary.json
+  fs::path output_dir;               // where this run writes (rank 0)
 
   Impl(ExperimentConfig c, PluginRegistry& registry)
       : config(std::move(c)), plugins(config, registry), device(resolve_device(settings.device, config.file)) {
@@ -134,6 +136,7 @@ struct Engine::Impl {
         return {};
       }
     }
+    output_dir = out;
     MetricsLog log(out);
     RunSummary summary;
     summary.output_dir = out;
@@ -471,6 +474,9 @@ struct Engine::Impl {
         if (!flagged.empty()) round.precision = hits / static_cast<double>(flagged.size());
         if (!round.malicious_rows.empty()) round.recall = hits / static_cast<double>(round.malicious_rows.size());
       }
+      if (std::binary_search(settings.save_updates.begin(), settings.save_updates.end(), round.number)) {
+        save_updates(round, result);
+      }
       auto aggregate = result.aggregate;
       if (plugins.privacy && plugins.privacy->on_server() && round.number >= settings.privacy_start_round) {
         ServerPrivacyContext context{round.number, settings.rounds, round.size(), &model->layout(),
@@ -481,6 +487,20 @@ struct Engine::Impl {
       server.step(theta, aggregate, round.number, settings.rounds);
     }
     round.time_aggregate = seconds_since(phase);
+  }
+
+  /// updates/round_<r>.npy (U as the rule saw it, before pre-aggregators) and round_<r>.json.
+  void save_updates(const Round& round, const AggregationResult& result) const {
+    const auto folder = output_dir / "updates";
+    create_output_dir(folder);
+    const auto stem = folder / fmt::format("round_{}", round.number);
+    write_npy(stem.string() + ".npy", round.updates);
+    nlohmann::ordered_json json;
+    json["round"] = round.number;
+    json["clients"] = round.work.participants;
+    json["malicious_rows"] = round.malicious_rows;
+    json["flagged_rows"] = result.reports_flags ? nlohmann::ordered_json(result.flagged_rows) : nlohmann::ordered_json();
+    write_file_atomic(stem.string() + ".json", json.dump(2) + "\n");
   }
 
   /// Evaluate: test accuracy and loss (and each backdoor's success) every eval_every rounds and

@@ -100,6 +100,11 @@ const std::vector<OptionSpec>& experiment_option_specs() {
        "Save a checkpoint every k rounds (0 = never); `bulwark run --resume` continues from it with "
        "the same results as an uninterrupted run.",
        nullptr},
+      {"save_updates", OptType::List, "[]", 1, kInf,
+       "Rounds whose update matrix U [n, d] (after the attacks, before any pre-aggregator) is saved as "
+       "updates/round_<r>.npy, with round_<r>.json (the rows' client ids, malicious rows, the rows the rule "
+       "flagged): `bulwark aggregate --updates` then compares rules on the very same local training.",
+       nullptr},
   };
   return specs;
 }
@@ -353,6 +358,13 @@ ExperimentConfig parse_experiment(std::shared_ptr<const toml::table> root_table,
   if (clients.get<std::int64_t>("local_epochs") == 0 && clients.get<std::int64_t>("local_iterations") == 0) {
     config_error(where(section(root, "clients", file, false), file),
                  "clients train for nothing: set local_epochs >= 1 or local_iterations >= 1");
+  }
+  for (double round : config.experiment.get<std::vector<double>>("save_updates")) {
+    if (round != std::floor(round) || round > static_cast<double>(config.experiment.get<std::int64_t>("rounds"))) {
+      config_error(location_of(config, "experiment.save_updates"),
+                   fmt::format("[experiment] save_updates lists round {}; give whole rounds from 1 to rounds = {}",
+                               round, config.experiment.get<std::int64_t>("rounds")));
+    }
   }
   config.settings = decode_settings(config.experiment, config.clients, config.server);
   if (config.has_privacy) config.settings.privacy_start_round = config.privacy.accounting.get<std::int64_t>("start_round");

@@ -70,8 +70,9 @@ RoundAccountingInfo RunAccounting::round_info(std::int64_t round, const std::vec
     if (size == 0) continue;
     smallest = smallest == 0 ? size : std::min(smallest, size);
     largest = std::max(largest, size);
-    examples_per_step += c.schedule.batch(size);
-    largest_rate = std::max(largest_rate, static_cast<double>(c.schedule.batch(size)) / static_cast<double>(size));
+    const auto batch = c.schedule.batch(size);
+    examples_per_step += batch;
+    largest_rate = std::max(largest_rate, static_cast<double>(batch) / static_cast<double>(size));
   }
   info.min_client_samples = smallest;
   if (c.schedule.batch_fraction > 0 && smallest > 0) info.batch_size = c.schedule.batch(smallest);

@@ -121,6 +121,8 @@ RunSettings decode_settings(const Options& experiment, const Options& clients, c
   s.checkpoint_every = experiment.get<std::int64_t>("checkpoint_every");
   s.threads = static_cast<int>(experiment.get<std::int64_t>("threads"));
   s.mode = experiment.get<std::string>("mode") == "fedsgd" ? Mode::FedSgd : Mode::FedAvg;
+  for (double round : experiment.get<std::vector<double>>("save_updates")) s.save_updates.push_back(std::llround(round));
+  std::sort(s.save_updates.begin(), s.save_updates.end());
 
   auto& c = s.clients;
   c.count = clients.get<std::int64_t>("count");

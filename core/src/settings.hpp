@@ -103,6 +103,7 @@ struct RunSettings {
   std::int64_t eval_subset = 0;  ///< test examples of intermediate evaluations; 0 = all
   int threads = 0;  ///< 0: all cores
   Mode mode = Mode::FedAvg;
+  std::vector<std::int64_t> save_updates;  ///< rounds whose U is written to updates/ (sorted)
   std::int64_t privacy_start_round = 1;  ///< [privacy] start_round: no privacy hook runs, nothing is charged, before it
   ClientSettings clients;
   ServerSettings server;

@@ -2,10 +2,16 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <filesystem>
 #include <utility>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
 
 #include "npy.hpp"
 #include "test_support.hpp"
+#include "tiny_experiment.hpp"
 
 using namespace bulwark;
 
@@ -124,4 +130,31 @@ TEST_CASE("bulwark aggregate --permutation fixes bucketing's permutation, --stat
   INFO(from_m0.output);
   REQUIRE(from_m0.exit_code == 0);
   CHECK(read_npy(dir / "c.npy").item<double>() == doctest::Approx(9.0));
+}
+
+TEST_CASE("save_updates: a run's saved round is the matrix its rule saw, so bulwark aggregate flags the same rows") {
+  auto dir = test::scratch_dir("cli_save_updates");
+  test::write_file(dir / "experiment.toml",
+                   test::tiny_experiment("\n[aggregator]\nplugin = \"krum\"\n"
+                                         "[[attack]]\nplugin = \"sign_flip\"\nbyzantine = 1\nschedule = \"per_round\"\n"));
+  auto run = test::run_bulwark({"run", (dir / "experiment.toml").string(), "--set", "experiment.save_updates=[2]",
+                                "--set", "clients.per_round=6", "--out", (dir / "out").string(), "-q"});
+  INFO(run.output);
+  REQUIRE(run.exit_code == 0);
+  const auto saved = dir / "out" / "updates";
+  CHECK_FALSE(std::filesystem::exists(saved / "round_1.npy"));
+  const auto updates = read_npy(saved / "round_2.npy");
+  CHECK(updates.size(0) == 6);
+  const auto json = nlohmann::json::parse(test::read_file(saved / "round_2.json"));
+  CHECK(json.at("round") == 2);
+  CHECK(json.at("clients").size() == 6);
+  CHECK(json.at("malicious_rows").size() == 1);
+  const auto flagged = json.at("flagged_rows").get<std::vector<std::int64_t>>();
+  REQUIRE(flagged.size() == 5);  // Krum keeps one row
+
+  auto replay = test::run_bulwark({"aggregate", "--plugin", "krum", "--updates", (saved / "round_2.npy").string(),
+                                   "--set", "f=1", "--out", (dir / "g.npy").string()});
+  INFO(replay.output);
+  REQUIRE(replay.exit_code == 0);
+  CHECK(replay.output.find(fmt::format("flagged rows: [{}]", fmt::join(flagged, ", "))) != std::string::npos);
 }
