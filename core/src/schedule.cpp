@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 
 #include "bulwark/error.hpp"
 #include "bulwark/rng.hpp"

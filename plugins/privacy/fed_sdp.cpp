@@ -17,8 +17,8 @@
 // multiplier is σ; the accountant composes one step per round at q = K_t/K (the client sampling
 // rate, or the Poisson rate). With per_layer_c the sensitivity is C√m against noise std σC, so
 // the true multiplier is σ/√m, what is accounted unless paper_accounting = true asks for the
-// paper's σ (as fed_cdp does for its per-layer clipping). This is the guarantee for what leaves the aggregation — the global
-// models. With noise_at = "client" the released aggregate carries K_t independent noises, so the
+// paper's σ (as fed_cdp does for its per-layer clipping). This is the guarantee for what leaves
+// the aggregation — the global models. With noise_at = "client" the released aggregate carries K_t independent noises, so the
 // same bound holds a fortiori; a server that inspects individual uploads instead faces one
 // Gaussian mechanism per upload with sensitivity 2C (replacement) and no amplification by sampling.
 //
