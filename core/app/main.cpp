@@ -26,6 +26,7 @@
 #include "config.hpp"
 #include "engine.hpp"
 #include "experiment.hpp"
+#include "layer_specs.hpp"
 #include "leakage.hpp"
 #include "loader.hpp"
 #include "models.hpp"
@@ -469,6 +470,15 @@ int command_aggregate(const AggregateQuery& query) {
   return 0;
 }
 
+// `describe model` ends with the named networks, each with the layer list it stands for.
+void print_preset_networks() {
+  fmt::print("\nnamed networks (arch = \"<name>\"; the same lists work in layers = [...]):\n");
+  for (const auto& preset : bulwark::detail::preset_networks()) {
+    fmt::print("  {}\n    {}\n    layers = [\"{}\"]\n", preset.name, preset.description,
+               fmt::join(preset.layers, "\", \""));
+  }
+}
+
 int command_describe(const std::string& name, const std::string& kind) {
   static const std::vector<std::pair<std::string, const std::vector<OptionSpec>& (*)()>> sections = {
       {"experiment", experiment_option_specs}, {"clients", client_option_specs},
@@ -479,6 +489,7 @@ int command_describe(const std::string& name, const std::string& kind) {
     if (name == section) {
       fmt::print("[{}] options:\n", section);
       print_options(specs());
+      if (section == "model") print_preset_networks();
       return 0;
     }
   }

@@ -70,6 +70,26 @@ Options host_options(const toml::table& table, const std::vector<OptionSpec>& sp
   return validate_options(table, specs, what, others, file);
 }
 
+// [model] with `layers` written as a TOML array of strings turned into the one string the schema
+// holds (specs joined by newlines, which the model splits again).
+toml::table model_section(const toml::table& model, const std::string& file) {
+  toml::table copy = model;
+  const auto* layers = model.get("layers");
+  if (const auto* list = layers ? layers->as_array() : nullptr) {
+    std::string joined;
+    for (const auto& item : *list) {
+      const auto* text = item.as_string();
+      if (!text) config_error(where(item, file), "[model] layers: every layer is a string, e.g. \"conv 6 5\"");
+      if (text->get().find(',') != std::string::npos) {
+        config_error(where(item, file), "[model] layers: one layer per string, found \"" + text->get() + "\"");
+      }
+      joined += (joined.empty() ? "" : "\n") + text->get();
+    }
+    copy.insert_or_assign("layers", joined);
+  }
+  return copy;
+}
+
 std::vector<std::string> names_of(const std::vector<OptionSpec>& specs) {
   std::vector<std::string> names;
   for (const auto& s : specs) names.emplace_back(s.name);
@@ -271,7 +291,8 @@ ExperimentConfig parse_experiment(std::shared_ptr<const toml::table> root_table,
   config.server = validate_options(section(root, "server", file, false), server_option_specs(), "[server]", {}, file);
   check_lr_schedule(section(root, "clients", file, false), config.clients, "[clients]", file);
   check_lr_schedule(section(root, "server", file, false), config.server, "[server]", file);
-  config.model = validate_options(section(root, "model", file, false), model_option_specs(), "[model]", {}, file);
+  config.model = validate_options(model_section(section(root, "model", file, false), file), model_option_specs(),
+                                  "[model]", {}, file);
 
   const auto& data = section(root, "data", file, true);
   config.data = component(data, "[data]", file, {"partition"});

@@ -25,6 +25,12 @@ torch::Tensor Layer::forward_stacked(const torch::Tensor& x, const std::vector<t
                                      std::int64_t) const {
   return forward(x, params);
 }
+torch::Tensor Layer::forward_traced(const torch::Tensor& x, const std::vector<torch::Tensor>& params,
+                                    std::int64_t clients, std::vector<TracedLayer>& trace) const {
+  auto y = clients == 0 ? forward(x, params) : forward_stacked(x, params, clients);
+  if (has_parameters()) trace.push_back({this, x, y});
+  return y;
+}
 void Layer::initialise(const std::vector<torch::Tensor>&, at::Generator&, bool) const {}
 void Layer::per_example(const torch::Tensor&, const torch::Tensor&,
                         const std::vector<torch::Tensor>&) const {}
@@ -58,11 +64,12 @@ namespace {
 // PyTorch's default for Linear and Conv2d: kaiming_uniform_(a = √5) on the weight, whose bound
 // gain·√(3 / fan_in) with gain = √(2 / (1 + a²)) simplifies to 1/√fan_in, and the bias drawn
 // from the same interval. Weight first, then bias, as nn.Module's reset_parameters() does.
+// A layer without bias passes an undefined `bias` and draws the weight only, as PyTorch does.
 void default_uniform(const torch::Tensor& weight, const torch::Tensor& bias, std::int64_t fan_in,
                      at::Generator& generator) {
   const double bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
   weight.uniform_(-bound, bound, generator);
-  bias.uniform_(-bound, bound, generator);
+  if (bias.defined()) bias.uniform_(-bound, bound, generator);
 }
 
 // Glorot & Bengio, "Understanding the difficulty of training deep feedforward neural networks",
@@ -71,7 +78,7 @@ void xavier_uniform(const torch::Tensor& weight, const torch::Tensor& bias, std:
                     at::Generator& generator) {
   const double bound = std::sqrt(6.0 / static_cast<double>(fan_in + fan_out));
   weight.uniform_(-bound, bound, generator);
-  bias.zero_();
+  if (bias.defined()) bias.zero_();
 }
 
 // Identity whose backward hands on the gradient contiguous. The stacked linear layer's input
@@ -88,21 +95,22 @@ struct ContiguousGradient : torch::autograd::Function<ContiguousGradient> {
 
 class Linear final : public Layer {
  public:
-  Linear(std::string name, std::int64_t out) : name_(std::move(name)), out_(out) {}
+  Linear(std::string name, std::int64_t out, bool bias) : name_(std::move(name)), out_(out), bias_(bias) {}
 
   Shape build(const Shape& input, ParamLayout& layout) override {
-    if (input.size() != 1)
-      cannot_take("linear layer '" + name_ + "'", input, "it needs flat [F] features");
+    if (input.size() != 1) {
+      cannot_take("linear layer '" + name_ + "'", input, "it needs flat [F] features (flatten first)");
+    }
     in_ = input[0];
     first_ = layout.add(name_ + ".weight", {out_, in_});
-    layout.add(name_ + ".bias", {out_});
-    count_ = 2;
+    if (bias_) layout.add(name_ + ".bias", {out_});
+    count_ = bias_ ? 2 : 1;
     return {out_};
   }
 
   torch::Tensor forward(const torch::Tensor& x,
                         const std::vector<torch::Tensor>& params) const override {
-    return torch::linear(x, params[first_], params[first_ + 1]);
+    return torch::linear(x, params[first_], bias(params));
   }
 
   // Yᵀ = W Xᵀ + b per client: the weight gradient then comes out of the product in W's own
@@ -111,14 +119,15 @@ class Linear final : public Layer {
   torch::Tensor forward_stacked(const torch::Tensor& x, const std::vector<torch::Tensor>& params,
                                 std::int64_t clients) const override {
     const auto input = x.requires_grad() ? ContiguousGradient::apply(x) : x;
-    auto transposed = torch::baddbmm(params[first_ + 1].unsqueeze(2), params[first_],
-                                     input.view({clients, -1, in_}).transpose(1, 2));  // [K, out, B]
+    const auto columns = input.view({clients, -1, in_}).transpose(1, 2);
+    auto transposed = bias_ ? torch::baddbmm(params[first_ + 1].unsqueeze(2), params[first_], columns)
+                            : torch::bmm(params[first_], columns);  // [K, out, B]
     return transposed.transpose(1, 2).contiguous().view({-1, out_});
   }
 
   void initialise(const std::vector<torch::Tensor>& params, at::Generator& generator, bool xavier) const override {
-    if (xavier) return xavier_uniform(params[first_], params[first_ + 1], in_, out_, generator);
-    default_uniform(params[first_], params[first_ + 1], in_, generator);
+    if (xavier) return xavier_uniform(params[first_], bias(params), in_, out_, generator);
+    default_uniform(params[first_], bias(params), in_, generator);
   }
 
   // ∂L/∂W for example b is the outer product g_b x_bᵀ; ∂L/∂b is g_b. The outer products are
@@ -127,20 +136,25 @@ class Linear final : public Layer {
                    const std::vector<torch::Tensor>& grads) const override {
     auto weight = grads[first_];  // at::*_out take non-const handles
     at::mul_out(weight, grad_output.unsqueeze(2), x.unsqueeze(1));
-    grads[first_ + 1].copy_(grad_output);
+    if (bias_) grads[first_ + 1].copy_(grad_output);
   }
 
  private:
+  torch::Tensor bias(const std::vector<torch::Tensor>& params) const {
+    return bias_ ? params[first_ + 1] : torch::Tensor();
+  }
+
   std::string name_;
   std::int64_t out_;
+  bool bias_;
   std::int64_t in_ = 0;
 };
 
 class Conv2d final : public Layer {
  public:
   Conv2d(std::string name, std::int64_t out, std::int64_t kernel, std::int64_t stride,
-         std::int64_t padding)
-      : name_(std::move(name)), out_(out), kernel_(kernel), stride_(stride), padding_(padding) {}
+         std::int64_t padding, bool bias)
+      : name_(std::move(name)), out_(out), kernel_(kernel), stride_(stride), padding_(padding), bias_(bias) {}
 
   Shape build(const Shape& input, ParamLayout& layout) override {
     const std::string what = "convolution '" + name_ + "'";
@@ -154,8 +168,8 @@ class Conv2d final : public Layer {
                       std::to_string(kernel_) + " kernel");
     }
     first_ = layout.add(name_ + ".weight", {out_, in_, kernel_, kernel_});
-    layout.add(name_ + ".bias", {out_});
-    count_ = 2;
+    if (bias_) layout.add(name_ + ".bias", {out_});
+    count_ = bias_ ? 2 : 1;
     return {out_, out_h, out_w};
   }
 
@@ -165,10 +179,10 @@ class Conv2d final : public Layer {
     // whose layout reorders dominate such a small product (about 5x forward + backward at 1 -> 16
     // channels); wider layers, and every layer on a GPU, go to torch::conv2d.
     if (x.is_cpu() && in_ * kernel_ * kernel_ <= kIm2colMaxDepth) {
-      return torch::thnn_conv2d(x, params[first_], {kernel_, kernel_}, params[first_ + 1],
+      return torch::thnn_conv2d(x, params[first_], {kernel_, kernel_}, bias(params),
                                 {stride_, stride_}, {padding_, padding_});
     }
-    return torch::conv2d(x, params[first_], params[first_ + 1], {stride_, stride_},
+    return torch::conv2d(x, params[first_], bias(params), {stride_, stride_},
                          {padding_, padding_});
   }
 
@@ -183,14 +197,15 @@ class Conv2d final : public Layer {
                                  {stride_, stride_})
                        .view({clients, -1, in_ * kernel_ * kernel_, out_h * out_w});
     auto weight = params[first_].reshape({clients, 1, out_, in_ * kernel_ * kernel_});
-    auto y = torch::matmul(weight, columns) + params[first_ + 1].view({clients, 1, out_, 1});
+    auto y = torch::matmul(weight, columns);
+    if (bias_) y = y + params[first_ + 1].view({clients, 1, out_, 1});
     return y.view({-1, out_, out_h, out_w});
   }
 
   void initialise(const std::vector<torch::Tensor>& params, at::Generator& generator, bool xavier) const override {
     const auto window = kernel_ * kernel_;
-    if (xavier) return xavier_uniform(params[first_], params[first_ + 1], in_ * window, out_ * window, generator);
-    default_uniform(params[first_], params[first_ + 1], in_ * window, generator);
+    if (xavier) return xavier_uniform(params[first_], bias(params), in_ * window, out_ * window, generator);
+    default_uniform(params[first_], bias(params), in_ * window, generator);
   }
 
   // A convolution is a matrix product with the unfolded input: for example b,
@@ -212,29 +227,45 @@ class Conv2d final : public Layer {
                        .reshape({batch, in_ * kernel_ * kernel_, out_h * out_w});
     auto g = grad_output.reshape({batch, out_, -1});
     auto weight = grads[first_].view({batch, out_, -1});
-    auto bias = grads[first_ + 1];
     at::bmm_out(weight, g, columns.transpose(1, 2));
+    if (!bias_) return;
+    auto bias = grads[first_ + 1];
     at::sum_out(bias, g, {2});
   }
 
  private:
+  torch::Tensor bias(const std::vector<torch::Tensor>& params) const {
+    return bias_ ? params[first_ + 1] : torch::Tensor();
+  }
+
   static constexpr std::int64_t kIm2colMaxDepth = 32;  // C·k·k of the unfolded patches
   std::string name_;
   std::int64_t out_;
   std::int64_t kernel_;
   std::int64_t stride_;
   std::int64_t padding_;
+  bool bias_;
   std::int64_t in_ = 0;
 };
 
 class GroupNorm final : public Layer {
  public:
-  GroupNorm(std::string name, std::int64_t groups) : name_(std::move(name)), groups_(groups) {}
+  // Exactly one of `groups` and `per_group` (channels in each group) is positive.
+  GroupNorm(std::string name, std::int64_t groups, std::int64_t per_group)
+      : name_(std::move(name)), groups_(groups), per_group_(per_group) {}
 
   Shape build(const Shape& input, ParamLayout& layout) override {
     const std::string what = "group norm '" + name_ + "'";
     if (input.empty()) cannot_take(what, input, "it needs channels");
     channels_ = input[0];
+    if (per_group_ > 0) {
+      if (channels_ % per_group_ != 0) {
+        cannot_take(what, input,
+                    "groups of " + std::to_string(per_group_) + " channels do not divide " +
+                        std::to_string(channels_) + " channels");
+      }
+      groups_ = channels_ / per_group_;
+    }
     if (channels_ % groups_ != 0) {
       cannot_take(what, input,
                   std::to_string(groups_) + " groups do not divide " + std::to_string(channels_) +
@@ -283,6 +314,7 @@ class GroupNorm final : public Layer {
   static constexpr double kEps = 1e-5;  // PyTorch's default
   std::string name_;
   std::int64_t groups_;
+  std::int64_t per_group_;
   std::int64_t channels_ = 0;
 };
 
@@ -471,6 +503,19 @@ class Flatten final : public Layer {
   }
 };
 
+// [C, H, W] -> [C]: the mean over positions that ends ResNet before its classifier.
+class GlobalAvgPool final : public Layer {
+ public:
+  Shape build(const Shape& input, ParamLayout&) override {
+    if (input.size() != 3) cannot_take("global average pooling", input, "it needs feature maps [C, H, W]");
+    return {input[0]};
+  }
+
+  torch::Tensor forward(const torch::Tensor& x, const std::vector<torch::Tensor>&) const override {
+    return x.mean({2, 3});
+  }
+};
+
 class Act final : public Layer {
  public:
   explicit Act(Activation kind) : kind_(kind) {}
@@ -492,19 +537,122 @@ class Act final : public Layer {
   Activation kind_;
 };
 
+// The basic block of ResNet-18/34 (He et al., "Deep Residual Learning for Image Recognition",
+// CVPR 2016) with GroupNorm in place of BatchNorm, whose batch statistics would mix the examples
+// that per-example clipping keeps apart:
+//   y = act(gn2(conv2(act(gn1(conv1(x))))) + shortcut(x)),
+// conv1 3x3 with `stride` and conv2 3x3, both padded by 1 and without bias. The shortcut is x
+// itself, or a 1x1 convolution with `stride` and a GroupNorm where the shape changes. The parts
+// are layers of their own, so each keeps its per-example rule.
+class Residual final : public Layer {
+ public:
+  Residual(std::string name, std::int64_t out, std::int64_t stride, std::int64_t per_group, Activation act)
+      : conv1_(name + ".conv1", out, 3, stride, 1, /*bias=*/false),
+        gn1_(name + ".gn1", 0, per_group),
+        conv2_(name + ".conv2", out, 3, 1, 1, /*bias=*/false),
+        gn2_(name + ".gn2", 0, per_group),
+        act_(act),
+        name_(std::move(name)),
+        out_(out),
+        stride_(stride),
+        per_group_(per_group) {}
+
+  Shape build(const Shape& input, ParamLayout& layout) override {
+    if (input.size() != 3) cannot_take("residual block '" + name_ + "'", input, "it needs feature maps [C, H, W]");
+    first_ = layout.entries.size();
+    auto shape = gn1_.build(conv1_.build(input, layout), layout);
+    shape = gn2_.build(conv2_.build(shape, layout), layout);
+    if (stride_ != 1 || input[0] != out_) {
+      shortcut_conv_ = std::make_unique<Conv2d>(name_ + ".shortcut", out_, 1, stride_, 0, /*bias=*/false);
+      shortcut_gn_ = std::make_unique<GroupNorm>(name_ + ".shortcut_gn", 0, per_group_);
+      shortcut_gn_->build(shortcut_conv_->build(input, layout), layout);
+    }
+    count_ = layout.entries.size() - first_;
+    return shape;
+  }
+
+  torch::Tensor forward(const torch::Tensor& x, const std::vector<torch::Tensor>& params) const override {
+    return run(x, params, 0, nullptr);
+  }
+
+  torch::Tensor forward_stacked(const torch::Tensor& x, const std::vector<torch::Tensor>& params,
+                                std::int64_t clients) const override {
+    return run(x, params, clients, nullptr);
+  }
+
+  torch::Tensor forward_traced(const torch::Tensor& x, const std::vector<torch::Tensor>& params,
+                               std::int64_t clients, std::vector<TracedLayer>& trace) const override {
+    return run(x, params, clients, &trace);
+  }
+
+  void initialise(const std::vector<torch::Tensor>& params, at::Generator& generator, bool xavier) const override {
+    for (const Layer* part : parts()) part->initialise(params, generator, xavier);
+  }
+
+ private:
+  std::vector<const Layer*> parts() const {
+    std::vector<const Layer*> all{&conv1_, &gn1_, &conv2_, &gn2_};
+    if (shortcut_conv_) all.insert(all.end(), {shortcut_conv_.get(), shortcut_gn_.get()});
+    return all;
+  }
+
+  // Runs a part the way this block is run: plainly, client-batched, or traced for per-example rules.
+  static torch::Tensor step(const Layer& part, const torch::Tensor& x, const std::vector<torch::Tensor>& params,
+                            std::int64_t clients, std::vector<TracedLayer>* trace) {
+    if (trace) return part.forward_traced(x, params, clients, *trace);
+    return clients == 0 ? part.forward(x, params) : part.forward_stacked(x, params, clients);
+  }
+
+  torch::Tensor run(const torch::Tensor& x, const std::vector<torch::Tensor>& params, std::int64_t clients,
+                    std::vector<TracedLayer>* trace) const {
+    auto h = act_.forward(step(gn1_, step(conv1_, x, params, clients, trace), params, clients, trace), params);
+    h = step(gn2_, step(conv2_, h, params, clients, trace), params, clients, trace);
+    const auto shortcut =
+        shortcut_conv_
+            ? step(*shortcut_gn_, step(*shortcut_conv_, x, params, clients, trace), params, clients, trace)
+            : x;
+    return act_.forward(h + shortcut, params);
+  }
+
+  Conv2d conv1_;
+  GroupNorm gn1_;
+  Conv2d conv2_;
+  GroupNorm gn2_;
+  std::unique_ptr<Conv2d> shortcut_conv_;
+  std::unique_ptr<GroupNorm> shortcut_gn_;
+  Act act_;
+  std::string name_;
+  std::int64_t out_;
+  std::int64_t stride_;
+  std::int64_t per_group_;
+};
+
 }  // namespace
 
-std::unique_ptr<Layer> linear(std::string name, std::int64_t out_features) {
-  return std::make_unique<Linear>(std::move(name), out_features);
+std::unique_ptr<Layer> linear(std::string name, std::int64_t out_features, bool bias) {
+  return std::make_unique<Linear>(std::move(name), out_features, bias);
 }
 
 std::unique_ptr<Layer> conv2d(std::string name, std::int64_t out_channels, std::int64_t kernel,
-                              std::int64_t stride, std::int64_t padding) {
-  return std::make_unique<Conv2d>(std::move(name), out_channels, kernel, stride, padding);
+                              std::int64_t stride, std::int64_t padding, bool bias) {
+  return std::make_unique<Conv2d>(std::move(name), out_channels, kernel, stride, padding, bias);
 }
 
 std::unique_ptr<Layer> group_norm(std::string name, std::int64_t groups) {
-  return std::make_unique<GroupNorm>(std::move(name), groups);
+  return std::make_unique<GroupNorm>(std::move(name), groups, 0);
+}
+
+std::unique_ptr<Layer> group_norm_by_size(std::string name, std::int64_t channels_per_group) {
+  return std::make_unique<GroupNorm>(std::move(name), 0, channels_per_group);
+}
+
+std::unique_ptr<Layer> global_avg_pool() {
+  return std::make_unique<GlobalAvgPool>();
+}
+
+std::unique_ptr<Layer> residual_block(std::string name, std::int64_t out_channels, std::int64_t stride,
+                                      std::int64_t channels_per_group, Activation act) {
+  return std::make_unique<Residual>(std::move(name), out_channels, stride, channels_per_group, act);
 }
 
 std::unique_ptr<Layer> max_pool2d(std::int64_t kernel) {

@@ -23,6 +23,15 @@ using Shape = std::vector<std::int64_t>;
 /// "[1, 28, 28]".
 std::string shape_string(const Shape& shape);
 
+class Layer;
+
+/// A parameterised layer met in the per-example forward pass: its input and output.
+struct TracedLayer {
+  const Layer* layer;
+  torch::Tensor input;
+  torch::Tensor output;
+};
+
 class Layer {
  public:
   virtual ~Layer();
@@ -43,6 +52,12 @@ class Layer {
   virtual torch::Tensor forward_stacked(const torch::Tensor& x,
                                         const std::vector<torch::Tensor>& params,
                                         std::int64_t clients) const;
+
+  /// forward (clients = 0) or forward_stacked (clients = K) for the per-example pass: appends a
+  /// TracedLayer for every parameterised layer it runs, so that per_example() can be called on
+  /// each. Layers made of layers (the residual block) trace their parts instead of themselves.
+  virtual torch::Tensor forward_traced(const torch::Tensor& x, const std::vector<torch::Tensor>& params,
+                                       std::int64_t clients, std::vector<TracedLayer>& trace) const;
 
   /// Writes this layer's initial values into its entries of `params` (views of θ, written in
   /// place), drawing from `generator` in entry order: PyTorch's default initialisation, or with
@@ -71,14 +86,24 @@ Activation parse_activation(const std::string& name);
 const char* activation_name(Activation activation);
 
 /// y = x Wᵀ + b for x [B, in]; W [out, in] and b [out] ~ U(±1/√in) (kaiming_uniform, a = √5).
-std::unique_ptr<Layer> linear(std::string name, std::int64_t out_features);
+/// Without `bias`, y = x Wᵀ and the layout holds W only.
+std::unique_ptr<Layer> linear(std::string name, std::int64_t out_features, bool bias = true);
 
 /// 2-D convolution for x [B, C, H, W]; W [out, C, k, k] and b [out] ~ U(±1/√(C·k·k)).
 std::unique_ptr<Layer> conv2d(std::string name, std::int64_t out_channels, std::int64_t kernel,
-                              std::int64_t stride, std::int64_t padding);
+                              std::int64_t stride, std::int64_t padding, bool bias = true);
 
-/// GroupNorm (Wu & He, 2018) over [B, C, ...] with an affine weight [C] = 1 and bias [C] = 0.
+/// GroupNorm (Wu & He, 2018) over [B, C, ...] with an affine weight [C] = 1 and bias [C] = 0:
+/// `groups` groups, or groups of `channels_per_group` channels (VGG-11-GN's 16).
 std::unique_ptr<Layer> group_norm(std::string name, std::int64_t groups);
+std::unique_ptr<Layer> group_norm_by_size(std::string name, std::int64_t channels_per_group);
+
+/// [B, C, H, W] -> [B, C], the mean over positions.
+std::unique_ptr<Layer> global_avg_pool();
+
+/// ResNet's basic block with GroupNorm (groups of `channels_per_group` channels), see layers.cpp.
+std::unique_ptr<Layer> residual_block(std::string name, std::int64_t out_channels, std::int64_t stride,
+                                      std::int64_t channels_per_group, Activation act);
 
 /// Non-overlapping pooling with a kernel×kernel window (floor mode, as PyTorch's default).
 std::unique_ptr<Layer> max_pool2d(std::int64_t kernel);

@@ -11,6 +11,7 @@
 
 #include "bulwark/error.hpp"
 #include "bulwark/rng.hpp"
+#include "layer_specs.hpp"
 #include "layers.hpp"
 
 namespace bulwark {
@@ -19,13 +20,24 @@ const std::vector<OptionSpec>& model_option_specs() {
   static const std::vector<OptionSpec> specs = {
       {"arch", OptType::String, "\"cnn\"", 0, 0,
        "Architecture: softmax (multinomial logistic regression), mlp, cnn (2 conv + 3 linear with "
-       "GroupNorm and tanh, for DP studies), lenet (the sigmoid LeNet of gradient-leakage studies) "
-       "or torchscript (a saved TorchScript module, see path).",
-       "softmax|mlp|cnn|lenet|torchscript"},
+       "GroupNorm and tanh, for DP studies), lenet (the sigmoid LeNet of gradient-leakage studies), "
+       "layers (the list in layers), a named network of the reference studies (lenet5_gn, cnn4, cnn2, "
+       "vgg11_gn, resnet18; `bulwark describe model` lists their layers) or torchscript (a saved "
+       "TorchScript module, see path).",
+       "softmax|mlp|cnn|lenet|layers|lenet5_gn|cnn4|cnn2|vgg11_gn|resnet18|torchscript"},
+      {"layers", OptType::String, "\"\"", 0, 0,
+       "arch = \"layers\": the network as a list of layer specs, in order, e.g. [\"conv 6 5\", \"tanh\", "
+       "\"avgpool 2\", \"groupnorm 2\", \"flatten\", \"linear 120\", \"tanh\", \"linear classes\"]. Kinds: "
+       "linear N|classes [bias=false]; conv OUT KERNEL [stride=S padding=P bias=false]; maxpool K; avgpool K; "
+       "globalavgpool; groupnorm G | groupnorm per_group=C; residual OUT [stride=S per_group=C] (ResNet "
+       "basic block with GroupNorm); flatten; relu; tanh; sigmoid; act (the activation option). The last "
+       "layer must give one logit per class.",
+       nullptr},
       {"hidden", OptType::List, "[200, 200]", 1, kInf,
        "mlp: widths of the hidden layers, in order ([] gives softmax regression).", nullptr},
       {"activation", OptType::String, "\"relu\"", 0, 0,
-       "Activation of the mlp's hidden layers; also replaces the cnn's tanh when written.",
+       "Activation of the mlp's hidden layers and of act layers and residual blocks (layers, presets); "
+       "also replaces the cnn's tanh when written.",
        "relu|tanh|sigmoid"},
       {"groups", OptType::Int, "4", 1, 32,
        "cnn: GroupNorm groups per normalisation layer; must divide 16 and 32.", nullptr},
@@ -84,9 +96,9 @@ class SequentialModel final : public Model, public detail::StackedModel {
                                          shape_string(input_) + ": " + e.what());
     }
     if (shape != Shape{num_classes}) {
-      throw Error(ErrorKind::Runtime, "model '" + arch_ + "' ends in shape " + shape_string(shape) +
-                                          ", not [" + std::to_string(num_classes) +
-                                          "] logits (zoo bug)");
+      throw Error(ErrorKind::Config, "[model] arch = \"" + arch_ + "\" ends in shape " + shape_string(shape) +
+                                         ", not one logit per class [" + std::to_string(num_classes) +
+                                         "]; end the layers with \"linear classes\"");
     }
     for (const auto& entry : layout_.entries) numels_.push_back(entry.numel);
   }
@@ -166,20 +178,13 @@ class SequentialModel final : public Model, public detail::StackedModel {
     // kernels, and the rules rebuild the [B, d] matrix from each layer's input and output grad.
     // The rules need no parameters, so they serve stacked clients unchanged.
     auto h = inputs.detach().requires_grad_(true);
-    std::vector<torch::Tensor> layer_inputs;
-    std::vector<torch::Tensor> layer_outputs;
-    for (const auto& layer : layers_) {
-      if (!layer->has_parameters()) {
-        h = layer_forward(*layer, h, views, clients);
-        continue;
-      }
-      layer_inputs.push_back(h);
-      h = layer_forward(*layer, h, views, clients);
-      layer_outputs.push_back(h);
-    }
+    std::vector<detail::TracedLayer> trace;
+    for (const auto& layer : layers_) h = layer->forward_traced(h, views, clients, trace);
     auto losses = torch::nn::functional::cross_entropy(
         h, labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
     if (row_losses) *row_losses = losses.detach();
+    std::vector<torch::Tensor> layer_outputs;
+    for (const auto& traced : trace) layer_outputs.push_back(traced.output);
     auto output_grads = torch::autograd::grad({losses.sum()}, layer_outputs);
 
     torch::NoGradGuard no_grad;
@@ -194,11 +199,8 @@ class SequentialModel final : public Model, public detail::StackedModel {
       shape.insert(shape.end(), entry_shape.begin(), entry_shape.end());
       grads.push_back(columns[i].view(shape));
     }
-    std::size_t k = 0;
-    for (const auto& layer : layers_) {
-      if (!layer->has_parameters()) continue;
-      layer->per_example(layer_inputs[k].detach(), output_grads[k], grads);
-      ++k;
+    for (std::size_t k = 0; k < trace.size(); ++k) {
+      trace[k].layer->per_example(trace[k].input.detach(), output_grads[k], grads);
     }
     return result;
   }
@@ -392,9 +394,32 @@ std::unique_ptr<Model> build_model(const Options& options,
     layers.push_back(flatten());
     layers.push_back(linear("fc", num_classes));
     summary = "lenet (3 conv 5x5 + 1 linear, sigmoid)";
+  } else if (arch == "layers") {
+    if (!options.is_set("layers")) {
+      throw Error(ErrorKind::Config, config_prefix(arch) + " needs layers = [...], e.g. [\"flatten\", "
+                                                           "\"linear 200\", \"relu\", \"linear classes\"]");
+    }
+    const auto specs = split_layer_specs(options.get<std::string>("layers"));
+    layers = parse_layer_specs(specs, num_classes, parse_activation(options.get<std::string>("activation")),
+                               "[model] layers");
+    summary = "layers (";
+    for (std::size_t i = 0; i < specs.size(); ++i) summary += (i ? ", " : "") + specs[i];
+    summary += ")";
+  } else if (const auto* preset = find_preset(arch)) {
+    const auto act = options.get<std::string>("activation");
+    const bool reads_act = std::find(preset->layers.begin(), preset->layers.end(), "act") != preset->layers.end();
+    if (!reads_act && options.is_set("activation")) {
+      throw Error(ErrorKind::Config, config_prefix(arch) + " has fixed activations and does not read activation; "
+                                                           "remove it, or write the network out with arch = \"layers\"");
+    }
+    layers = parse_layer_specs(preset->layers, num_classes, parse_activation(act), config_prefix(arch));
+    summary = arch + " (" + std::to_string(preset->layers.size()) + " layers" + (reads_act ? ", " + act : "") + ")";
   } else {
     throw Error(ErrorKind::Config, "[model] unknown arch \"" + arch +
-                                       "\"; expected softmax, mlp, cnn, lenet or torchscript");
+                                       "\"; expected softmax, mlp, cnn, lenet, layers, torchscript or a preset");
+  }
+  if (arch != "layers" && options.is_set("layers")) {
+    throw Error(ErrorKind::Config, config_prefix(arch) + " does not read layers; set arch = \"layers\" to use them");
   }
   if (init != "default") summary.insert(summary.size() - 1, ", " + init + " init");
   return std::make_unique<SequentialModel>(arch, summary, input_shape, std::move(layers), num_classes, init);

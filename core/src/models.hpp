@@ -14,7 +14,7 @@ namespace bulwark {
 const std::vector<OptionSpec>& model_option_specs();
 
 /// Builds a model of the zoo from the validated [model] options:
-///   arch = "softmax" | "mlp" | "cnn" | "lenet" | "torchscript"
+///   arch = "softmax" | "mlp" | "cnn" | "lenet" | "layers" | a preset of layer_specs.hpp | "torchscript"
 /// for inputs of `input_shape` (per example) and `num_classes` outputs.
 /// Throws Error(Config) for an input shape the architecture cannot take, Error(Data) for a
 /// TorchScript file that cannot be loaded.
@@ -26,6 +26,8 @@ const std::vector<OptionSpec>& model_option_specs();
 ///            GroupNorm + tanh, linear 64, tanh, linear 32, tanh, linear classes (DP studies)
 ///   lenet    3 conv 5x5 (12 channels, strides 2, 2, 1, padding 2) with sigmoid, linear classes:
 ///            the twice-differentiable LeNet of Zhu et al., "Deep Leakage from Gradients" (2019)
+///   layers   the `[model] layers` list (parse_layer_specs); the presets lenet5_gn, cnn4, cnn2,
+///            vgg11_gn and resnet18 are fixed lists of the same grammar
 ///   torchscript  a module saved with torch.jit.script(model).save(path), run in eval mode;
 ///            its per-example gradients use the batch-size-1 loop.
 std::unique_ptr<Model> build_model(const Options& options,

@@ -12,6 +12,13 @@
 // drawn as their exact sum, N(0, B σ² C_t² I): the returned g has the same distribution, at d
 // Gaussian draws instead of B·d.
 //
+// noise = "per_batch" is the form of the authors' public code instead: the rows are clipped the
+// same way but not noised, and the step adds one N(0, σ² C_t² I) draw to their sum before the
+// average, g = (1/B)(Σ_b ḡ_b + N(0, σ² C_t² I)) — DP-SGD's placement, with B times less noise
+// variance in g than Algorithm 2 (std σC_t/B against σC_t/√B). A type-2 observer then sees clipped,
+// un-noised rows. Both forms charge the accountant the same: the noise over the sensitivity of what
+// is released (a row, or the sum) is σ/√M either way.
+//
 // Clip schedule C_t over rounds t = 1..T (Fed-CDP(decay), §V of the paper; the noise std σ·C_t
 // follows C_t, so σ/sensitivity and hence ε do not change):
 //   constant     C_t = C
@@ -57,6 +64,10 @@ constexpr bulwark::OptionSpec kOptions[] = {
      "C at the last round for linear/exponential; the floor for step."},
     {"step_every", bulwark::OptType::Int, "10", 1, bulwark::kInf, "step schedule: rounds between drops."},
     {"step_factor", bulwark::OptType::Float, "0.8", 0, 1, "step schedule: factor applied at each drop."},
+    {"noise", bulwark::OptType::String, "\"per_example\"", 0, 0,
+     "per_example: each clipped row gets its own N(0, sigma^2 C_t^2) (Algorithm 2); per_batch: one such draw "
+     "added to the sum of the clipped rows before the average (the authors' code; rows stay un-noised).",
+     "per_example|per_batch"},
     {"paper_accounting", bulwark::OptType::Bool, "false", 0, 1,
      "Account with noise multiplier sigma as the paper does, instead of the true sigma/sqrt(M) for M layers."},
     {"secure_rng", bulwark::OptType::Bool, "false", 0, 1,
@@ -87,6 +98,7 @@ class FedCdp final : public bulwark::PrivacyMechanism {
         clip_end_(options.get<double>("clip_end")),
         step_every_(options.get<std::int64_t>("step_every")),
         step_factor_(options.get<double>("step_factor")),
+        per_batch_noise_(options.get<std::string>("noise") == "per_batch"),
         paper_accounting_(options.get<bool>("paper_accounting")),
         secure_(options.get<bool>("secure_rng")) {
     const auto name = options.get<std::string>("schedule");
@@ -133,28 +145,36 @@ class FedCdp final : public bulwark::PrivacyMechanism {
     // Exactly 1 where a layer already fits, so gradients below the bound are untouched.
     auto factors = torch::where(norms <= clip, torch::ones_like(norms), clip / norms);
     const auto batch = static_cast<double>(grads.size(0));
-    if (!context.rows_observed) {
-      // Nobody reads the noised rows (the host's training loop): the mean of B rows each with
-      // its own N(0, σ²C²) noise is the mean of the clipped rows plus N(0, σ²C²/B) — the same
-      // distribution, with d Gaussian draws instead of B·d.
-      auto mean = torch::empty({layout.total}, grads.options());
+    auto clip_rows = [&] {
+      for (std::size_t j = 0; j < spans.size(); ++j) {
+        grads.narrow(1, spans[j].offset, spans[j].length).mul_(factors.select(1, j).unsqueeze(1));
+      }
+    };
+    if (context.rows_observed && !per_batch_noise_) {
+      clip_rows();
+      if (sigma_ > 0) grads.add_(bulwark::gaussian_like(grads, sigma_ * clip, context.generator, secure_));
+      return grads.mean(/*dim=*/0);
+    }
+    // One draw on the average: per_batch's N(0, σ²C²)/B, or, when nobody reads the noised rows (the
+    // host's training loop), Algorithm 2's B row noises drawn as their sum — the same distribution
+    // of g, N(0, σ²C²/B), with d Gaussian draws instead of B·d.
+    torch::Tensor mean;
+    if (context.rows_observed) {
+      clip_rows();
+      mean = grads.mean(/*dim=*/0);
+    } else {
+      mean = torch::empty({layout.total}, grads.options());
       for (std::size_t j = 0; j < spans.size(); ++j) {
         auto out = mean.narrow(0, spans[j].offset, spans[j].length);
         torch::mv_out(out, grads.narrow(1, spans[j].offset, spans[j].length).t(), factors.select(1, j).contiguous());
       }
       mean.div_(batch);
-      if (sigma_ > 0) {
-        mean.add_(bulwark::gaussian_like(mean, sigma_ * clip / std::sqrt(batch), context.generator, secure_));
-      }
-      return mean;
-    }
-    for (std::size_t j = 0; j < spans.size(); ++j) {
-      grads.narrow(1, spans[j].offset, spans[j].length).mul_(factors.select(1, j).unsqueeze(1));
     }
     if (sigma_ > 0) {
-      grads.add_(bulwark::gaussian_like(grads, sigma_ * clip, context.generator, secure_));
+      const double std = sigma_ * clip / (per_batch_noise_ ? batch : std::sqrt(batch));
+      mean.add_(bulwark::gaussian_like(mean, std, context.generator, secure_));
     }
-    return grads.mean(/*dim=*/0);
+    return mean;
   }
 
   std::vector<bulwark::AccountingEvent> accounting(const bulwark::RoundAccountingInfo& info) const override {
@@ -170,7 +190,7 @@ class FedCdp final : public bulwark::PrivacyMechanism {
   double sigma_, clip_, clip_end_;
   std::int64_t step_every_;
   double step_factor_;
-  bool paper_accounting_, secure_;
+  bool per_batch_noise_, paper_accounting_, secure_;
   Schedule schedule_ = Schedule::Constant;
 };
 
@@ -181,7 +201,8 @@ BULWARK_PLUGIN(bulwark::PrivacyMechanism, FedCdp, "fed_cdp", "1.0.0",
                "Fed-CDP (Wei, Liu, Wu, Su, Iyengar, 'Gradient-Leakage Resilient Federated Learning', ICDCS "
                "2021, Algorithm 2): at every local iteration each per-example gradient is clipped per layer "
                "to C_t and gets its own N(0, sigma^2 C_t^2) noise before the batch average, so the "
-               "per-example rows a gradient-leakage observer sees are already noised. Clip schedules "
+               "per-example rows a gradient-leakage observer sees are already noised; noise = \"per_batch\" is the "
+               "authors' code instead (one draw on the sum of the clipped rows, std sigma*C_t/B in the average). Clip schedules "
                "(Fed-CDP(decay)): constant, linear, exponential, step from clip to clip_end. Protects one "
                "example (example-level DP). Per-layer clipping to C over M layers bounds an example's "
                "gradient by C*sqrt(M), so the accountant uses the true noise multiplier sigma/sqrt(M) by "

@@ -135,7 +135,7 @@ TEST_CASE("catalogue: experiment keys with impossible, non-finite or overflowing
       set({"experiment.checkpoint_every=-1"}, "option 'checkpoint_every' for [experiment]"),
       set({"data.partition.alpha=-1"}, "option 'alpha' for [data.partition]"),
       set({"data.partition.scheme=\"nope\""}, "scheme"),
-      set({"model.arch=\"resnet99\""}, "must be one of softmax, mlp, cnn, lenet, torchscript"),
+      set({"model.arch=\"resnet99\""}, "must be one of softmax, mlp, cnn, lenet, layers, lenet5_gn, cnn4, cnn2, vgg11_gn, resnet18, torchscript"),
       set({"model.hidden=[0]"}, "option 'hidden' for [model]"),
       set({"model.arch=\"torchscript\""}, "needs path = \"model.pt\""),
       set({"model.arch=\"torchscript\"", "model.path=\"{tiny}\""}, "cannot load TorchScript model"),
@@ -214,6 +214,8 @@ TEST_CASE("catalogue: damaged dataset files are named with what is wrong") {
   test::write_file(dir / "idx_extra" / "t10k-labels-idx1-ubyte", idx(0x801, {12}, 13));
 
   test::write_file(dir / "cifar" / "data_batch_1.bin", std::string(2 * (1 + 3072) - 5, '\1'));  // 2 records, cut
+  test::write_file(dir / "lfw" / "Ann" / "Ann_0001.jpg", "GIF89a, not a JPEG");
+  test::write_file(dir / "lfw" / "Ben" / "Ben_0001.jpg", "");
 
   const std::string header = "a,b,label\n";
   test::write_file(dir / "abc.csv", header + "1,2,x\n3,abc,y\n5,6,x\n7,8,y\n");
@@ -221,7 +223,7 @@ TEST_CASE("catalogue: damaged dataset files are named with what is wrong") {
   test::write_file(dir / "huge.csv", header + "1,2,x\n3,1e999,y\n5,6,x\n7,8,y\n");
   test::write_file(dir / "ragged.csv", header + "1,2,x\n3,4\n5,6,x\n7,8,y\n");
   test::write_file(dir / "header_only.csv", header);
-  for (const auto* plugin : {"idx", "cifar", "csv"}) write_data_experiment(dir, plugin);
+  for (const auto* plugin : {"idx", "cifar", "lfw", "csv"}) write_data_experiment(dir, plugin);
   auto idx_run = [](const std::string& folder, std::string needle) {
     return on_data("idx", {"path=\"{dir}/" + folder + "\""}, std::move(needle));
   };
@@ -238,6 +240,8 @@ TEST_CASE("catalogue: damaged dataset files are named with what is wrong") {
       idx_run("idx_label", "42"),
       idx_run("idx_extra", "t10k-labels-idx1-ubyte"),
       on_data("cifar", {"path=\"{dir}/cifar\""}, "data_batch_1.bin"),
+      on_data("lfw", {"path=\"{dir}/lfw\"", "min_images=1"}, "Ann_0001.jpg: not a readable JPEG"),
+      on_data("lfw", {"path=\"{dir}/lfw\""}, "people with at least min_images = 20 images: 0"),
       csv("abc.csv", "abc.csv:3:3: column 'b' expected a finite number, found 'abc'"),
       csv("nan.csv", "nan.csv:3:3"),
       csv("huge.csv", "huge.csv:3:3"),

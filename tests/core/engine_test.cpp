@@ -46,38 +46,13 @@ torch::Tensor theta_after(const std::string& name, std::vector<std::string> over
   return load_checkpoint(checkpoint_path(dir / "out")).tensors.at("theta").to(torch::kDouble);
 }
 
-/// Metrics without the wall-clock columns.
-std::vector<MetricsRow> numbers(const RunSummary& summary) {
-  std::vector<MetricsRow> rows;
-  for (const auto& row : summary.metrics) {
-    MetricsRow kept;
-    for (const auto& [name, value] : row) {
-      if (name.rfind("time_", 0) != 0) kept.emplace_back(name, value);
-    }
-    rows.push_back(kept);
-  }
-  return rows;
-}
-/// Whether two runs' metrics are bit-identical, not approximately equal: NaN cells must match as NaN.
-bool same_numbers(const RunSummary& x, const RunSummary& y) {
-  const auto a = numbers(x), b = numbers(y);
-  if (a.size() != b.size()) return false;
-  for (std::size_t r = 0; r < a.size(); ++r) {
-    if (a[r].size() != b[r].size()) return false;
-    for (std::size_t c = 0; c < a[r].size(); ++c) {
-      const auto u = a[r][c].second, v = b[r][c].second;
-      if (a[r][c].first != b[r][c].first || !(u == v || (std::isnan(u) && std::isnan(v)))) return false;
-    }
-  }
-  return true;
-}
 }  // namespace
 
 TEST_CASE("the same file and seed give identical metrics with 1 and 2 worker threads") {
   auto one = run_tiny("threads1", 1);
   auto two = run_tiny("threads2", 2);
   REQUIRE(one.metrics.size() == 3);
-  CHECK(same_numbers(one, two));
+  CHECK(test::same_numbers(one, two));
   CHECK(one.final_accuracy > 0.5);  // the synthetic task is learnable: training happened
 }
 
@@ -241,13 +216,13 @@ TEST_CASE("batch_fraction: each client's batch is that share of its data, 1 give
     CAPTURE(mode);
     const auto fraction = run(std::string("tenth_") + mode, "batch_fraction = 0.1", mode);
     const auto fixed = run(std::string("ten_") + mode, "batch_size = 10", mode);
-    CHECK(same_numbers(fraction, fixed));
+    CHECK(test::same_numbers(fraction, fixed));
     // The accountant sees the same rate b/N_i and steps (same_numbers compares epsilon_example too).
     CHECK(test::metric(fraction.metrics.back(), "epsilon_example") > 0);
   }
   const auto full = run("full", "batch_fraction = 1.0", "fedsgd");
-  CHECK(same_numbers(full, run("hundred", "batch_size = 100", "fedsgd")));
-  CHECK_FALSE(same_numbers(full, run("tenth_again", "batch_fraction = 0.1", "fedsgd")));
+  CHECK(test::same_numbers(full, run("hundred", "batch_size = 100", "fedsgd")));
+  CHECK_FALSE(test::same_numbers(full, run("tenth_again", "batch_fraction = 0.1", "fedsgd")));
 }
 
 TEST_CASE("a backdoor's last, mean and largest success over the evaluated rounds reach the summary and summary.json") {

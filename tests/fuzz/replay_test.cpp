@@ -43,6 +43,7 @@ TEST_CASE("fuzz replay: experiment files, the corpus plus every shipped experime
 TEST_CASE("fuzz replay: idx files") { replay("idx", {}); }
 TEST_CASE("fuzz replay: cifar files") { replay("cifar", {}); }
 TEST_CASE("fuzz replay: csv files") { replay("csv", {}); }
+TEST_CASE("fuzz replay: lfw faces") { replay("lfw", {}); }
 TEST_CASE("fuzz replay: npy files") { replay("npy", {}); }
 TEST_CASE("fuzz replay: checkpoint files") { replay("checkpoint", {}); }
 TEST_CASE("fuzz replay: plugin info structs") { replay("plugin_info", {}); }

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 
 #include <array>
+#include <cmath>
 #include <cstdlib>
 #include <cstdio>
 #include <fstream>
@@ -33,6 +34,26 @@ RunSummary run_tiny(const std::string& name, const std::string& extra,
   options.output_dir = dir / "out";
   options.threads = threads;
   return engine.run(options);
+}
+
+bool same_numbers(const RunSummary& x, const RunSummary& y) {
+  auto numbers = [](const MetricsRow& row) {
+    MetricsRow kept;
+    for (const auto& [name, value] : row) {
+      if (name.rfind("time_", 0) != 0) kept.emplace_back(name, value);
+    }
+    return kept;
+  };
+  if (x.metrics.size() != y.metrics.size()) return false;
+  for (std::size_t r = 0; r < x.metrics.size(); ++r) {
+    const auto a = numbers(x.metrics[r]), b = numbers(y.metrics[r]);
+    if (a.size() != b.size()) return false;
+    for (std::size_t c = 0; c < a.size(); ++c) {
+      const auto u = a[c].second, v = b[c].second;
+      if (a[c].first != b[c].first || !(u == v || (std::isnan(u) && std::isnan(v)))) return false;
+    }
+  }
+  return true;
 }
 
 double metric(const MetricsRow& row, const std::string& name) {

@@ -36,6 +36,10 @@ c10::Device test_device();
 RunSummary run_tiny(const std::string& name, const std::string& extra,
                     const std::vector<std::string>& overrides, int threads = 2);
 
+/// Whether two runs' metrics are bit-identical, not approximately equal, leaving out the wall-clock
+/// time_* columns; NaN cells must match as NaN.
+bool same_numbers(const RunSummary& x, const RunSummary& y);
+
 /// The value of column `name` in one metrics row; a test failure when there is none.
 double metric(const MetricsRow& row, const std::string& name);
 

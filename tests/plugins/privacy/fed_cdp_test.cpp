@@ -126,3 +126,39 @@ TEST_CASE("fed_cdp with unobserved rows draws the B noises as their sum: same me
   }
   CHECK(torch::cat(means).to(torch::kDouble).std().item<double>() == doctest::Approx(24.0 / std::sqrt(5.0)).epsilon(0.02));
 }
+
+TEST_CASE("fed_cdp noise = per_batch: rows clipped but not noised, one N(0, sigma^2 C^2) on their sum") {
+  const auto layout = test::three_layer_layout();
+  const auto original = test::mixed_gradients(12, layout.total, 9);
+  auto clipped = original.clone();
+  test::load<PrivacyMechanism>("fed_cdp", "clip = 0.3\nnoise_multiplier = 0.0")
+      ->privatize_gradients(clipped, test::step_context(layout, 12, 1));
+  auto per_batch = test::load<PrivacyMechanism>("fed_cdp", "clip = 0.3\nnoise_multiplier = 6.0\nnoise = \"per_batch\"");
+  auto rows = original.clone();
+  auto g = per_batch->privatize_gradients(rows, test::step_context(layout, 12, 1));
+  CHECK(torch::equal(rows, clipped));  // what a type-2 observer sees: clipped, un-noised
+  CHECK_FALSE(torch::allclose(g, clipped.mean(0), 1e-3, 1e-3));
+
+  // sigma = 6, C = 4, B = 5: g carries N(0, (6 · 4 / 5)²), std 4.8, whether or not rows are observed.
+  auto noisy = test::load<PrivacyMechanism>("fed_cdp", "clip = 4.0\nnoise_multiplier = 6.0\nnoise = \"per_batch\"");
+  const auto flat = test::flat_layout(20000);
+  for (bool observed : {true, false}) {
+    CAPTURE(observed);
+    std::vector<torch::Tensor> means;
+    for (std::uint64_t seed = 1; seed <= 20; ++seed) {
+      auto zeros = torch::zeros({5, 20000});
+      auto context = test::step_context(flat, 5, seed);
+      context.rows_observed = observed;
+      means.push_back(noisy->privatize_gradients(zeros, context));
+      CHECK(torch::equal(zeros, torch::zeros({5, 20000})));
+    }
+    CHECK(torch::cat(means).to(torch::kDouble).std().item<double>() == doctest::Approx(24.0 / 5.0).epsilon(0.02));
+  }
+  // The accountant is charged as for Algorithm 2.
+  bulwark::RoundAccountingInfo info;
+  info.layout = &layout;
+  info.example_sampling_rate = 0.01;
+  info.local_steps = 100;
+  CHECK(per_batch->accounting(info)[0].noise_multiplier ==
+        test::load<PrivacyMechanism>("fed_cdp", "clip = 0.3\nnoise_multiplier = 6.0")->accounting(info)[0].noise_multiplier);
+}
