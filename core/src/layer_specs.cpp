@@ -29,15 +29,15 @@ const std::vector<PresetNetwork>& preset_networks() {
       {"vgg11_gn",
        "VGG-11 with GroupNorm of 16 channels per group (DiverseFL on CIFAR): 8 conv 3x3 (64, M, 128, M, 256, "
        "256, M, 512, 512, M, 512, 512, M) + linear 512, 512, classes; 32x32 inputs",
-       {"conv 64 3 padding=1",  "groupnorm per_group=16", "act",       "maxpool 2",
-        "conv 128 3 padding=1", "groupnorm per_group=16", "act",       "maxpool 2",
-        "conv 256 3 padding=1", "groupnorm per_group=16", "act",       "conv 256 3 padding=1",
-        "groupnorm per_group=16", "act",                  "maxpool 2", "conv 512 3 padding=1",
-        "groupnorm per_group=16", "act",                  "conv 512 3 padding=1", "groupnorm per_group=16",
-        "act",                  "maxpool 2",              "conv 512 3 padding=1", "groupnorm per_group=16",
-        "act",                  "conv 512 3 padding=1",   "groupnorm per_group=16", "act",
-        "maxpool 2",            "flatten",                "linear 512", "act",
-        "linear 512",           "act",                    "linear classes"}},
+       {"conv 64 3 padding=1", "groupnorm per_group=16", "act", "maxpool 2",
+        "conv 128 3 padding=1", "groupnorm per_group=16", "act", "maxpool 2",
+        "conv 256 3 padding=1", "groupnorm per_group=16", "act",
+        "conv 256 3 padding=1", "groupnorm per_group=16", "act", "maxpool 2",
+        "conv 512 3 padding=1", "groupnorm per_group=16", "act",
+        "conv 512 3 padding=1", "groupnorm per_group=16", "act", "maxpool 2",
+        "conv 512 3 padding=1", "groupnorm per_group=16", "act",
+        "conv 512 3 padding=1", "groupnorm per_group=16", "act", "maxpool 2",
+        "flatten", "linear 512", "act", "linear 512", "act", "linear classes"}},
       {"resnet18",
        "ResNet-18 for 32x32 inputs with GroupNorm (16 channels per group): conv 64@3x3, 8 basic blocks "
        "(64, 64, 128/2, 128, 256/2, 256, 512/2, 512), global average pool, linear; [model] activation (sigmoid "
@@ -169,7 +169,7 @@ std::vector<std::unique_ptr<Layer>> parse_layer_specs(const std::vector<std::str
       layers.push_back(linear(next_name("fc"), width, spec.flag("bias", true)));
     } else if (kind == "conv") {
       spec.allow(2, {"stride", "padding", "bias"}, "conv 16 5 stride=1 padding=2");
-      const auto out = spec.number(0, "output channels and a kernel size", "conv 16 5");
+      const auto out = spec.number(0, "output channels", "conv 16 5");
       const auto kernel = spec.number(1, "a kernel size after the channels", "conv 16 5");
       layers.push_back(conv2d(next_name("conv"), out, kernel, spec.number("stride", 1, 1),
                               spec.number("padding", 0, 0), spec.flag("bias", true)));

@@ -199,7 +199,7 @@ TEST_CASE("layer specs: a mistyped list is a configuration error naming the spec
   };
   fails("flatten, lineer 16", "[model] layers[1] = \"lineer 16\": unknown layer 'lineer'; expected linear, conv");
   fails("conv 6", "[model] layers[0] = \"conv 6\": needs a kernel size after the channels, e.g. \"conv 16 5\"");
-  fails("conv six 5", "output channels and a kernel size must be a whole number >= 1, found 'six'");
+  fails("conv six 5", "output channels must be a whole number >= 1, found 'six'");
   fails("conv 6 5 stride=0", "stride must be a whole number >= 1, found '0'");
   fails("conv 6 5 padding=-1", "padding must be a whole number >= 0, found '-1'");
   fails("conv 6 5 groups=2", "unknown key 'groups'; valid: stride, padding, bias");
