@@ -59,6 +59,12 @@ TEST_CASE("stacked zoo models: K clients at once equal each client on the model,
       {"arch = \"cnn\"", {1, 28, 28}},
       {"arch = \"cnn\"\ngroups = 1\nactivation = \"relu\"", {3, 15, 15}},
       {"arch = \"lenet\"", {3, 32, 32}},
+      {"arch = \"cnn2\"\nactivation = \"sigmoid\"", {1, 28, 28}},
+      // Every kind a layers list adds, residual blocks with and without a 1x1 shortcut included.
+      {"arch = \"layers\"\nactivation = \"tanh\"\nlayers = \"conv 4 3 padding=1 bias=false, groupnorm per_group=2, "
+       "act, residual 4 per_group=2, avgpool 2, residual 8 stride=2 per_group=4, globalavgpool, linear 6 bias=false, "
+       "sigmoid, linear classes\"",
+       {3, 12, 12}},
   };
   for (const auto& c : cases) {
     CAPTURE(c.toml);

@@ -7,8 +7,7 @@
 #include <doctest/doctest.h>
 #include <torch/torch.h>
 
-#include "bulwark/error.hpp"
-#include "test_support.hpp"
+#include "dataset_loading.hpp"
 
 namespace {
 
@@ -45,20 +44,11 @@ fs::path cifar10_dir(const std::string& name) {
 }
 
 bulwark::Dataset load(const fs::path& dir, const std::string& extra = "") {
-  auto loader = bulwark::test::load<bulwark::DatasetLoader>(
-      "cifar", "path = \"" + dir.string() + "\"\n" + extra);
-  return loader->load(bulwark::DatasetContext{0});
+  return bulwark::test::load_dataset("cifar", bulwark::test::path_option(dir) + extra);
 }
 
 std::string load_error(const fs::path& dir, const std::string& extra = "") {
-  try {
-    load(dir, extra);
-  } catch (const bulwark::Error& e) {
-    CHECK(e.kind() == bulwark::ErrorKind::Data);
-    return e.what();
-  }
-  FAIL("expected a bulwark::Error");
-  return "";
+  return bulwark::test::dataset_error("cifar", bulwark::test::path_option(dir) + extra);
 }
 
 }  // namespace

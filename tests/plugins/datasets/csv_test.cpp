@@ -9,8 +9,7 @@
 #include <doctest/doctest.h>
 #include <torch/torch.h>
 
-#include "bulwark/error.hpp"
-#include "test_support.hpp"
+#include "dataset_loading.hpp"
 
 namespace {
 
@@ -23,24 +22,14 @@ fs::path write(const std::string& dir, const std::string& name, const std::strin
 }
 
 bulwark::Dataset load(const std::string& options, std::uint64_t seed = 0) {
-  auto loader = bulwark::test::load<bulwark::DatasetLoader>("csv", options);
-  return loader->load(bulwark::DatasetContext{seed});
+  return bulwark::test::load_dataset("csv", options, seed);
 }
 
 std::string paths(const fs::path& train, const fs::path& test) {
   return "path = \"" + train.string() + "\"\ntest_path = \"" + test.string() + "\"\n";
 }
 
-std::string load_error(const std::string& options) {
-  try {
-    load(options);
-  } catch (const bulwark::Error& e) {
-    CHECK(e.kind() == bulwark::ErrorKind::Data);
-    return e.what();
-  }
-  FAIL("expected a bulwark::Error");
-  return "";
-}
+std::string load_error(const std::string& options) { return bulwark::test::dataset_error("csv", options); }
 
 }  // namespace
 

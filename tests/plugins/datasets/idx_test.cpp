@@ -10,8 +10,7 @@
 #include <doctest/doctest.h>
 #include <torch/torch.h>
 
-#include "bulwark/error.hpp"
-#include "test_support.hpp"
+#include "dataset_loading.hpp"
 
 namespace {
 
@@ -96,21 +95,11 @@ fs::path write_set(const std::string& name, const Files& files, bool gzipped) {
 }
 
 bulwark::Dataset load(const fs::path& dir, const std::string& extra = "") {
-  auto loader = bulwark::test::load<bulwark::DatasetLoader>(
-      "idx", "path = \"" + dir.string() + "\"\n" + extra);
-  return loader->load(bulwark::DatasetContext{/*seed=*/1});
+  return bulwark::test::load_dataset("idx", bulwark::test::path_option(dir) + extra, 1);
 }
 
-// The message of the Data error that loading `dir` throws ("" when it does not throw).
 std::string load_error(const fs::path& dir, const std::string& extra = "") {
-  try {
-    load(dir, extra);
-  } catch (const bulwark::Error& e) {
-    CHECK(e.kind() == bulwark::ErrorKind::Data);
-    return e.what();
-  }
-  FAIL("expected a bulwark::Error");
-  return "";
+  return bulwark::test::dataset_error("idx", bulwark::test::path_option(dir) + extra, 1);
 }
 
 }  // namespace

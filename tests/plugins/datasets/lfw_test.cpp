@@ -10,8 +10,7 @@
 #include <jpeglib.h>
 #include <torch/torch.h>
 
-#include "bulwark/error.hpp"
-#include "test_support.hpp"
+#include "dataset_loading.hpp"
 
 namespace {
 
@@ -66,19 +65,11 @@ void write_person(const fs::path& root, const std::string& name, int count, int 
 }
 
 bulwark::Dataset load(const fs::path& dir, const std::string& extra = "") {
-  auto loader = bulwark::test::load<bulwark::DatasetLoader>("lfw", "path = \"" + dir.string() + "\"\n" + extra);
-  return loader->load(bulwark::DatasetContext{0});
+  return bulwark::test::load_dataset("lfw", bulwark::test::path_option(dir) + extra);
 }
 
 std::string load_error(const fs::path& dir, const std::string& extra = "") {
-  try {
-    load(dir, extra);
-  } catch (const bulwark::Error& e) {
-    CHECK(e.kind() == bulwark::ErrorKind::Data);
-    return e.what();
-  }
-  FAIL("expected a bulwark::Error");
-  return "";
+  return bulwark::test::dataset_error("lfw", bulwark::test::path_option(dir) + extra);
 }
 
 // Largest difference from `colour` / 255 over an image's pixels, per channel.
