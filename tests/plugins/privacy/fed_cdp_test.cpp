@@ -1,31 +1,13 @@
-// fed_cdp: per-example per-layer clipping, per-example noise left in the rows, clip schedules,
-// and both accounting conventions.
+// fed_cdp: per-example per-layer clipping, per-example noise left in the rows (or, with noise =
+// per_batch, one draw on their sum), clip schedules, and both accounting conventions.
 #include <doctest/doctest.h>
 
 #include <cmath>
-#include <vector>
 
 #include "privacy_fixtures.hpp"
 #include "test_support.hpp"
 
 using namespace bulwark;
-
-namespace {
-
-// The std of g's entries over 20 steps on zero gradients [5, 20000]: what the noise alone leaves.
-double noise_std(PrivacyMechanism& mechanism, bool rows_observed) {
-  const auto flat = test::flat_layout(20000);
-  std::vector<torch::Tensor> means;
-  for (std::uint64_t seed = 1; seed <= 20; ++seed) {
-    auto zeros = torch::zeros({5, 20000});
-    auto context = test::step_context(flat, 5, seed);
-    context.rows_observed = rows_observed;
-    means.push_back(mechanism.privatize_gradients(zeros, context));
-  }
-  return torch::cat(means).to(torch::kDouble).std().item<double>();
-}
-
-}  // namespace
 
 TEST_CASE("fed_cdp clipping: every layer of every example <= C, smaller layers untouched") {
   auto mechanism = test::load<PrivacyMechanism>("fed_cdp", "clip = 0.3\nnoise_multiplier = 0.0");
@@ -134,7 +116,7 @@ TEST_CASE("fed_cdp with unobserved rows draws the B noises as their sum: same me
 
   // sigma = 6, C = 4, B = 5: g carries N(0, (6 · 4)² / 5), std 10.733, exactly as the observed path.
   auto noisy = test::load<PrivacyMechanism>("fed_cdp", "clip = 4.0\nnoise_multiplier = 6.0");
-  CHECK(noise_std(*noisy, /*rows_observed=*/false) == doctest::Approx(24.0 / std::sqrt(5.0)).epsilon(0.02));
+  CHECK(test::noise_std(*noisy, 5, /*rows_observed=*/false) == doctest::Approx(24.0 / std::sqrt(5.0)).epsilon(0.02));
 }
 
 TEST_CASE("fed_cdp noise = per_batch: rows clipped but not noised, one N(0, sigma^2 C^2) on their sum") {
@@ -153,7 +135,7 @@ TEST_CASE("fed_cdp noise = per_batch: rows clipped but not noised, one N(0, sigm
   auto noisy = test::load<PrivacyMechanism>("fed_cdp", "clip = 4.0\nnoise_multiplier = 6.0\nnoise = \"per_batch\"");
   for (bool observed : {true, false}) {
     CAPTURE(observed);
-    CHECK(noise_std(*noisy, observed) == doctest::Approx(24.0 / 5.0).epsilon(0.02));
+    CHECK(test::noise_std(*noisy, 5, observed) == doctest::Approx(24.0 / 5.0).epsilon(0.02));
   }
   // The accountant is charged as for Algorithm 2.
   bulwark::RoundAccountingInfo info;

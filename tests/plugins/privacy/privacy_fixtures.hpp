@@ -1,7 +1,7 @@
 #pragma once
 
-// Shared fixtures of the privacy mechanism tests: a small layered layout, hook contexts, and
-// per-layer norms of a [B, d] matrix.
+// Shared fixtures of the privacy mechanism tests: a small layered layout, hook contexts,
+// per-layer norms of a [B, d] matrix, and the noise a step leaves.
 #include <torch/torch.h>
 
 #include <cstdint>
@@ -80,6 +80,20 @@ inline torch::Tensor mixed_gradients(std::int64_t batch, std::int64_t d, std::ui
   auto g = torch::randn({batch, d}, make_generator(seed));
   auto scales = torch::logspace(-3, 2, batch);  // 0.001 .. 100
   return g * scales.unsqueeze(1) / std::sqrt(static_cast<double>(d));
+}
+
+/// The std of g's entries over 20 steps of `mechanism` on zero gradients [batch, 20000]: what
+/// its noise alone leaves in the averaged gradient.
+inline double noise_std(PrivacyMechanism& mechanism, std::int64_t batch, bool rows_observed) {
+  const auto flat = flat_layout(20000);
+  std::vector<torch::Tensor> means;
+  for (std::uint64_t seed = 1; seed <= 20; ++seed) {
+    auto zeros = torch::zeros({batch, 20000});
+    auto context = step_context(flat, batch, seed);
+    context.rows_observed = rows_observed;
+    means.push_back(mechanism.privatize_gradients(zeros, context));
+  }
+  return torch::cat(means).to(torch::kDouble).std().item<double>();
 }
 
 }  // namespace bulwark::test
