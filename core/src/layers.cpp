@@ -27,7 +27,7 @@ torch::Tensor Layer::forward_stacked(const torch::Tensor& x, const std::vector<t
 }
 torch::Tensor Layer::forward_traced(const torch::Tensor& x, const std::vector<torch::Tensor>& params,
                                     std::int64_t clients, std::vector<TracedLayer>& trace) const {
-  auto y = clients == 0 ? forward(x, params) : forward_stacked(x, params, clients);
+  auto y = run(x, params, clients);
   if (has_parameters()) trace.push_back({this, x, y});
   return y;
 }
@@ -572,17 +572,17 @@ class Residual final : public Layer {
   }
 
   torch::Tensor forward(const torch::Tensor& x, const std::vector<torch::Tensor>& params) const override {
-    return run(x, params, 0, nullptr);
+    return block(x, params, 0, nullptr);
   }
 
   torch::Tensor forward_stacked(const torch::Tensor& x, const std::vector<torch::Tensor>& params,
                                 std::int64_t clients) const override {
-    return run(x, params, clients, nullptr);
+    return block(x, params, clients, nullptr);
   }
 
   torch::Tensor forward_traced(const torch::Tensor& x, const std::vector<torch::Tensor>& params,
                                std::int64_t clients, std::vector<TracedLayer>& trace) const override {
-    return run(x, params, clients, &trace);
+    return block(x, params, clients, &trace);
   }
 
   void initialise(const std::vector<torch::Tensor>& params, at::Generator& generator, bool xavier) const override {
@@ -599,11 +599,10 @@ class Residual final : public Layer {
   // Runs a part the way this block is run: plainly, client-batched, or traced for per-example rules.
   static torch::Tensor step(const Layer& part, const torch::Tensor& x, const std::vector<torch::Tensor>& params,
                             std::int64_t clients, std::vector<TracedLayer>* trace) {
-    if (trace) return part.forward_traced(x, params, clients, *trace);
-    return clients == 0 ? part.forward(x, params) : part.forward_stacked(x, params, clients);
+    return trace ? part.forward_traced(x, params, clients, *trace) : part.run(x, params, clients);
   }
 
-  torch::Tensor run(const torch::Tensor& x, const std::vector<torch::Tensor>& params, std::int64_t clients,
+  torch::Tensor block(const torch::Tensor& x, const std::vector<torch::Tensor>& params, std::int64_t clients,
                     std::vector<TracedLayer>* trace) const {
     auto h = act_.forward(step(gn1_, step(conv1_, x, params, clients, trace), params, clients, trace), params);
     h = step(gn2_, step(conv2_, h, params, clients, trace), params, clients, trace);

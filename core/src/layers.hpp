@@ -53,7 +53,12 @@ class Layer {
                                         const std::vector<torch::Tensor>& params,
                                         std::int64_t clients) const;
 
-  /// forward (clients = 0) or forward_stacked (clients = K) for the per-example pass: appends a
+  /// forward (clients = 0: one θ) or forward_stacked (clients = K).
+  torch::Tensor run(const torch::Tensor& x, const std::vector<torch::Tensor>& params, std::int64_t clients) const {
+    return clients == 0 ? forward(x, params) : forward_stacked(x, params, clients);
+  }
+
+  /// run() for the per-example pass: appends a
   /// TracedLayer for every parameterised layer it runs, so that per_example() can be called on
   /// each. Layers made of layers (the residual block) trace their parts instead of themselves.
   virtual torch::Tensor forward_traced(const torch::Tensor& x, const std::vector<torch::Tensor>& params,

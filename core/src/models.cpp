@@ -147,17 +147,11 @@ class SequentialModel final : public Model, public detail::StackedModel {
   }
 
  private:
-  // clients = 0: θ [d] and the layers' plain forward; clients = K: Θ [K, d] and their stacked one.
-  torch::Tensor layer_forward(const Layer& layer, const torch::Tensor& h,
-                              const std::vector<torch::Tensor>& views, std::int64_t clients) const {
-    return clients == 0 ? layer.forward(h, views) : layer.forward_stacked(h, views, clients);
-  }
-
   torch::Tensor run(const torch::Tensor& params, const torch::Tensor& inputs, std::int64_t clients) const {
     check_inputs(inputs);
     auto views = parameter_views(params, clients);
     auto h = inputs;
-    for (const auto& layer : layers_) h = layer_forward(*layer, h, views, clients);
+    for (const auto& layer : layers_) h = layer->run(h, views, clients);  // θ [d] or Θ [K, d]
     return h;
   }
 
