@@ -8,7 +8,10 @@
 // MDA at n = 50, f = 10 (C(50, 10) = 1e10 subsets, never enumerated) and SMEA, which enumerates, at
 // n = 20, f = 5. No assertion on time anywhere: the numbers are for people.
 //
-//   aggregators_bench [threads]      (default: LibTorch's default intra-op thread count)
+//   aggregators_bench [threads] [rule,rule,...]
+//
+// threads defaults to LibTorch's default intra-op thread count; a list of rule names times only
+// those rules (with the baselines, and without the subset-rule and Krum-scaling sections).
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -49,14 +52,15 @@ bulwark::PluginHandle<bulwark::Aggregator> load(bulwark::PluginRegistry& registr
   return bulwark::PluginHandle<bulwark::Aggregator>(library, options);
 }
 
-/// The engine's view of a round: declared bound f, seeded generator, DiverseFL guiding updates
-/// (here simply the uploads themselves: computing them is the engine's cost, not the rule's), and
-/// the ground truth for the oracle.
+/// The engine's view of a round: declared bound f, seeded generator, DiverseFL guiding updates and
+/// FLTrust's root update (here simply uploads: computing them is the engine's cost, not the rule's),
+/// and the ground truth for the oracle.
 bulwark::AggregationContext round_context(const torch::Tensor& updates, std::int64_t f) {
   bulwark::AggregationContext context;
   context.byzantine_bound = f;
   context.generator = bulwark::make_generator(/*seed=*/7);
   context.guiding_update = [updates](std::int64_t row) { return updates[row]; };
+  context.root_update = [updates] { return updates[updates.size(0) - 1]; };
   for (std::int64_t i = 0; i < f; ++i) context.true_malicious_rows.push_back(i);
   for (std::int64_t i = 0; i < updates.size(0); ++i) context.client_ids.push_back(i);  // FoolsGold's histories
   return context;
@@ -67,6 +71,7 @@ bulwark::AggregationContext round_context(const torch::Tensor& updates, std::int
 int main(int argc, char** argv) {
   bulwark::init_runtime();  // as the host does
   if (argc > 1) at::set_num_threads(std::max(1, std::atoi(argv[1])));
+  const std::string only = argc > 2 ? "," + std::string(argv[2]) + "," : "";
   try {
     bulwark::PluginRegistry registry({BULWARK_BENCH_PLUGIN_DIR});
     auto generator = bulwark::make_generator(/*seed=*/1);
@@ -118,11 +123,14 @@ int main(int argc, char** argv) {
         {"foolsgold", "", 1},
         {"clipped_clustering", "", 1},
         {"signguard", "", 0},
+        {"fltrust", "", 0},
+        {"flame", "", 1},
     };
     std::printf("%-40s %10s %10s %10s %9s %9s %9s\n", "rule (options)", "seconds", "GB/s",
                 "GFLOP/s", "/ mean", "/ sort", "/ Gram");
     auto context = round_context(updates, f);
     for (const auto& rule : rules) {
+      if (!only.empty() && only.find("," + rule.name + ",") == std::string::npos) continue;
       auto handle = load(registry, rule);
       const double s = seconds([&] { (void)handle->aggregate(updates, weights, context); });
       const std::string label = rule.name + (rule.options.empty() ? "" : " (" + rule.options + ")");
@@ -134,6 +142,7 @@ int main(int argc, char** argv) {
                   bytes / s / 1e9, flops, s / mean_s, s / sort_s, s / gram_s);
     }
 
+    if (!only.empty()) return 0;
     std::printf("\nExact subset rules (same d), against one Gram matmul of their own n rows\n");
     std::printf("%-40s %10s %12s %10s\n", "rule", "seconds", "Gram s", "/ Gram");
     for (const auto& [rows, rule] : std::vector<std::pair<std::int64_t, Rule>>{{50, {"mda", "f = 10", 1}},

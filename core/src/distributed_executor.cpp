@@ -79,6 +79,7 @@ void DistributedExecutor::train(const RoundWork& work, torch::Tensor& updates, s
                      {"participants", as_tensor(work.participants)},
                      {"attack_of", as_tensor(work.attack_of)},
                      {"owner", as_tensor(owner)}};
+  if (work.starts.defined()) message.tensors["starts"] = work.starts;
   plugins_.save_state(message);  // e.g. an adaptive clip the server moved last round
   auto bytes = encode_checkpoint(message);
   cluster::broadcast(bytes);
@@ -122,6 +123,7 @@ void DistributedExecutor::serve(c10::Device device) {
       work.theta = message.tensors.at("theta").to(device);
       work.participants = as_vector<std::int64_t>(message.tensors.at("participants"));
       work.attack_of = as_vector<int>(message.tensors.at("attack_of"));
+      if (message.tensors.count("starts")) work.starts = message.tensors.at("starts").to(device);
       plugins_.load_state(message, device);
       const auto rows = rows_of(as_vector<int>(message.tensors.at("owner")), cluster::rank());
       auto out = torch::empty({static_cast<std::int64_t>(rows.size()), work.theta.size(0)}, work.theta.options());

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <map>
 #include <numeric>
 #include <set>
 #include <sstream>
@@ -68,6 +69,7 @@ struct Round {
   Evaluation test;
   double test_examples = std::nan("");              // how many test examples `test` saw
   std::vector<double> backdoor_accuracy;            // per attack with a triggered test set
+  mutable torch::Tensor root_update;                // FLTrust: the server's update, made on first use
   double time_train = 0, time_attack = 0, time_aggregate = 0, time_eval = 0;
   std::int64_t size() const { return static_cast<std::int64_t>(work.participants.size()); }
 };
@@ -88,6 +90,8 @@ struct Engine::Impl {
   Dataset data;
   Partition partition;
   Partition shared_samples;  // DiverseFL: what each client shared with the server
+  std::map<std::int64_t, torch::Tensor> client_models;  // RSA: x_i of every client that has taken part
+  torch::Tensor root_samples;  // FLTrust: the server's clean root dataset
   std::unique_ptr<Model> model;
   std::unique_ptr<LocalTrainer> trainer;
   std::unique_ptr<ThreadExecutor> local_executor;    // this process's worker threads
@@ -109,6 +113,22 @@ struct Engine::Impl {
                                   "tensors); set [experiment] device = \"cpu\" for leakage studies");
       }
       leakage = std::make_unique<LeakageStudy>(*config.leakage, plugins.leakage_attack, settings, plugins.privacy);
+    }
+    const auto protocol = plugins.aggregator->client_protocol();
+    if (protocol.persistent_models || protocol.sign_penalty > 0) {
+      const std::string what = plugins.aggregator.label + " trains every client from its own model (RSA)";
+      if (settings.mode == Mode::FedSgd) {
+        config_error(config.file, what + ", which needs [experiment] mode = \"fedavg\": fedsgd clients upload a "
+                                         "gradient at θ");
+      }
+      if (plugins.privacy) {
+        config_error(config.file, what + "; it is not combined with a [privacy] mechanism in this version (their "
+                                         "sensitivity is stated for updates from θ); remove one of them");
+      }
+      if (config.leakage) {
+        config_error(config.file, what + "; [leakage] observes steps from θ and is not combined with it; remove one "
+                                         "of them");
+      }
     }
     // Drawn again with the run's seed in run(); built here so that `bulwark validate` already
     // rejects fixed sets larger than the client population.
@@ -280,6 +300,14 @@ struct Engine::Impl {
     }
     const double shared_fraction = plugins.aggregator->shared_sample_fraction();
     if (shared_fraction > 0) shared_samples = draw_shared_samples(partition, shared_fraction, settings.seed);
+    const auto root_size = plugins.aggregator->root_sample_size();
+    if (root_size > data.train_labels.size(0)) {
+      throw Error(ErrorKind::Config, fmt::format("{} asks for a root dataset of {} examples but {} has only {} training "
+                                                 "examples; lower its root size",
+                                                 plugins.aggregator.label, root_size, plugins.dataset.label,
+                                                 data.train_labels.size(0)));
+    }
+    if (root_size > 0) root_samples = draw_root_samples(data.train_labels.size(0), root_size, settings.seed);
     if (plugins.privacy) accounting.emplace(config, plugins, partition, data, *model);
     if (leakage && writes) leakage->start(*model, data, partition, *trainer, settings.seed, out);
     return out;
@@ -362,7 +390,23 @@ struct Engine::Impl {
     const auto n = round.size();
     round.updates = torch::empty({n, theta.size(0)}, theta.options());
     round.losses.assign(n, 0.0);
+    for (auto& attack : plugins.attacks) {
+      call_plugin(attack.label, "begin_round", [&] { attack->begin_round(round.number, theta); });
+    }
+    const bool own_models = plugins.aggregator->client_protocol().persistent_models;
+    if (own_models) {  // θ for a client's first round
+      round.work.starts = theta.unsqueeze(0).repeat({n, 1});
+      for (std::int64_t i = 0; i < n; ++i) {
+        auto it = client_models.find(round.work.participants[i]);
+        if (it != client_models.end()) round.work.starts[i].copy_(it->second);
+      }
+    }
     executor->train(round.work, round.updates, round.losses);
+    if (own_models) {  // keep x_i after training; upload x_i as the round found it, relative to θ
+      const auto finished = round.updates + theta;
+      for (std::int64_t i = 0; i < n; ++i) client_models[round.work.participants[i]] = finished[i].clone();
+      round.updates = round.work.starts - theta;
+    }
     auto weights = torch::empty({n}, torch::kDouble);  // filled on the host, then moved
     for (std::int64_t i = 0; i < n; ++i) weights[i] = static_cast<double>(partition.size(round.work.participants[i]));
     round.weights = weights.to(device);
@@ -385,8 +429,23 @@ struct Engine::Impl {
       const auto participants = round.work.participants;
       context.guiding_update = [this, number, participants](std::int64_t row) {
         const auto client = participants.at(row);
-        return trainer->guiding_update(number, theta, shared_samples.client(client), client,
-                                       settings.clients.schedule.steps(partition.size(client)));
+        return trainer->server_update(number, theta, shared_samples.client(client), client,
+                                      settings.clients.schedule.steps(partition.size(client)));
+      };
+    }
+    if (root_samples.defined()) {
+      // As many local steps as the round's clients take (FLTrust's shared R; with epochs, the most
+      // of any participant), computed once per round however many omniscient probes ask for it.
+      context.root_update = [this, &round] {
+        if (!round.root_update.defined()) {
+          std::int64_t steps = 0;
+          for (auto client : round.work.participants) {
+            const auto n = partition.size(client);
+            if (n > 0) steps = std::max(steps, settings.clients.schedule.steps(n));
+          }
+          round.root_update = trainer->server_update(round.number, theta, root_samples, kServer, steps);
+        }
+        return round.root_update;
       };
     }
     return context;
@@ -583,7 +642,8 @@ struct Engine::Impl {
   }
   // Random streams are derived from (seed, round, client, purpose), data, partition and θ0 from
   // the seed, and the Byzantine schedule replays its chains from (seed, round): what one round
-  // hands to the next is only θ, the server optimiser, the plugins' own state and the metrics.
+  // hands to the next is only θ, the server optimiser, the clients' own models (RSA), the plugins'
+  // own state and the metrics.
 
   Checkpoint capture(std::int64_t round, const MetricsLog& log, const RunSummary& summary, double elapsed) const {
     Checkpoint checkpoint;
@@ -595,6 +655,9 @@ struct Engine::Impl {
                           {"run/accuracy", torch::tensor({summary.final_accuracy, summary.best_accuracy, summary.final_loss},
                                                          torch::kDouble)}};
     checkpoint.put("server", server.state());
+    StateDict models;
+    for (const auto& [client, model] : client_models) models[std::to_string(client)] = model;
+    checkpoint.put("client_model", models);
     plugins.save_state(checkpoint);
     if (accounting) checkpoint.put("accountant", accounting->ledger().state());
     return checkpoint;
@@ -619,6 +682,8 @@ struct Engine::Impl {
       if (entry.second.defined()) entry.second = entry.second.to(device);
     }
     server.load(server_state);
+    client_models.clear();
+    for (const auto& [client, model] : checkpoint.take("client_model")) client_models[std::stoll(client)] = model.to(device);
     plugins.load_state(checkpoint, device);
     if (accounting) accounting->ledger().load(checkpoint.take("accountant"));
     log.assign(checkpoint.metrics);

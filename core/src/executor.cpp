@@ -35,7 +35,8 @@ void ThreadExecutor::train_rows(const RoundWork& work, const std::vector<std::in
       const auto client = work.participants[i];
       const auto indices = partition_.client(client);
       const auto n = indices.size(0);
-      jobs.push_back({indices, n > 0 ? clients_.schedule.steps(n) : 0, client, work.attack_of[i], out[slot[i]]});
+      jobs.push_back({indices, n > 0 ? clients_.schedule.steps(n) : 0, client, work.attack_of[i], out[slot[i]],
+                      work.starts.defined() ? work.starts[i] : torch::Tensor()});
     }
     const auto chunk_losses = trainer_.train(work.round, work.theta, jobs, chunks[c].width);
     for (std::size_t k = 0; k < chunks[c].rows.size(); ++k) losses[slot[chunks[c].rows[k]]] = chunk_losses[k];

@@ -22,6 +22,7 @@ struct RoundWork {
   torch::Tensor theta;                     ///< θ [d], read only
   std::vector<std::int64_t> participants;  ///< client ids, ascending; row i of U is participants[i]
   std::vector<int> attack_of;              ///< per row: index into PluginSet::attacks, -1 = honest
+  torch::Tensor starts;                    ///< [n, d]: row i trains from starts[i]; undefined: all from θ
 };
 
 class ClientExecutor {

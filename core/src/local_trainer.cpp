@@ -27,8 +27,8 @@ std::vector<double> LocalTrainer::train(std::int64_t round, const torch::Tensor&
   return run(round, theta, jobs, pass);
 }
 
-torch::Tensor LocalTrainer::guiding_update(std::int64_t round, const torch::Tensor& theta, const torch::Tensor& shared,
-                                           std::int64_t client, std::int64_t steps) const {
+torch::Tensor LocalTrainer::server_update(std::int64_t round, const torch::Tensor& theta, const torch::Tensor& shared,
+                                          std::int64_t client, std::int64_t steps) const {
   auto row = torch::empty({theta.size(0)}, theta.options());
   Pass pass;
   pass.server_side = true;
@@ -75,7 +75,7 @@ std::vector<double> LocalTrainer::run(std::int64_t round, const torch::Tensor& t
   struct Cursor {
     std::int64_t n, batch, batches_per_epoch;
     at::Generator batches, attack, privacy;
-    bool poisons_data;
+    bool poisons_data, shapes_steps;
     torch::Tensor epoch;  // this epoch's shuffled example indices
   };
   std::vector<Cursor> cursors;
@@ -87,10 +87,17 @@ std::vector<double> LocalTrainer::run(std::int64_t round, const torch::Tensor& t
                        stream_generator(seed, round, job.client, Stream::Attack, device),
                        stream_generator(seed, round, job.client, Stream::Privacy, device),
                        job.attack_index >= 0 && plugins_.attacks[job.attack_index]->poisons_data(),
+                       job.attack_index >= 0 && plugins_.attacks[job.attack_index]->shapes_steps(),
                        {}});
   }
 
-  auto local = theta.unsqueeze(0).repeat({clients, 1}).requires_grad_(true);  // Θ [K, d]
+  auto local = theta.unsqueeze(0).repeat({clients, 1});  // Θ [K, d]
+  for (std::int64_t k = 0; k < clients; ++k) {
+    if (jobs[k].start.defined()) local[k].copy_(jobs[k].start);
+  }
+  local.requires_grad_(true);
+  // RSA's pull towards θ (ClientProtocol::sign_penalty); the server's own runs are plain SGD.
+  const double sign_penalty = pass.server_side ? 0.0 : plugins_.aggregator->client_protocol().sign_penalty;
   torch::Tensor velocity, loss_sums;
   for (std::int64_t step = 0; step < steps_run; ++step) {
     // Each client's batch is a window of its epoch's shuffled indices; stacked, client k's fills
@@ -164,6 +171,9 @@ std::vector<double> LocalTrainer::run(std::int64_t round, const torch::Tensor& t
       gradient = torch::autograd::grad({step_losses.sum()}, {local})[0];
       if (pass.observed) pass.observed->rows = gradient.detach().clone();
     }
+    for (std::int64_t k = 0; k < clients; ++k) {
+      if (cursors[k].shapes_steps) shape_step(round, step, jobs[k], gradient[k]);
+    }
     if (pass.observed) {
       pass.observed->inputs = inputs.clone();
       pass.observed->labels = labels.clone();
@@ -175,6 +185,7 @@ std::vector<double> LocalTrainer::run(std::int64_t round, const torch::Tensor& t
     // cache, and every extra pass over it costs as much as a small layer. In fedsgd mode the
     // upload is this regularised gradient, ∇ℓ + λθ: weight decay applies in both modes.
     torch::NoGradGuard no_grad;
+    if (sign_penalty > 0) gradient.add_(torch::sign(local - theta), sign_penalty);
     if (c.weight_decay > 0) gradient.add_(local, c.weight_decay);
     if (fedsgd) {
       for (std::int64_t k = 0; k < clients; ++k) jobs[k].row.copy_(gradient[k]);
@@ -216,6 +227,17 @@ void LocalTrainer::poison_batch(std::int64_t round, const LocalJob& job, at::Gen
   }
   if (!poisoned_inputs.is_same(inputs)) inputs.copy_(poisoned_inputs);
   if (!poisoned_labels.is_same(labels)) labels.copy_(poisoned_labels);
+}
+
+void LocalTrainer::shape_step(std::int64_t round, std::int64_t step, const LocalJob& job, torch::Tensor gradient) const {
+  const auto& attack = plugins_.attacks[job.attack_index];
+  StepAttackContext context{round, job.client, step};
+  auto shaped = gradient;  // the hook may also hand back a new tensor
+  call_plugin(attack.label, "shape_step", [&] { attack->shape_step(shaped, context); });
+  if (shaped.sizes() != gradient.sizes()) {
+    throw Error(ErrorKind::Runtime, attack.label + " changed the size of a gradient in shape_step; rewrite it in place");
+  }
+  if (!shaped.is_same(gradient)) gradient.copy_(shaped);
 }
 
 }  // namespace bulwark

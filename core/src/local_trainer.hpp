@@ -1,8 +1,8 @@
 #pragma once
 
-// One client's local run in a round (docs/architecture.md, "A round": train): its batches, the data hooks of a
-// malicious client's attack, local SGD, the per-example privacy hook at every step and the
-// client-level hook on the finished upload. Training, DiverseFL's guiding updates and the leakage
+// One client's local run in a round (docs/architecture.md, "A round": train): its batches, the data and step
+// hooks of a malicious client's attack, local SGD, the per-example privacy hook at every step and the
+// client-level hook on the finished upload. Training, the server's own updates and the leakage
 // observation points all run through it, so no copy of the client step exists elsewhere.
 #include <cstdint>
 #include <vector>
@@ -27,6 +27,7 @@ struct LocalJob {
   std::int64_t client = 0;
   int attack_index = -1;  ///< into PluginSet::attacks; -1 = honest
   torch::Tensor row;      ///< written: Δ (fedavg) or the gradient (fedsgd), after the client-level hook
+  torch::Tensor start;    ///< the model it trains from (a client's own, ClientProtocol); undefined: θ
 };
 
 /// A client's first local step as an observer sees it (leakage.hpp).
@@ -49,9 +50,10 @@ class LocalTrainer {
   std::vector<double> train(std::int64_t round, const torch::Tensor& theta, const std::vector<LocalJob>& jobs,
                             std::int64_t width = 0) const;
 
-  /// DiverseFL's guiding update: the server repeats a client's local training (`steps`, so the
-  /// norms compare) on the examples the client shared, honestly and without privacy hooks.
-  torch::Tensor guiding_update(std::int64_t round, const torch::Tensor& theta, const torch::Tensor& shared,
+  /// The server's own local run on examples it holds, honestly and without privacy hooks: DiverseFL's
+  /// guiding update (a client's shared sample, that client's `steps` so the norms compare) and
+  /// FLTrust's root update (the root dataset, client = kServer).
+  torch::Tensor server_update(std::int64_t round, const torch::Tensor& theta, const torch::Tensor& shared,
                                std::int64_t client, std::int64_t steps) const;
 
   /// The first step of `client`'s real local run in `round` on a batch of `batch` examples (its
@@ -65,13 +67,15 @@ class LocalTrainer {
 
  private:
   struct Pass {
-    bool server_side = false;        ///< skip attack and privacy hooks (DiverseFL's replay)
+    bool server_side = false;        ///< skip attack and privacy hooks (server_update)
     std::int64_t width = 0;          ///< stacked batch width; 0: one job on the model itself
     std::int64_t batch_size = 0;     ///< 0: [clients] batch_size
     ObservedStep* observed = nullptr;  ///< stop after the first step and record it here
   };
   std::vector<double> run(std::int64_t round, const torch::Tensor& theta, const std::vector<LocalJob>& jobs,
                           const Pass& pass) const;
+  /// A malicious client's step hook on its row of the step's gradient (a view, rewritten in place).
+  void shape_step(std::int64_t round, std::int64_t step, const LocalJob& job, torch::Tensor gradient) const;
   /// A malicious client's data hook on its rows of the step's batch (views, rewritten in place).
   void poison_batch(std::int64_t round, const LocalJob& job, at::Generator& generator, torch::Tensor inputs,
                     torch::Tensor labels) const;

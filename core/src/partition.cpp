@@ -275,4 +275,8 @@ Partition draw_shared_samples(const Partition& partition, double fraction, std::
   return shared;
 }
 
+torch::Tensor draw_root_samples(std::int64_t train_size, std::int64_t size, std::uint64_t seed) {
+  return torch::randperm(train_size, stream_generator(seed, 0, kServer, Stream::Aggregator), torch::kLong).narrow(0, 0, size);
+}
+
 }  // namespace bulwark

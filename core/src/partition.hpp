@@ -38,4 +38,8 @@ Partition make_partition(const torch::Tensor& labels, std::int64_t num_classes,
 /// its examples, drawn from its (seed, 0, client) aggregator stream. Stored like a partition.
 Partition draw_shared_samples(const Partition& partition, double fraction, std::uint64_t seed);
 
+/// The server's root dataset (FLTrust): `size` of the `train_size` training examples, uniformly
+/// without replacement from the server's (seed, 0) aggregator stream. int64 [size].
+torch::Tensor draw_root_samples(std::int64_t train_size, std::int64_t size, std::uint64_t seed);
+
 }  // namespace bulwark

@@ -74,12 +74,8 @@ class ClippedClustering final : public bulwark::Aggregator {
  private:
   /// 1 − cos among the rows [m, m] (float64, CPU); 2 against a zero row.
   static torch::Tensor cosine_distances(const torch::Tensor& rows) {
-    const auto x = rows.to(torch::kDouble);
-    const auto norms = x.norm(2, /*dim=*/1, /*keepdim=*/true);
-    const auto zero = (norms == 0).flatten();
-    const auto unit = x / torch::where(norms > 0, norms, torch::ones_like(norms));
-    auto distance = (1 - torch::matmul(unit, unit.t())).clamp(0, 2).cpu().contiguous();
-    const auto zero_rows = zero.nonzero().flatten().cpu();
+    auto distance = (1 - bulwark::cosine_similarities(rows)).clamp_(0, 2);
+    const auto zero_rows = (rows.norm(2, /*dim=*/1) == 0).nonzero().flatten().cpu();
     distance.index_fill_(0, zero_rows, 2).index_fill_(1, zero_rows, 2);
     distance.fill_diagonal_(0);
     return distance;

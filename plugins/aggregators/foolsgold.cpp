@@ -133,9 +133,7 @@ class FoolsGold final : public bulwark::Aggregator {
   torch::Tensor weights_of(const torch::Tensor& histories) const {
     const auto m = histories.size(0);
     // sklearn's normalisation: a zero history stays zero and is similar to nothing.
-    const auto norms = histories.norm(2, /*dim=*/1, /*keepdim=*/true);
-    const auto unit = histories / torch::where(norms > 0, norms, torch::ones_like(norms));
-    auto cs = torch::matmul(unit, unit.t()).cpu().contiguous();
+    auto cs = bulwark::cosine_similarities(histories);
     cs.fill_diagonal_(0);
     const auto v = std::get<0>(cs.max(/*dim=*/1));
     auto c = cs.accessor<double, 2>();

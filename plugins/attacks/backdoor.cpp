@@ -21,6 +21,16 @@
 // update Δ = L − G scaled by γ = `boost` (γ ≈ n/η makes X replace the global model). With
 // boost ≠ 1 the attack also rewrites its own rows: u_mal = γ · u (non-omniscient).
 //
+// Neurotoxin (Zhang, Panda, Song, Yang, Mahoney, Mittal, Ramchandran, Gonzalez, "Neurotoxin:
+// Durable Backdoors in Federated Learning", ICML 2022): with keep_fraction = ρ < 1 the malicious
+// gradient is projected, before every local step, onto the ρ share of coordinates that the last
+// global update changed least: the attacker estimates the benign direction as Δ = θ_t − θ_{t−1},
+// zeroes its gradient on the ⌈(1 − ρ)·d⌉ coordinates of largest |Δ| (torch.topk's choice among
+// ties) and trains on the rest, where benign clients are unlikely to overwrite the backdoor. The
+// authors' code calls ρ gradmask_ratio (0.95 for images) and estimates Δ from a gradient on the
+// attacker's clean data; the paper's estimate, the global update, is used here. In the first round
+// there is no global update yet and nothing is masked. State: θ_{t−1} and the mask, checkpointed.
+//
 // Backdoor accuracy (reported by the engine): the fraction of the backdoor test set classified as
 // `target_label`, where the set is — semantic: the test inputs of class source_label; trigger: the
 // test inputs whose true label is not target_label, stamped with the pattern.
@@ -52,6 +62,9 @@ constexpr bulwark::OptionSpec kOptions[] = {
      "trigger: value written into the pattern (the maximum pixel intensity)."},
     {"boost", bulwark::OptType::Float, "1.0", -bulwark::kInf, bulwark::kInf,
      "Model-replacement scale gamma: the malicious update is multiplied by it (1 = off)."},
+    {"keep_fraction", bulwark::OptType::Float, "1.0", 0, 1,
+     "Neurotoxin: share of coordinates the malicious gradient may use, those least changed by the "
+     "last global update (0.95 in Zhang et al.'s code; 1 = off)."},
 };
 
 class Backdoor final : public bulwark::Attack {
@@ -63,7 +76,13 @@ class Backdoor final : public bulwark::Attack {
         size_(options.get<std::int64_t>("trigger_size")),
         position_(options.get<std::string>("trigger_position")),
         value_(options.get<double>("trigger_value")),
-        boost_(options.get<double>("boost")) {
+        boost_(options.get<double>("boost")),
+        keep_(options.get<double>("keep_fraction")) {
+    if (!(keep_ > 0)) {
+      throw bulwark::Error(bulwark::ErrorKind::Config,
+                           "backdoor: keep_fraction must be in (0, 1] (the share of coordinates Neurotoxin "
+                           "trains on; 1 = off); found 0");
+    }
     fraction_ = options.get<double>("poison_fraction");
     if (fraction_ < 0) {
       if (fraction_ != -1) {
@@ -96,6 +115,36 @@ class Backdoor final : public bulwark::Attack {
       stamp(stamped);
       inputs.index_copy_(0, chosen, stamped);
     }
+  }
+
+  bool shapes_steps() const override { return keep_ < 1.0; }
+
+  void begin_round(std::int64_t, const torch::Tensor& params) override {
+    if (keep_ == 1.0) return;
+    if (previous_.defined()) {
+      const auto d = params.size(0);
+      const auto avoided = d - static_cast<std::int64_t>(std::floor(keep_ * static_cast<double>(d)));
+      const auto largest = std::get<1>((params - previous_).abs_().topk(avoided, /*dim=*/0, /*largest=*/true,
+                                                                          /*sorted=*/false));
+      mask_ = torch::ones_like(params).index_fill_(0, largest, 0);
+    }
+    previous_ = params.clone();
+  }
+
+  void shape_step(torch::Tensor& gradient, const bulwark::StepAttackContext&) override {
+    if (mask_.defined()) gradient.mul_(mask_);
+  }
+
+  void save_state(bulwark::StateDict& state) const override {
+    if (previous_.defined()) state["previous"] = previous_;
+    if (mask_.defined()) state["mask"] = mask_;
+  }
+
+  void load_state(const bulwark::StateDict& state) override {
+    auto previous = state.find("previous");
+    auto mask = state.find("mask");
+    previous_ = previous == state.end() ? torch::Tensor() : previous->second.clone();
+    mask_ = mask == state.end() ? torch::Tensor() : mask->second.clone();
   }
 
   bool poisons_updates() const override { return boost_ != 1.0; }
@@ -152,7 +201,9 @@ class Backdoor final : public bulwark::Attack {
   bool semantic_;
   std::int64_t source_, target_, size_;
   std::string position_;
-  double value_, boost_, fraction_;
+  double value_, boost_, keep_, fraction_;
+  torch::Tensor previous_;  ///< Neurotoxin: θ of the last round
+  torch::Tensor mask_;      ///< Neurotoxin: 1 on the coordinates the gradient may use
 };
 
 }  // namespace
@@ -166,7 +217,10 @@ BULWARK_PLUGIN(bulwark::Attack, Backdoor, "backdoor", "1.0.0",
                "each batch (20/64 by default) and labels those examples target_label: the "
                "pixel-pattern backdoor of Bagdasaryan, Veit, Hua, Estrin, Shmatikov, 'How To "
                "Backdoor Federated Learning', AISTATS 2020. boost = gamma scales the malicious "
-               "update (their model replacement, X = gamma (L - G) + G). Backdoor accuracy: the "
+               "update (their model replacement, X = gamma (L - G) + G). keep_fraction < 1 is "
+               "Neurotoxin (Zhang et al., ICML 2022): before each local step the malicious gradient "
+               "is zeroed on the coordinates the last global update changed most, keeping a "
+               "keep_fraction share. Backdoor accuracy: the "
                "share of source-class (semantic) or stamped non-target (trigger) test inputs "
                "classified as target_label.",
                kOptions)

@@ -190,3 +190,18 @@ TEST_CASE("a rule with per-client state (FoolsGold's histories) resumes exactly 
   CHECK(histories <= 6);
   CHECK(numbers(run(broken, true, 0, settings).metrics) == numbers(reference.metrics));
 }
+
+TEST_CASE("RSA's per-client models live in the checkpoint, for the clients seen so far, and resume exactly") {
+  const std::vector<std::string> settings = {"experiment.rounds=5", "experiment.checkpoint_every=2",
+                                             "aggregator.plugin=\"rsa\"", "aggregator.lambda=0.01"};
+  auto whole = experiment_dir("checkpoint_rsa_whole");
+  auto broken = experiment_dir("checkpoint_rsa_broken");
+  auto reference = run(whole, false, 0, settings);
+  CHECK_THROWS_AS(run(broken, false, 3, settings), Crash);
+  const auto checkpoint = load_checkpoint(checkpoint_path(broken / "out"));
+  std::int64_t models = 0;  // 4 of 6 clients a round: after 2 rounds, 4 to 6 have a model
+  for (const auto& [key, tensor] : checkpoint.tensors) models += key.rfind("client_model/", 0) == 0;
+  CHECK(models >= 4);
+  CHECK(models <= 6);
+  CHECK(numbers(run(broken, true, 0, settings).metrics) == numbers(reference.metrics));
+}

@@ -45,7 +45,7 @@ bool close(const Tensor& a, const Tensor& b, double tolerance = 1e-5) {
 }
 
 /// A round's aggregation context on `device`: f = 2 declared, rows 0 and 1 truly malicious,
-/// DiverseFL's guiding updates from a fixed matrix.
+/// DiverseFL's guiding updates from a fixed matrix and FLTrust's root update its last row.
 AggregationContext aggregation_context(const c10::Device& device, const Tensor& guiding) {
   AggregationContext context;
   context.round = 1;
@@ -53,11 +53,12 @@ AggregationContext aggregation_context(const c10::Device& device, const Tensor& 
   context.generator = make_generator(99, device);
   context.true_malicious_rows = {0, 1};
   context.guiding_update = [guiding, device](std::int64_t row) { return guiding[row].to(device); };
+  context.root_update = [guiding, device] { return guiding[guiding.size(0) - 1].to(device); };
   return context;
 }
 
 /// Rules whose answer uses the context's generator: on another device it draws other numbers.
-const std::set<std::string> kRandomised = {"bucketing"};
+const std::set<std::string> kRandomised = {"bucketing", "flame"};
 
 }  // namespace
 
@@ -71,8 +72,9 @@ TEST_CASE("every aggregator on the test device agrees with the CPU, keeps its re
   const auto guiding = random_rows(kRows, kDim, 2);
   for (const auto& [name, options] : std::vector<std::pair<std::string, std::string>>{
            {"bucketing", ""}, {"bulyan", ""}, {"centered_clipping", ""}, {"clip", "threshold = 1.0"},
-           {"diversefl", ""}, {"fedavg", ""}, {"geometric_median", ""}, {"krum", ""}, {"median", ""},
-           {"multi_krum", ""}, {"nnm", ""}, {"oracle", ""}, {"trimmed_mean", ""}}) {
+           {"diversefl", ""}, {"fedavg", ""}, {"flame", "noise = 0.01"}, {"fltrust", ""}, {"geometric_median", ""},
+           {"krum", ""}, {"median", ""}, {"multi_krum", ""}, {"nnm", ""}, {"oracle", ""}, {"rsa", ""},
+           {"trimmed_mean", ""}}) {
     for (const auto& matrix : {updates, with_nan}) {
       CAPTURE(name);
       // A fresh rule each time: stateful rules (centered clipping) remember the last round.
@@ -144,7 +146,8 @@ TEST_CASE("data attacks rewrite a batch on the test device exactly as on the CPU
   const auto inputs = torch::rand({8, 1, 6, 6}, make_generator(4));
   const auto labels = torch::tensor(std::vector<std::int64_t>{0, 1, 7, 3, 1, 9, 7, 2});
   for (const auto& [name, options] : std::vector<std::pair<std::string, std::string>>{
-           {"label_flip", ""}, {"label_flip", "source = [1, 7]\ntarget = [7, 1]"}, {"backdoor", ""}}) {
+           {"label_flip", ""}, {"label_flip", "source = [1, 7]\ntarget = [7, 1]"}, {"backdoor", ""},
+           {"backdoor", "mode = \"trigger\"\ntarget_label = 2"}, {"dba", "bar_length = 2\ngap = 1"}}) {
     CAPTURE(name);
     CAPTURE(options);
     auto attack = test::load<Attack>(name, options);

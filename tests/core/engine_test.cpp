@@ -15,6 +15,7 @@
 
 #include "checkpoint.hpp"
 #include "engine.hpp"
+#include "npy.hpp"
 #include "test_support.hpp"
 #include "tiny_experiment.hpp"
 
@@ -120,6 +121,47 @@ TEST_CASE("more clients than training examples is an error at clients.count, not
   CHECK_THROWS_WITH_AS(load_experiment((dir / "experiment.toml").string(), {"clients.count=100000000000"}),
                        doctest::Contains("option 'count' for [clients] must be in [1, 100000000], found 100000000000"),
                        Error);
+}
+
+TEST_CASE("fltrust: the server's root update rejects every sign-flipped upload and repeats exactly on any thread count") {
+  const std::string extra = "\n[aggregator]\nplugin = \"fltrust\"\nroot_size = 50\n"
+                            "\n[[attack]]\nplugin = \"sign_flip\"\nbyzantine = 1\nschedule = \"per_round\"\n";
+  const auto one = test::run_tiny("engine_fltrust1", extra, {}, 1);
+  const auto two = test::run_tiny("engine_fltrust2", extra, {}, 2);
+  CHECK(test::same_numbers(one, two));
+  REQUIRE(one.metrics.size() == 3);
+  for (const auto& row : one.metrics) {
+    CHECK(test::metric(row, "detection_recall") == 1.0);     // the flipped row has cosine < 0
+    CHECK(test::metric(row, "detection_precision") == 1.0);  // honest rows agree with the root
+  }
+  CHECK(one.final_accuracy > 0.5);
+  // A root dataset larger than the training set is refused before training.
+  CHECK_THROWS_WITH_AS(test::run_tiny("engine_fltrust_large", extra, {"aggregator.root_size=601"}),
+                       doctest::Contains("asks for a root dataset of 601 examples"), Error);
+}
+
+TEST_CASE("rsa: clients upload their own model minus theta, and theta moves by lr * lambda * sum of signs") {
+  // Every client in every round, no server weight decay. Round 1: every x_i is still θ0, so every
+  // upload is 0 and θ stays. Round 2: the uploads are x_i (trained in round 1) − θ1, and
+  // θ2 = θ1 + lr · λ · Σ_i sign(u_i).
+  const std::string extra = "\n[aggregator]\nplugin = \"rsa\"\nlambda = 0.01\n\n[server]\nlr = 0.5\n";
+  const std::vector<std::string> overrides = {"clients.per_round=6", "experiment.save_updates=[1, 2]"};
+  const auto summary = test::run_tiny("engine_rsa", extra, overrides);
+  const auto first = read_npy(summary.output_dir / "updates" / "round_1.npy");
+  const auto second = read_npy(summary.output_dir / "updates" / "round_2.npy");
+  CHECK(first.abs().max().item<double>() == 0.0);
+  CHECK((second != 0).any(1).all().item<bool>());  // every client's own model has left θ
+  const auto theta1 = theta_after("rsa_theta1", {"aggregator.plugin=\"rsa\"", "aggregator.lambda=0.01", "server.lr=0.5",
+                                                 "clients.per_round=6"}, 1);
+  const auto theta2 = theta_after("rsa_theta2", {"aggregator.plugin=\"rsa\"", "aggregator.lambda=0.01", "server.lr=0.5",
+                                                 "clients.per_round=6"}, 2);
+  const auto theta0 = theta_after("rsa_theta0", {"clients.lr=0"}, 1);  // θ0: with lr 0 nothing moves
+  CHECK(torch::equal(theta1, theta0));
+  const auto step = 0.5 * 0.01 * torch::sign(second.to(torch::kDouble)).sum(0);
+  CHECK(torch::allclose(theta2 - theta1, step, 0, 1e-6));
+  // RSA needs fedavg mode and refuses privacy.
+  CHECK_THROWS_WITH_AS(test::run_tiny("engine_rsa_fedsgd", extra, {"experiment.mode=\"fedsgd\""}),
+                       doctest::Contains("which needs [experiment] mode = \"fedavg\""), Error);
 }
 
 TEST_CASE("a different seed gives different numbers") {

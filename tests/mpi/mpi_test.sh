@@ -3,7 +3,8 @@
 # call, named by $1; tests/CMakeLists.txt registers each as a CTest when Open MPI was found.
 #   same_metrics  one experiment's clients across 1, 2 and 3 ranks (and 1 or 2 threads per rank)
 #                 give byte-identical outputs to a run without mpirun (time columns aside); so do
-#                 DiverseFL's guiding updates and the three leakage observation points
+#                 DiverseFL's guiding updates, the three leakage observation points, RSA's
+#                 per-client models and Neurotoxin's mask
 #   study         a study's cells handed to 3 ranks: the same cells and numbers as one process
 #   fault_resume  a rank killed mid-run ends the job within seconds with one message from rank 0
 #                 naming the last checkpoint; --resume with another rank count finishes the run
@@ -55,7 +56,7 @@ same_outputs() {
 
 case $check in
 same_metrics)
-  for file in experiment leakage; do
+  for file in experiment leakage client_state; do
     "${bulwark[@]}" "$here/$file.toml" --out "$work/$file-plain" --threads 2 -q
     "${mpi[@]}" -np 1 "${bulwark[@]}" "$here/$file.toml" --out "$work/$file-np1" --threads 2 -q
     "${mpi[@]}" -np 2 "${bulwark[@]}" "$here/$file.toml" --out "$work/$file-np2" --threads 2 -q

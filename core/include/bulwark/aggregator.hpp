@@ -29,6 +29,10 @@ struct AggregationContext {
   /// row j's client shared (same quantity as an upload: a gradient in FedSGD mode, a local-training
   /// delta in FedAvg mode). Empty unless `shared_sample_fraction()` > 0.
   std::function<torch::Tensor(std::int64_t row)> guiding_update;
+  /// FLTrust: the server's own update at θ on its clean root dataset (the clients' local schedule,
+  /// honestly and without privacy hooks; the same quantity as an upload). Empty unless
+  /// `root_sample_size()` > 0.
+  std::function<torch::Tensor()> root_update;
   /// Ground truth, filled only for rules whose `wants_ground_truth()` is true (the oracle).
   std::vector<std::int64_t> true_malicious_rows;
 };
@@ -45,6 +49,16 @@ struct AggregationResult {
 struct UpdateSet {
   torch::Tensor updates;  ///< [m, d]
   torch::Tensor weights;  ///< [m]
+};
+
+/// What a rule asks of the clients' local training (RSA); the defaults change nothing.
+struct ClientProtocol {
+  /// Each client keeps its own model x_i across rounds: it uploads x_i − θ as x_i stands at the
+  /// start of the round, then trains from x_i (not θ) and keeps the result. The kernel stores x_i
+  /// for the clients that have taken part (θ before a client's first round) and checkpoints it.
+  bool persistent_models = false;
+  /// λ ≥ 0: every local step adds λ · sign(x − θ) to the client's gradient (RSA's ℓ1 pull to θ).
+  double sign_penalty = 0.0;
 };
 
 /// Aggregation rule plugin: (U[n, d], weights[n], context) -> g[d].
@@ -69,6 +83,13 @@ class BULWARK_API Aggregator {
 
   /// DiverseFL-style rules: fraction of each client's data shared with the server before training.
   virtual double shared_sample_fraction() const { return 0.0; }
+
+  /// FLTrust-style rules: how many training examples the server draws (seeded, once, uniformly
+  /// from the whole training set) as its clean root dataset; 0 for none.
+  virtual std::int64_t root_sample_size() const { return 0; }
+
+  /// RSA-style rules: how the clients must train for this rule.
+  virtual ClientProtocol client_protocol() const { return {}; }
 
   /// Only the oracle says yes: it is then given the true malicious rows.
   virtual bool wants_ground_truth() const { return false; }

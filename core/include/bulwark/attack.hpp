@@ -22,6 +22,13 @@ struct DataAttackContext {
   at::Generator generator;  ///< seeded per (round, client), of the batch's device
 };
 
+/// Context of the step hook: one local SGD step of one malicious client.
+struct StepAttackContext {
+  std::int64_t round = 0;
+  std::int64_t client = 0;
+  std::int64_t step = 0;  ///< 0-based within the client's local run
+};
+
 /// Context of the update hook.
 struct UpdateAttackContext {
   std::int64_t round = 0;
@@ -77,6 +84,17 @@ class BULWARK_API Attack {
   virtual bool poisons_data() const { return false; }
   virtual void poison_batch(torch::Tensor& inputs, torch::Tensor& labels,
                             const DataAttackContext& context);
+
+  /// Round hook: called on the main thread at the start of every round, before any client trains,
+  /// with the global model θ [d] (attacks that learn from θ's history, such as Neurotoxin). Keep
+  /// what it learns in save_state: under mpirun the other ranks receive the state, not the call.
+  virtual void begin_round(std::int64_t round, const torch::Tensor& params);
+
+  /// Step hook: rewrite a malicious client's gradient [d] in place before each of its local SGD
+  /// steps (after any per-example privacy hook, before weight decay and momentum). Called on worker
+  /// threads, concurrently for different clients: read state, write none.
+  virtual bool shapes_steps() const { return false; }
+  virtual void shape_step(torch::Tensor& gradient, const StepAttackContext& context);
 
   /// Update hook: rewrite the malicious rows of `updates` in place. Omniscient attacks see the
   /// round's full U[n, d] (honest rows too); the others get only their own rows [m, d].

@@ -59,7 +59,7 @@ struct RoundAccountingInfo {
   std::int64_t clients_sampled = 0;      ///< K_t
   double client_sampling_rate = 0.0;     ///< q = K_t / K (or the Poisson rate)
   std::int64_t local_steps = 0;          ///< steps per client this round (largest over clients)
-  std::int64_t batch_size = 0;           ///< B
+  std::int64_t batch_size = 0;           ///< B: [clients] batch_size, or with batch_fraction the smallest client's batch
   std::int64_t min_client_samples = 0;   ///< smallest N_i among the round's clients
   std::int64_t train_samples = 0;        ///< N, all clients together
   /// Example-level sampling rate per the [privacy] `example_rate` option: local = B/N_i of the

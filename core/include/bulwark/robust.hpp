@@ -59,6 +59,11 @@ BULWARK_API at::Tensor clip_rows(const at::Tensor& updates, double threshold);
 BULWARK_API at::Tensor mean_nearest_per_coordinate(const at::Tensor& rows, const at::Tensor& centre,
                                                    std::int64_t count);
 
+/// Cosine similarities of the rows of `rows` [m, d] as float64 [m, m] on the CPU, computed from
+/// float64 copies of the unit rows. sklearn's convention for a zero row: it stays zero, so its
+/// similarity to every row (itself included) is 0. Rules that treat zero rows otherwise patch it.
+BULWARK_API at::Tensor cosine_similarities(const at::Tensor& rows);
+
 /// The mean of the rows with no NaN/±Inf entry; zeros when there is none.
 BULWARK_API at::Tensor finite_mean(const at::Tensor& rows);
 

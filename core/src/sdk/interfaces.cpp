@@ -24,6 +24,8 @@ void Aggregator::load_state(const StateDict&) {}
 
 Attack::~Attack() = default;
 void Attack::poison_batch(torch::Tensor&, torch::Tensor&, const DataAttackContext&) {}
+void Attack::begin_round(std::int64_t, const torch::Tensor&) {}
+void Attack::shape_step(torch::Tensor&, const StepAttackContext&) {}
 void Attack::poison_updates(torch::Tensor&, const UpdateAttackContext&) {}
 std::optional<LabeledData> Attack::backdoor_test_set(const torch::Tensor&,
                                                      const torch::Tensor&) const {

@@ -105,6 +105,13 @@ at::Tensor mean_nearest_per_coordinate(const at::Tensor& rows, const at::Tensor&
   return rows.gather(/*dim=*/0, nearest).mean(/*dim=*/0);
 }
 
+at::Tensor cosine_similarities(const at::Tensor& rows) {
+  const auto x = rows.to(at::kDouble);
+  const auto norms = x.norm(2, /*dim=*/1, /*keepdim=*/true);
+  const auto unit = x / at::where(norms > 0, norms, at::ones_like(norms));
+  return at::matmul(unit, unit.t()).cpu().contiguous();
+}
+
 at::Tensor finite_mean(const at::Tensor& rows) {
   auto finite = at::isfinite(rows).all(/*dim=*/1);
   if (finite.all().item<bool>()) return rows.mean(/*dim=*/0);

@@ -1,6 +1,8 @@
 // Attacks inside real runs of the engine on the tiny synthetic experiment: the schedule decides who
 // is malicious, each attack acts on its own clients only, faults are counted, and the classic
 // ordering holds (FedAvg collapses under sign flipping, the median does not).
+// LibTorch first: it pulls in glog, whose CHECK macro would otherwise replace doctest's.
+#include <torch/torch.h>
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -8,6 +10,7 @@
 #include <vector>
 
 #include "engine.hpp"
+#include "npy.hpp"
 #include "test_support.hpp"
 #include "tiny_experiment.hpp"
 
@@ -106,4 +109,25 @@ TEST_CASE("backdoor accuracy: the data hook runs for malicious clients and for t
   CHECK(missed < 0.2);
   CHECK(column(none, "malicious") == std::vector<double>(5, 0.0));
   CHECK(std::isnan(value(none.metrics.back(), "detection_precision")));  // fedavg flags nobody
+}
+
+TEST_CASE("neurotoxin: from round 2 every malicious upload is zero where the last global update moved most") {
+  // fedsgd with server lr 1: θ_1 − θ_0 = −mean(U_1), and an upload is the masked gradient itself.
+  // Every client is malicious and keeps half the coordinates.
+  const std::string neurotoxin = "\n[server]\nlr = 1.0\n\n[attack]\nplugin = \"backdoor\"\nsource_label = 0\n"
+                                 "target_label = 1\nkeep_fraction = 0.5\nbyzantine = 6\n";
+  auto summary = run("neurotoxin", neurotoxin,
+                     {"experiment.mode=\"fedsgd\"", "experiment.rounds=2", "experiment.save_updates=[1, 2]",
+                      "clients.per_round=6"});
+  const auto first = read_npy(summary.output_dir / "updates" / "round_1.npy").to(torch::kDouble);
+  const auto second = read_npy(summary.output_dir / "updates" / "round_2.npy").to(torch::kDouble);
+  const auto d = first.size(1);
+  // Round 2: each row is zero on at least half the coordinates, the same ones for every client,
+  // and among them the 40 % that moved most in round 1 (clear of the boundary's rounding). Round 1,
+  // with no global update seen yet, was not masked there.
+  const auto moved = std::get<1>(first.mean(0).abs().topk(d * 2 / 5));
+  const auto zero = second == 0;
+  CHECK(zero.all(0).sum().item<std::int64_t>() >= d / 2);
+  CHECK(zero.index_select(1, moved).all().item<bool>());
+  CHECK_FALSE((first == 0).index_select(1, moved).all().item<bool>());
 }

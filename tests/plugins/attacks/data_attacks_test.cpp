@@ -149,3 +149,90 @@ TEST_CASE("backdoor boost scales the malicious update (model replacement)") {
   CHECK_THROWS_WITH_AS(test::load<Attack>("backdoor", "source_label = 9\ntarget_label = 9"),
                        doctest::Contains("relabels one class as another"), Error);
 }
+
+TEST_CASE("dba: client c plants local trigger c mod 4, the paper's 1x4 bars, on 20 of every 64 examples") {
+  auto attack = test::load<Attack>("dba");
+  CHECK(attack->poisons_data());
+  CHECK_FALSE(attack->poisons_updates());
+  // Xie et al.'s MNIST layout: part 0 at row 0, columns 0-3; part 1 row 0, columns 6-9; part 2 row
+  // 3, columns 0-3; part 3 row 3, columns 6-9 (bars 4 long, gap 2).
+  const std::vector<std::pair<std::int64_t, std::int64_t>> corners = {{0, 0}, {0, 6}, {3, 0}, {3, 6}};
+  for (std::int64_t client : {0, 1, 2, 3, 5, 11}) {
+    CAPTURE(client);
+    auto x = torch::zeros({64, 1, 28, 28});
+    auto y = torch::zeros({64}, torch::kLong);
+    attack->poison_batch(x, y, DataAttackContext{1, client, 10, make_generator(3)});
+    auto want = torch::zeros({64, 1, 28, 28});
+    const auto [row, column] = corners[static_cast<std::size_t>(client % 4)];
+    want.slice(0, 0, 20).slice(2, row, row + 1).slice(3, column, column + 4).fill_(1.0);
+    CHECK(torch::equal(x, want));
+    CHECK(y.slice(0, 0, 20).eq(2).all().item<bool>());  // the paper's target label 2
+    CHECK(y.slice(0, 20).eq(0).all().item<bool>());
+  }
+}
+
+TEST_CASE("dba: the test set carries the whole global trigger, and geometry options move the bars") {
+  auto inputs = torch::zeros({3, 1, 12, 12});
+  auto labels = labels_of({2, 0, 7});
+  auto set = test::load<Attack>("dba")->backdoor_test_set(inputs, labels);
+  REQUIRE(set.has_value());
+  auto want = torch::zeros({2, 1, 12, 12});  // labels 0 and 7: the non-target ones
+  for (auto [row, column] : std::vector<std::pair<int, int>>{{0, 0}, {0, 6}, {3, 0}, {3, 6}}) {
+    want.slice(2, row, row + 1).slice(3, column, column + 4).fill_(1.0);
+  }
+  CHECK(torch::equal(set->inputs, want));
+  CHECK(torch::equal(set->labels, labels_of({2, 2})));
+
+  auto moved = test::load<Attack>("dba", "parts = 3\nbar_length = 2\ngap = 1\nshift = 1\ntrigger_value = 5.0\n"
+                                         "target_label = 0");
+  set = moved->backdoor_test_set(inputs, labels);
+  want = torch::zeros({2, 1, 12, 12});  // labels 2 and 7; bars at (1, 1-2), (1, 4-5), (3, 1-2)
+  want.slice(2, 1, 2).slice(3, 1, 3).fill_(5.0);
+  want.slice(2, 1, 2).slice(3, 4, 6).fill_(5.0);
+  want.slice(2, 3, 4).slice(3, 1, 3).fill_(5.0);
+  CHECK(torch::equal(set->inputs, want));
+}
+
+TEST_CASE("dba: a trigger that does not fit, flat inputs and a target outside the classes are clear errors") {
+  auto attack = test::load<Attack>("dba");
+  auto small = torch::zeros({2, 1, 6, 6});  // part 1 needs columns 6-9
+  auto y = labels_of({0, 1});
+  CHECK_THROWS_WITH_AS(attack->backdoor_test_set(small, y), doctest::Contains("does not fit inputs of shape"), Error);
+  auto flat = torch::zeros({4, 784});
+  auto four = labels_of({0, 1, 3, 4});
+  CHECK_THROWS_WITH_AS(attack->poison_batch(flat, four, data_context()), doctest::Contains("DBA stamps images"), Error);
+  auto image = torch::zeros({4, 1, 28, 28});
+  CHECK_THROWS_WITH_AS(attack->poison_batch(image, four, data_context(2)),
+                       doctest::Contains("target_label = 2 is not a class"), Error);
+}
+
+TEST_CASE("neurotoxin: keep_fraction masks the gradient where the last global update moved most") {
+  auto attack = test::load<Attack>("backdoor", "keep_fraction = 0.5");
+  CHECK(attack->shapes_steps());
+  CHECK_FALSE(test::load<Attack>("backdoor")->shapes_steps());  // 1 = off
+  const StepAttackContext step{2, 0, 0};
+  auto gradient = torch::ones({4});
+  attack->begin_round(1, torch::tensor({1.0f, 1.0f, 1.0f, 1.0f}));
+  attack->shape_step(gradient, step);
+  CHECK(torch::equal(gradient, torch::ones({4})));  // no global update seen yet: nothing masked
+  // Δ = (0.1, −3, 0.5, 2): the ⌈0.5 · 4⌉ = 2 largest |Δ| are coordinates 1 and 3.
+  attack->begin_round(2, torch::tensor({1.1f, -2.0f, 1.5f, 3.0f}));
+  attack->shape_step(gradient, step);
+  CHECK(torch::equal(gradient, torch::tensor({1.0f, 0.0f, 1.0f, 0.0f})));
+
+  // The mask and θ_{t−1} are state: a fresh instance loaded from it masks the same way and moves on
+  // from the same θ.
+  StateDict state;
+  attack->save_state(state);
+  auto resumed = test::load<Attack>("backdoor", "keep_fraction = 0.5");
+  resumed->load_state(state);
+  auto again = torch::ones({4});
+  resumed->shape_step(again, step);
+  CHECK(torch::equal(again, gradient));
+  resumed->begin_round(3, torch::tensor({5.1f, -2.0f, 1.5f, 3.1f}));  // Δ = (4, 0, 0, 0.1)
+  again = torch::ones({4});
+  resumed->shape_step(again, step);
+  CHECK(torch::equal(again, torch::tensor({0.0f, 1.0f, 1.0f, 0.0f})));
+  CHECK_THROWS_WITH_AS(test::load<Attack>("backdoor", "keep_fraction = 0"), doctest::Contains("keep_fraction must be in (0, 1]"),
+                       Error);
+}
