@@ -9,7 +9,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <map>
 #include <numeric>
 #include <set>
 #include <sstream>
@@ -23,6 +22,7 @@
 #include "bulwark/rng.hpp"
 #include "bulwark/rows.hpp"
 #include "checkpoint.hpp"
+#include "client_models.hpp"
 #include "cluster.hpp"
 #include "config.hpp"
 #include "distributed_executor.hpp"
@@ -90,7 +90,7 @@ struct Engine::Impl {
   Dataset data;
   Partition partition;
   Partition shared_samples;  // DiverseFL: what each client shared with the server
-  std::map<std::int64_t, torch::Tensor> client_models;  // RSA: x_i of every client that has taken part
+  ClientModels client_models;  // RSA: x_i of every client that has taken part
   torch::Tensor root_samples;  // FLTrust: the server's clean root dataset
   std::unique_ptr<Model> model;
   std::unique_ptr<LocalTrainer> trainer;
@@ -394,19 +394,9 @@ struct Engine::Impl {
       call_plugin(attack.label, "begin_round", [&] { attack->begin_round(round.number, theta); });
     }
     const bool own_models = plugins.aggregator->client_protocol().persistent_models;
-    if (own_models) {  // θ for a client's first round
-      round.work.starts = theta.unsqueeze(0).repeat({n, 1});
-      for (std::int64_t i = 0; i < n; ++i) {
-        auto it = client_models.find(round.work.participants[i]);
-        if (it != client_models.end()) round.work.starts[i].copy_(it->second);
-      }
-    }
+    if (own_models) round.work.starts = client_models.starts(round.work.participants, theta);
     executor->train(round.work, round.updates, round.losses);
-    if (own_models) {  // keep x_i after training; upload x_i as the round found it, relative to θ
-      const auto finished = round.updates + theta;
-      for (std::int64_t i = 0; i < n; ++i) client_models[round.work.participants[i]] = finished[i].clone();
-      round.updates = round.work.starts - theta;
-    }
+    if (own_models) client_models.finish(round.work.participants, round.work.starts, theta, round.updates);
     auto weights = torch::empty({n}, torch::kDouble);  // filled on the host, then moved
     for (std::int64_t i = 0; i < n; ++i) weights[i] = static_cast<double>(partition.size(round.work.participants[i]));
     round.weights = weights.to(device);
@@ -655,9 +645,7 @@ struct Engine::Impl {
                           {"run/accuracy", torch::tensor({summary.final_accuracy, summary.best_accuracy, summary.final_loss},
                                                          torch::kDouble)}};
     checkpoint.put("server", server.state());
-    StateDict models;
-    for (const auto& [client, model] : client_models) models[std::to_string(client)] = model;
-    checkpoint.put("client_model", models);
+    checkpoint.put("client_model", client_models.state());
     plugins.save_state(checkpoint);
     if (accounting) checkpoint.put("accountant", accounting->ledger().state());
     return checkpoint;
@@ -682,8 +670,7 @@ struct Engine::Impl {
       if (entry.second.defined()) entry.second = entry.second.to(device);
     }
     server.load(server_state);
-    client_models.clear();
-    for (const auto& [client, model] : checkpoint.take("client_model")) client_models[std::stoll(client)] = model.to(device);
+    client_models.load(checkpoint.take("client_model"), device);
     plugins.load_state(checkpoint, device);
     if (accounting) accounting->ledger().load(checkpoint.take("accountant"));
     log.assign(checkpoint.metrics);

@@ -59,26 +59,33 @@ class FLTrust final : public bulwark::Aggregator {
     }
     root = root.reshape({d}).to(updates.device(), updates.scalar_type());
 
-    // Products and norms in the update dtype, ratios in float64.
+    // Products and norms in the update dtype, ratios in float64. A row's norm is finite exactly
+    // when all its entries are (and it does not overflow): the others score 0.
     auto norms = updates.norm(2, /*dim=*/1).to(torch::kDouble);
     auto root_norm = root.norm().to(torch::kDouble);
     auto cosine = updates.mv(root).to(torch::kDouble) / (norms * root_norm);
-    auto finite_row = torch::isfinite(updates).all(/*dim=*/1);
     // NaN (a non-finite row, a zero row or a zero g₀) fails `> 0`: such rows score 0.
-    auto trust = torch::where(finite_row.logical_and(cosine > 0), cosine, torch::zeros_like(cosine));
+    auto trusted = torch::isfinite(norms).logical_and_(cosine > 0);
+    auto trust = torch::where(trusted, cosine, torch::zeros_like(cosine));
     auto total = trust.sum();
 
     bulwark::AggregationResult result;
     result.reports_flags = true;
-    result.flagged_rows = bulwark::rows_not_in((trust > 0).nonzero().flatten(), updates.size(0));
+    result.flagged_rows = bulwark::rows_not_in(trusted.nonzero().flatten(), updates.size(0));
     if (!(total.item<double>() > 0)) {
       result.aggregate = torch::zeros({d}, updates.options());
       return result;
     }
-    // Row weights TS_i ‖g₀‖ / (‖g_i‖ Σ TS); zero-trust rows (possibly non-finite) are left out.
-    auto kept = (trust > 0).nonzero().flatten();
-    auto scale = (trust * root_norm / (norms * total)).index_select(0, kept).to(updates.scalar_type());
-    result.aggregate = scale.matmul(updates.index_select(0, kept));
+    // Row weights TS_i ‖g₀‖ / (‖g_i‖ Σ TS), 0 for untrusted rows; rows that are not finite (0 · NaN
+    // would be NaN) are left out of the product rather than weighted.
+    auto scale = torch::where(trusted, trust * root_norm / (norms * total), torch::zeros_like(trust))
+                     .to(updates.scalar_type());
+    if (torch::isfinite(norms).all().item<bool>()) {
+      result.aggregate = scale.matmul(updates);
+    } else {
+      auto finite = torch::isfinite(norms).nonzero().flatten();
+      result.aggregate = scale.index_select(0, finite).matmul(updates.index_select(0, finite));
+    }
     return result;
   }
 
