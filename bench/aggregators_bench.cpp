@@ -125,6 +125,7 @@ int main(int argc, char** argv) {
         {"signguard", "", 0},
         {"fltrust", "", 0},
         {"flame", "", 1},
+        {"rsa", "", 0},
     };
     std::printf("%-40s %10s %10s %10s %9s %9s %9s\n", "rule (options)", "seconds", "GB/s",
                 "GFLOP/s", "/ mean", "/ sort", "/ Gram");

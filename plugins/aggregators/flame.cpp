@@ -13,9 +13,9 @@
 //
 // HDBSCAN here: with min_samples = 1 a row's core distance is at most its distance to any other
 // row, so the mutual-reachability distance is the cosine distance itself and the tree is single
-// linkage; with min_cluster_size above n/2 no split can leave two
-// clusters, so the condensed tree is one cluster that sheds the smaller side of every split (top
-// down) until a split leaves both sides smaller than min_cluster_size. With a single cluster
+// linkage; with min_cluster_size above n/2 no split can leave two clusters, so the condensed tree
+// is one cluster that sheds the smaller side of every split (top down) until a split leaves both
+// sides smaller than min_cluster_size. With a single cluster
 // allowed, the library labels with that cluster exactly the rows that left it at the largest λ =
 // 1/distance, i.e. the rows still in it at that last split (and any shed at the same distance).
 // Single linkage is built from the pairs in order of (distance, lower row, higher row): that is the

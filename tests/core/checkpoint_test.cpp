@@ -175,33 +175,37 @@ TEST_CASE("a stop request (Ctrl-C) ends the run after the round in progress with
   CHECK(numbers(resumed.metrics) == numbers(reference.metrics));
 }
 
-TEST_CASE("a rule with per-client state (FoolsGold's histories) resumes exactly under client sampling") {
-  // 4 of 6 clients a round: the histories kept are those of the clients seen so far, by id.
-  const std::vector<std::string> settings = {"experiment.rounds=5", "experiment.checkpoint_every=2",
-                                             "aggregator.plugin=\"foolsgold\"", "aggregator.normalize=true"};
-  auto whole = experiment_dir("checkpoint_foolsgold_whole");
-  auto broken = experiment_dir("checkpoint_foolsgold_broken");
+namespace {
+
+/// Per-client state under client sampling (4 of 6 clients a round): a run crashed in round 3 keeps,
+/// in its round-2 checkpoint, one entry under `prefix` for each client seen so far (4 to 6), and
+/// resumes to the metrics of a run never interrupted.
+void check_per_client_state_resumes(const std::string& name, const std::vector<std::string>& settings,
+                                    const std::string& prefix) {
+  auto whole = experiment_dir("checkpoint_" + name + "_whole");
+  auto broken = experiment_dir("checkpoint_" + name + "_broken");
   auto reference = run(whole, false, 0, settings);
   CHECK_THROWS_AS(run(broken, false, 3, settings), Crash);
   const auto checkpoint = load_checkpoint(checkpoint_path(broken / "out"));
-  std::int64_t histories = 0;
-  for (const auto& [key, tensor] : checkpoint.tensors) histories += key.rfind("aggregator/history/", 0) == 0;
-  CHECK(histories >= 4);
-  CHECK(histories <= 6);
+  std::int64_t entries = 0;
+  for (const auto& [key, tensor] : checkpoint.tensors) entries += key.rfind(prefix, 0) == 0;
+  CHECK(entries >= 4);
+  CHECK(entries <= 6);
   CHECK(numbers(run(broken, true, 0, settings).metrics) == numbers(reference.metrics));
 }
 
+}  // namespace
+
+TEST_CASE("a rule with per-client state (FoolsGold's histories) resumes exactly under client sampling") {
+  check_per_client_state_resumes("foolsgold",
+                                 {"experiment.rounds=5", "experiment.checkpoint_every=2", "aggregator.plugin=\"foolsgold\"",
+                                  "aggregator.normalize=true"},
+                                 "aggregator/history/");
+}
+
 TEST_CASE("RSA's per-client models live in the checkpoint, for the clients seen so far, and resume exactly") {
-  const std::vector<std::string> settings = {"experiment.rounds=5", "experiment.checkpoint_every=2",
-                                             "aggregator.plugin=\"rsa\"", "aggregator.lambda=0.01"};
-  auto whole = experiment_dir("checkpoint_rsa_whole");
-  auto broken = experiment_dir("checkpoint_rsa_broken");
-  auto reference = run(whole, false, 0, settings);
-  CHECK_THROWS_AS(run(broken, false, 3, settings), Crash);
-  const auto checkpoint = load_checkpoint(checkpoint_path(broken / "out"));
-  std::int64_t models = 0;  // 4 of 6 clients a round: after 2 rounds, 4 to 6 have a model
-  for (const auto& [key, tensor] : checkpoint.tensors) models += key.rfind("client_model/", 0) == 0;
-  CHECK(models >= 4);
-  CHECK(models <= 6);
-  CHECK(numbers(run(broken, true, 0, settings).metrics) == numbers(reference.metrics));
+  check_per_client_state_resumes("rsa",
+                                 {"experiment.rounds=5", "experiment.checkpoint_every=2", "aggregator.plugin=\"rsa\"",
+                                  "aggregator.lambda=0.01"},
+                                 "client_model/");
 }
