@@ -29,9 +29,9 @@ struct AggregationContext {
   /// row j's client shared (same quantity as an upload: a gradient in FedSGD mode, a local-training
   /// delta in FedAvg mode). Empty unless `shared_sample_fraction()` > 0.
   std::function<torch::Tensor(std::int64_t row)> guiding_update;
-  /// FLTrust: the server's own update at θ on its clean root dataset (the clients' local schedule,
-  /// honestly and without privacy hooks; the same quantity as an upload). Empty unless
-  /// `root_sample_size()` > 0.
+  /// FLTrust: the server's own update at θ on its clean root dataset (as many local steps as the
+  /// round's clients take, honestly and without privacy hooks; the same quantity as an upload).
+  /// Empty unless `root_sample_size()` > 0.
   std::function<torch::Tensor()> root_update;
   /// Ground truth, filled only for rules whose `wants_ground_truth()` is true (the oracle).
   std::vector<std::int64_t> true_malicious_rows;
