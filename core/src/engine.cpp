@@ -69,7 +69,10 @@ struct Round {
   Evaluation test;
   double test_examples = std::nan("");              // how many test examples `test` saw
   std::vector<double> backdoor_accuracy;            // per attack with a triggered test set
-  mutable torch::Tensor root_update;                // FLTrust: the server's update, made on first use
+  // The server's own updates, made on first use and reused by omniscient probes: FLTrust's root
+  // update and DiverseFL's guiding update per row.
+  mutable torch::Tensor root_update;
+  mutable std::vector<torch::Tensor> guiding_updates;
   double time_train = 0, time_attack = 0, time_aggregate = 0, time_eval = 0;
   std::int64_t size() const { return static_cast<std::int64_t>(work.participants.size()); }
 };
@@ -415,17 +418,20 @@ struct Engine::Impl {
     context.generator = stream_generator(settings.seed, round.number, kServer, Stream::Aggregator, device);
     if (plugins.aggregator->wants_ground_truth()) context.true_malicious_rows = round.malicious_rows;
     if (shared_samples.indices.defined()) {
-      const auto number = round.number;
-      const auto participants = round.work.participants;
-      context.guiding_update = [this, number, participants](std::int64_t row) {
-        const auto client = participants.at(row);
-        return trainer->server_update(number, theta, shared_samples.client(client), client,
-                                      settings.clients.schedule.steps(partition.size(client)));
+      round.guiding_updates.resize(round.work.participants.size());
+      context.guiding_update = [this, &round](std::int64_t row) {
+        auto& update = round.guiding_updates.at(row);
+        if (!update.defined()) {
+          const auto client = round.work.participants[row];
+          update = trainer->server_update(round.number, theta, shared_samples.client(client), client,
+                                          settings.clients.schedule.steps(partition.size(client)));
+        }
+        return update;
       };
     }
     if (root_samples.defined()) {
       // As many local steps as the round's clients take (FLTrust's shared R; with epochs, the most
-      // of any participant), computed once per round however many omniscient probes ask for it.
+      // of any participant).
       context.root_update = [this, &round] {
         if (!round.root_update.defined()) {
           std::int64_t steps = 0;
