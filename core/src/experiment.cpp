@@ -230,6 +230,9 @@ const std::vector<OptionSpec>& schedule_option_specs() {
        "markov: a benign client turns malicious with probability markov_p and stays so for markov_k rounds.",
        "fixed|per_round|markov"},
       {"start_round", OptType::Int, "1", 1, kInf, "First round in which the attack is active.", nullptr},
+      {"end_round", OptType::Int, "0", 0, kInf,
+       "Last round in which the attack is active (0: to the end of the run); later rounds show how long its effect "
+       "lasts (a backdoor's durability).", nullptr},
       {"markov_p", OptType::Float, "0.1", 0, 1, "markov: probability that a benign client turns malicious in a round.", nullptr},
       {"markov_k", OptType::Int, "1", 1, kInf, "markov: length of each malicious spell (exactly k rounds, then at least one benign round).", nullptr},
       {"pool_class", OptType::Int, "-1", -1, kInf,

@@ -38,6 +38,7 @@ ScheduleSpec ScheduleSpec::from_options(const Options& schedule, std::string lab
   spec.count = schedule.get<std::int64_t>("byzantine");
   spec.fraction = schedule.get<double>("byzantine_fraction");
   spec.start_round = schedule.get<std::int64_t>("start_round");
+  spec.end_round = schedule.get<std::int64_t>("end_round");
   spec.markov_p = schedule.get<double>("markov_p");
   spec.markov_k = schedule.get<std::int64_t>("markov_k");
   spec.pool_class = schedule.get<std::int64_t>("pool_class");
@@ -60,6 +61,11 @@ ByzantineSchedule::ByzantineSchedule(std::vector<ScheduleSpec> attacks, std::int
     if (spec.kind != "fixed" && spec.kind != "per_round" && spec.kind != "markov") {
       throw Error(ErrorKind::Config, spec.label + ": unknown schedule '" + spec.kind +
                                          "'; expected fixed, per_round or markov");
+    }
+    if (spec.end_round > 0 && spec.end_round < spec.start_round) {
+      throw Error(ErrorKind::Config, spec.label + ": end_round = " + std::to_string(spec.end_round) +
+                                         " comes before start_round = " + std::to_string(spec.start_round) +
+                                         "; set end_round >= start_round, or 0 to attack to the end of the run");
     }
     if (spec.pool_class >= 0 && spec.kind == "per_round") {
       throw Error(ErrorKind::Config, spec.label + ": pool_class restricts the clients of a fixed set or markov pool; "
@@ -126,7 +132,7 @@ std::vector<int> ByzantineSchedule::malicious(std::int64_t round,
   std::vector<int> owner(participants.size(), -1);
   for (std::size_t a = 0; a < attacks_.size(); ++a) {
     const auto& spec = attacks_[a];
-    if (round < spec.start_round) continue;
+    if (round < spec.start_round || (spec.end_round > 0 && round > spec.end_round)) continue;
     if (spec.kind == "per_round") {
       std::vector<std::size_t> free;
       for (std::size_t i = 0; i < participants.size(); ++i) {

@@ -18,11 +18,12 @@ struct ScheduleSpec {
   std::int64_t count = 0;        ///< `byzantine`
   double fraction = 0.0;         ///< `byzantine_fraction` (used when > 0)
   std::int64_t start_round = 1;  ///< first round in which the attack acts
+  std::int64_t end_round = 0;    ///< last round in which it acts; 0: to the end of the run
   double markov_p = 0.0;         ///< markov: P(benign -> malicious) per round
   std::int64_t markov_k = 1;     ///< markov: rounds a client stays malicious once it turned
   std::int64_t pool_class = -1;  ///< fixed, markov: only clients holding this label (-1: any client)
 
-  /// Reads a validated schedule table (byzantine, byzantine_fraction, schedule, start_round,
+  /// Reads a validated schedule table (byzantine, byzantine_fraction, schedule, start_round, end_round,
   /// markov_p, markov_k).
   static ScheduleSpec from_options(const Options& schedule, std::string label);
 };
@@ -40,6 +41,9 @@ struct ScheduleSpec {
 ///   benign round. Chains start in B at round start_round − 1 and move every round, whether the
 ///   client is sampled or not. Eligible clients: a fixed random pool of `byzantine` clients (or
 ///   round(byzantine_fraction · K)), or every client when neither is given.
+///
+/// With `end_round` = e > 0, no client of the attack is malicious after round e (what is left of
+/// its effect can then be watched, e.g. a backdoor's durability).
 ///
 /// With `pool_class` = c, fixed sets and markov pools are drawn only among clients whose data
 /// holds label c (DiverseFL's backdoor: only clients with class-4 examples can plant 4 → 9).

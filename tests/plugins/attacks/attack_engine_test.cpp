@@ -131,3 +131,12 @@ TEST_CASE("neurotoxin: from round 2 every malicious upload is zero where the las
   CHECK(zero.index_select(1, moved).all().item<bool>());
   CHECK_FALSE((first == 0).index_select(1, moved).all().item<bool>());
 }
+
+TEST_CASE("end_round: no client is malicious after it, and it may not come before start_round") {
+  auto summary = run("end_round", "\n[attack]\nplugin = \"sign_flip\"\nbyzantine = 2\nstart_round = 2\nend_round = 3\n",
+                     {"clients.per_round=6", "experiment.rounds=5"});
+  CHECK(column(summary, "malicious") == std::vector<double>({0, 2, 2, 0, 0}));
+  CHECK_THROWS_WITH_AS(run("end_round_early", "\n[attack]\nplugin = \"sign_flip\"\nbyzantine = 2\nstart_round = 3\n"
+                                              "end_round = 2\n"),
+                       doctest::Contains("end_round = 2 comes before start_round = 3"), Error);
+}
