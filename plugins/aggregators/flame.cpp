@@ -78,10 +78,7 @@ class Flame final : public bulwark::Aggregator {
     const auto norms = rows.norm(2, /*dim=*/1);
     const auto bound_from = median_of_all_ ? norms : norms.index_select(0, admitted);
     const double bound = bulwark::coordinate_median(bound_from.unsqueeze(1)).item<double>();
-    const auto kept = rows.index_select(0, admitted);
-    const auto kept_norms = norms.index_select(0, admitted);
-    const auto scale = torch::where(kept_norms > bound, bound / kept_norms, torch::ones_like(kept_norms));
-    auto aggregate = (kept * scale.unsqueeze(1)).mean(/*dim=*/0);
+    auto aggregate = bulwark::clip_rows(rows.index_select(0, admitted), bound).mean(/*dim=*/0);
     if (noise_ > 0) {
       aggregate += torch::randn({d}, context.generator, aggregate.options()) * (noise_ * bound);
     }

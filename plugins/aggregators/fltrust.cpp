@@ -12,8 +12,9 @@
 // The root dataset is drawn by the engine from the whole training set (seeded, once, uniformly
 // without replacement); g₀ comes from context.root_update(), which the engine fills because
 // root_sample_size() > 0. g₀ takes as many local steps as the round's clients (the paper's common
-// R; with an epoch schedule, the most of any participant), honestly and without privacy hooks. Outside an experiment (`bulwark aggregate`) there is
-// no root dataset and aggregate() refuses to run. Sample counts are ignored, as in the paper.
+// R; with an epoch schedule, the most of any participant), honestly and without privacy hooks.
+// Outside an experiment (`bulwark aggregate`) there is no root dataset and aggregate() refuses to
+// run. Sample counts are ignored, as in the paper.
 //
 // Degenerate rows: a row with a NaN/±Inf entry or zero norm has no defined cosine; it gets
 // TS = 0 and does not enter g. A zero g₀ (e.g. a converged root loss) leaves every score 0, so g = 0.
@@ -65,7 +66,8 @@ class FLTrust final : public bulwark::Aggregator {
     auto root_norm = root.norm().to(torch::kDouble);
     auto cosine = updates.mv(root).to(torch::kDouble) / (norms * root_norm);
     // NaN (a non-finite row, a zero row or a zero g₀) fails `> 0`: such rows score 0.
-    auto trusted = torch::isfinite(norms).logical_and_(cosine > 0);
+    const auto finite = torch::isfinite(norms);
+    auto trusted = finite.logical_and(cosine > 0);
     auto trust = torch::where(trusted, cosine, torch::zeros_like(cosine));
     auto total = trust.sum();
 
@@ -80,11 +82,11 @@ class FLTrust final : public bulwark::Aggregator {
     // would be NaN) are left out of the product rather than weighted.
     auto scale = torch::where(trusted, trust * root_norm / (norms * total), torch::zeros_like(trust))
                      .to(updates.scalar_type());
-    if (torch::isfinite(norms).all().item<bool>()) {
+    if (finite.all().item<bool>()) {
       result.aggregate = scale.matmul(updates);
     } else {
-      auto finite = torch::isfinite(norms).nonzero().flatten();
-      result.aggregate = scale.index_select(0, finite).matmul(updates.index_select(0, finite));
+      const auto rows = finite.nonzero().flatten();
+      result.aggregate = scale.index_select(0, rows).matmul(updates.index_select(0, rows));
     }
     return result;
   }
