@@ -17,23 +17,13 @@
 
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
-#include <unistd.h>
 
 #include "engine_run.hpp"
+#include "process_memory.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
-
-/// VmHWM (peak resident set) of this process in KiB, or -1.
-long peak_kib() {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::atol(line.c_str() + 6);
-  }
-  return -1;
-}
 
 /// Two training examples per client: the data grows with N like the partition does.
 std::string experiment_text(std::int64_t clients, bool markov) {
@@ -50,21 +40,13 @@ int child(std::int64_t clients, bool markov) {
     bulwark::PluginRegistry registry({BULWARK_BENCH_PLUGIN_DIR});
     bulwark::bench::run_experiment(registry, experiment_text(clients, markov), /*threads=*/2);
   }
-  std::printf("peak_kib %ld\n", peak_kib());
+  std::printf("peak_kib %ld\n", bulwark::bench::status_kib("VmHWM"));
   return 0;
 }
 
 /// Runs this program with --child N and returns the child's peak in KiB, or -1.
 long measure(const std::string& self, std::int64_t clients, bool markov) {
-  const auto command = "'" + self + "' --child " + std::to_string(clients) + (markov ? " markov" : "");
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (!pipe) return -1;
-  long kib = -1;
-  char line[256];
-  while (std::fgets(line, sizeof line, pipe)) {
-    if (std::sscanf(line, "peak_kib %ld", &kib) == 1) break;
-  }
-  return ::pclose(pipe) == 0 ? kib : -1;
+  return bulwark::bench::child_peak_kib("'" + self + "' --child " + std::to_string(clients) + (markov ? " markov" : ""));
 }
 
 }  // namespace

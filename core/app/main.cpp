@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "accountant.hpp"
+#include "audit.hpp"
 #include "bulwark/error.hpp"
 #include "bulwark/plugin_abi.h"
 #include "bulwark/rng.hpp"
@@ -484,7 +485,8 @@ int command_describe(const std::string& name, const std::string& kind) {
       {"experiment", experiment_option_specs}, {"clients", client_option_specs},
       {"server", server_option_specs},         {"model", model_option_specs},
       {"partition", partition_option_specs},   {"schedule", schedule_option_specs},
-      {"accounting", accounting_option_specs}, {"leakage", leakage_option_specs}};
+      {"accounting", accounting_option_specs}, {"leakage", leakage_option_specs},
+      {"audit", audit_option_specs}};
   for (const auto& [section, specs] : sections) {
     if (name == section) {
       fmt::print("[{}] options:\n", section);

@@ -21,6 +21,7 @@
 
 #include "bulwark/rng.hpp"
 #include "bulwark/rows.hpp"
+#include "audit.hpp"
 #include "checkpoint.hpp"
 #include "client_models.hpp"
 #include "cluster.hpp"
@@ -82,6 +83,7 @@ struct Round {
 struct Engine::Impl {
   ExperimentConfig config;
   const RunSettings& settings = config.settings;
+  PluginRegistry& registry;  // the audit's shadow runs open the same plugins
   PluginSet plugins;
   std::unique_ptr<LeakageStudy> leakage;
   // [experiment] device: where data, θ, U, client models and noise live (docs/architecture.md,
@@ -101,6 +103,8 @@ struct Engine::Impl {
   std::unique_ptr<DistributedExecutor> distributed;  // under mpirun with more than one rank
   ClientExecutor* executor = nullptr;                // the one the round uses
   std::optional<RunAccounting> accounting;
+  std::optional<PrivacyAudit> audit;     // [audit]: canaries and membership targets
+  nlohmann::ordered_json audit_results;  // what it measured, for summary.json
   ByzantineSchedule schedule;  // who is malicious when (schedule.hpp)
   torch::Tensor theta;         // θ [d], the global model
   torch::Tensor eval_inputs, eval_labels;  // what rounds before the last are tested on (eval_subset)
@@ -108,8 +112,8 @@ struct Engine::Impl {
   std::vector<std::string> notices;  // each said once, kept for summary.json
   fs::path output_dir;               // where this run writes (rank 0)
 
-  Impl(ExperimentConfig c, PluginRegistry& registry)
-      : config(std::move(c)), plugins(config, registry), device(resolve_device(settings.device, config.file)) {
+  Impl(ExperimentConfig c, PluginRegistry& r)
+      : config(std::move(c)), registry(r), plugins(config, registry), device(resolve_device(settings.device, config.file)) {
     if (config.leakage) {
       if (!device.is_cpu()) {
         config_error(config.file, "[leakage] runs on the CPU only in this version (its attacks optimise on host "
@@ -226,6 +230,13 @@ struct Engine::Impl {
         if (options.on_notice) options.on_notice(note);
       }
     }
+    if (options.on_finish) options.on_finish(*model, theta);
+    if (audit) {
+      run_shadows(options, out);
+      const double privacy_delta = config.has_privacy ? config.privacy.accounting.get<double>("delta") : std::nan("");
+      audit_results = audit->finish(*model, theta, data, accounting ? accounting->epsilon() : LevelEpsilon{},
+                                    audit->delta(privacy_delta), out);
+    }
     summary.wall_seconds = elapsed_before + seconds_since(start);
     summary.metrics = log.rows();
     summary.backdoors = backdoor_summaries(summary.metrics);
@@ -234,6 +245,32 @@ struct Engine::Impl {
     std::error_code no_error;
     fs::remove(checkpoint_file, no_error);  // summary.json now marks the run as complete
     return summary;
+  }
+
+  /// Offline LiRA's shadow runs ([audit] shadow_models): this experiment again, each with its own
+  /// seed, on the audit's held-out data, in this process; each hands the audit its final model.
+  void run_shadows(const RunOptions& options, const fs::path& out) {
+    for (std::int64_t s = 1; s <= audit->shadow_models(); ++s) {
+      auto shadow = config;
+      shadow.audit.reset();
+      shadow.settings.seed = audit->shadow_seed(s);
+      shadow.experiment.set("seed", static_cast<std::int64_t>(shadow.settings.seed));
+      RunOptions run;
+      run.output_dir = out / "audit_shadows" / std::to_string(s);
+      fs::remove_all(run.output_dir);  // a shadow left by an interrupted attempt starts over
+      run.threads = threads;
+      run.alone = true;
+      run.stop_requested = options.stop_requested;
+      run.adjust_data = [&](Dataset& shadow_data) { audit->use_shadow_data(data, shadow_data); };
+      run.on_finish = [&](const Model& shadow_model, const torch::Tensor& shadow_theta) {
+        audit->record_shadow(shadow_model, shadow_theta, data);
+      };
+      if (options.on_notice) {
+        options.on_notice(fmt::format("[audit] shadow run {} of {} (offline LiRA), in {}", s, audit->shadow_models(),
+                                      run.output_dir.string()));
+      }
+      Engine(std::move(shadow), registry).run(run);
+    }
   }
 
   // ---- setup -------------------------------------------------------------------------------
@@ -258,7 +295,11 @@ struct Engine::Impl {
       write_file_atomic(out / "config.toml", plugins.resolved_text() + "\n");
     }
 
-    load_data();
+    load_data(options);
+    if (config.audit) {
+      audit.emplace(*config.audit, settings.seed, config.file);
+      audit->prepare(data, partition);
+    }
     model = build_model(model_options(), data.input_shape, data.num_classes);
     if (plugins.privacy && plugins.privacy->per_example() && !model->vectorised()) {
       notices.push_back("model '" + config.model.get<std::string>("arch") +
@@ -316,8 +357,9 @@ struct Engine::Impl {
     return out;
   }
 
-  void load_data() {
+  void load_data(const RunOptions& options) {
     data = call_plugin(plugins.dataset.label, "load", [&] { return plugins.dataset->load(DatasetContext{settings.seed}); });
+    if (options.adjust_data) options.adjust_data(data);
     if (!data.train_inputs.defined() || data.train_inputs.size(0) == 0 || data.num_classes < 2) {
       throw Error(ErrorKind::Data, plugins.dataset.label + " returned no training data or fewer than 2 classes");
     }
@@ -738,6 +780,7 @@ struct Engine::Impl {
                                            {"evaluations", backdoor.evaluations}};
     }
     if (leakage) leakage->add_summary(json);
+    if (audit) json["audit"] = audit_results;
     if (!summary.metrics.empty()) {
       nlohmann::ordered_json last;
       for (const auto& [name, value] : summary.metrics.back()) {

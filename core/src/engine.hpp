@@ -9,6 +9,7 @@
 
 #include <torch/types.h>
 
+#include "bulwark/dataset.hpp"
 #include "bulwark/error.hpp"
 #include "bulwark/model.hpp"
 #include "experiment.hpp"
@@ -44,6 +45,11 @@ struct RunOptions {
   std::function<bool()> stop_requested;
   /// Called once per kind of notice (e.g. a slow fallback was chosen); library code never prints.
   std::function<void(const std::string&)> on_notice;
+  /// Rewrites the loaded dataset before it is partitioned (the audit's shadow runs train on
+  /// held-out data).
+  std::function<void(Dataset&)> adjust_data;
+  /// Called once after the last round with the model and the final θ (the process that writes).
+  std::function<void(const Model&, const torch::Tensor&)> on_finish;
 };
 
 /// A backdoor's success over the run. An intermittent backdoor's last value misleads (it can end

@@ -9,6 +9,7 @@
 #include <fmt/ranges.h>  // fmt::join (moved here in fmt 11)
 
 #include "bulwark/error.hpp"
+#include "audit.hpp"
 #include "config.hpp"
 #include "leakage.hpp"
 #include "models.hpp"
@@ -22,7 +23,7 @@ using bulwark::kInf;
 
 
 const std::vector<std::string> kSections = {"experiment", "data",   "model",   "clients", "aggregator",
-                                            "attack",     "privacy", "server", "leakage", "sweep"};
+                                            "attack",     "privacy", "server", "leakage", "audit", "sweep"};
 
 const toml::table& section(const toml::table& root, const std::string& name, const std::string& file,
                            bool required) {
@@ -363,6 +364,9 @@ ExperimentConfig parse_experiment(std::shared_ptr<const toml::table> root_table,
   }
 
   config.leakage = parse_leakage(root, file, config.experiment.get<std::int64_t>("rounds"));
+  if (root.get("audit")) {
+    config.audit = validate_options(section(root, "audit", file, false), audit_option_specs(), "[audit]", {}, file);
+  }
 
   const auto& clients = config.clients;
   int sampling_modes = (clients.get<std::int64_t>("per_round") > 0) + (clients.get<double>("fraction") > 0) +

@@ -60,6 +60,7 @@ struct ExperimentConfig {
   bool has_privacy = false;
   PrivacySpec privacy;
   std::optional<LeakageSpec> leakage;
+  std::optional<Options> audit;  ///< [audit] as validated (audit.hpp)
 };
 
 /// Schemas of the core sections (also printed by `bulwark describe experiment`).

@@ -35,6 +35,33 @@ void Layer::initialise(const std::vector<torch::Tensor>&, at::Generator&, bool) 
 void Layer::per_example(const torch::Tensor&, const torch::Tensor&,
                         const std::vector<torch::Tensor>&) const {}
 
+torch::Tensor Layer::gradient_norms_squared(const torch::Tensor& x, const torch::Tensor& grad_output,
+                                            const ParamLayout& layout, std::vector<torch::Tensor>& kept) const {
+  const auto batch = x.size(0);
+  std::vector<std::int64_t> numels;
+  for (std::size_t i = first_; i < first_ + count_; ++i) numels.push_back(layout.entries[i].numel);
+  auto rows = torch::empty({batch, std::accumulate(numels.begin(), numels.end(), std::int64_t{0})}, grad_output.options());
+  // per_example() indexes its entries by layout position.
+  std::vector<torch::Tensor> grads(first_ + count_);
+  auto columns = rows.split_with_sizes(numels, /*dim=*/1);
+  for (std::size_t i = 0; i < count_; ++i) {
+    std::vector<std::int64_t> shape{batch};
+    const auto& entry_shape = layout.entries[first_ + i].shape;
+    shape.insert(shape.end(), entry_shape.begin(), entry_shape.end());
+    grads[first_ + i] = columns[i].view(shape);
+  }
+  per_example(x, grad_output, grads);
+  kept = {rows};
+  return rows.square().sum(/*dim=*/1);
+}
+
+void Layer::weighted_gradient_sums(const std::vector<torch::Tensor>& kept, const torch::Tensor& factors,
+                                   torch::Tensor& sums) const {
+  const auto clients = sums.size(0);
+  const auto& rows = kept[0];
+  sums.copy_(torch::bmm(factors.view({clients, 1, -1}), rows.view({clients, -1, rows.size(1)})).squeeze(1));
+}
+
 Activation parse_activation(const std::string& name) {
   if (name == "relu") return Activation::Relu;
   if (name == "tanh") return Activation::Tanh;
@@ -80,6 +107,11 @@ void xavier_uniform(const torch::Tensor& weight, const torch::Tensor& bias, std:
   weight.uniform_(-bound, bound, generator);
   if (bias.defined()) bias.zero_();
 }
+
+// Per-example rules that need a temporary the size of a layer's input per example (a
+// convolution's unfolded input, GroupNorm's normalised input) form it for this many numbers'
+// worth of examples at a time (4 MB): whole batches would add tens of MB to a step's peak.
+constexpr std::int64_t kChunkBudget = std::int64_t{1} << 20;
 
 // Identity whose backward hands on the gradient contiguous. The stacked linear layer's input
 // gradient comes out of a transposed product, and reshaping it back is a view for K = 1 but a copy
@@ -139,6 +171,26 @@ class Linear final : public Layer {
     if (bias_) grads[first_ + 1].copy_(grad_output);
   }
 
+  // ‖g_b x_bᵀ‖² = ‖g_b‖² ‖x_b‖²: the ghost norm (Goodfellow 2015; Li et al. 2022) in O(in + out)
+  // per example, and the clipped sum Σ_b f_b g_b x_bᵀ = (f ⊙ G)ᵀ X, one product per client.
+  torch::Tensor gradient_norms_squared(const torch::Tensor& x, const torch::Tensor& grad_output,
+                                       const ParamLayout&, std::vector<torch::Tensor>& kept) const override {
+    kept = {x, grad_output};
+    auto output_norms = grad_output.square().sum(/*dim=*/1);
+    auto norms = output_norms * x.square().sum(/*dim=*/1);
+    return bias_ ? norms.add_(output_norms) : norms;
+  }
+
+  void weighted_gradient_sums(const std::vector<torch::Tensor>& kept, const torch::Tensor& factors,
+                              torch::Tensor& sums) const override {
+    const auto clients = sums.size(0);
+    const auto& x = kept[0];
+    auto scaled = (kept[1] * factors.unsqueeze(1)).view({clients, -1, out_});
+    auto weight = torch::bmm(scaled.transpose(1, 2), x.reshape({clients, -1, in_}));  // [K, out, in]
+    sums.narrow(1, 0, out_ * in_).copy_(weight.view({clients, -1}));
+    if (bias_) sums.narrow(1, out_ * in_, out_).copy_(scaled.sum(/*dim=*/1));
+  }
+
  private:
   torch::Tensor bias(const std::vector<torch::Tensor>& params) const {
     return bias_ ? params[first_ + 1] : torch::Tensor();
@@ -170,6 +222,11 @@ class Conv2d final : public Layer {
     first_ = layout.add(name_ + ".weight", {out_, in_, kernel_, kernel_});
     if (bias_) layout.add(name_ + ".bias", {out_});
     count_ = bias_ ? 2 : 1;
+    out_h_ = out_h;
+    out_w_ = out_w;
+    positions_ = out_h * out_w;
+    ghost_ = 2 * positions_ * positions_ < out_ * in_ * kernel_ * kernel_;
+    rows_kept_ = out_ * in_ * kernel_ * kernel_ <= in_ * input[1] * input[2] + out_ * positions_;
     return {out_, out_h, out_w};
   }
 
@@ -211,31 +268,101 @@ class Conv2d final : public Layer {
   // A convolution is a matrix product with the unfolded input: for example b,
   // ∂L/∂W_b [out, C·k·k] = G_b [out, L] · unfold(x_b)ᵀ [L, C·k·k] over the L output positions,
   // and ∂L/∂b_b sums G_b over positions. One batched matmul for the whole batch.
+  // The unfolded input is C·k·k·L numbers per example (80 MB for 16 → 32 channels on 14×14 maps
+  // at B = 256), so it is formed for a chunk of examples at a time.
   void per_example(const torch::Tensor& x, const torch::Tensor& grad_output,
                    const std::vector<torch::Tensor>& grads) const override {
     const auto batch = x.size(0);
-    const auto out_h = grad_output.size(2);
-    const auto out_w = grad_output.size(3);
-    // unfold(x) as a strided view of the padded input, [B, C, k, k, H', W'], materialised by one
-    // reshape: cheaper than ATen's im2col kernel.
-    auto padded = torch::constant_pad_nd(x, {padding_, padding_, padding_, padding_});
-    const auto s = padded.strides();
-    auto columns = padded
-                       .as_strided({batch, in_, kernel_, kernel_, out_h, out_w},
-                                   {s[0], s[1], s[2], s[3], s[2] * stride_, s[3] * stride_},
-                                   padded.storage_offset())
-                       .reshape({batch, in_ * kernel_ * kernel_, out_h * out_w});
     auto g = grad_output.reshape({batch, out_, -1});
     auto weight = grads[first_].view({batch, out_, -1});
-    at::bmm_out(weight, g, columns.transpose(1, 2));
+    for (std::int64_t start = 0; start < batch; start += chunk()) {
+      const auto size = std::min(chunk(), batch - start);
+      auto rows = weight.narrow(0, start, size);
+      at::bmm_out(rows, g.narrow(0, start, size), unfold(x.narrow(0, start, size)).transpose(1, 2));
+    }
     if (!bias_) return;
     auto bias = grads[first_ + 1];
     at::sum_out(bias, g, {2});
   }
 
+  // Mixed ghost clipping (Bu, Mao, Xu, "Scalable and Efficient Training of Large Convolutional
+  // Neural Networks with Differential Privacy", NeurIPS 2022): with U_b = unfold(x_b) [C·k·k, L]
+  // and G_b [out, L], ‖G_b U_bᵀ‖² = Σ_{l,l'} (U_bᵀU_b ⊙ G_bᵀG_b)_{ll'} costs 2L² per example
+  // against out·C·k·k for forming the rows; the cheaper is taken. The rows are kept for the
+  // second pass when they are smaller than x and G (the default); otherwise they are formed a
+  // chunk at a time for the norms and x and G are kept.
+  torch::Tensor gradient_norms_squared(const torch::Tensor& x, const torch::Tensor& grad_output,
+                                       const ParamLayout& layout, std::vector<torch::Tensor>& kept) const override {
+    const auto batch = x.size(0);
+    if (!ghost_ && rows_kept_) return Layer::gradient_norms_squared(x, grad_output, layout, kept);
+    if (!ghost_) {
+      auto g = grad_output.reshape({batch, out_, -1});
+      auto norms = bias_ ? g.sum(/*dim=*/2).square().sum(/*dim=*/1) : torch::zeros({batch}, g.options());
+      for (std::int64_t start = 0; start < batch; start += chunk()) {
+        const auto size = std::min(chunk(), batch - start);
+        norms.narrow(0, start, size).add_(chunk_rows(x, g, start, size).square().sum({1, 2}));
+      }
+      kept = {x, g};
+      return norms;
+    }
+    auto patches = unfold(x);
+    auto g = grad_output.reshape({batch, out_, -1});
+    kept = {patches, g};
+    auto norms = (torch::bmm(patches.transpose(1, 2), patches) * torch::bmm(g.transpose(1, 2), g)).sum({1, 2});
+    return bias_ ? norms.add_(g.sum(/*dim=*/2).square().sum(/*dim=*/1)) : norms;
+  }
+
+  // Ghost layers: Σ_b f_b G_b U_bᵀ per client as one product over all its rows' positions; with x
+  // and G kept, Σ_b f_b G_b U_bᵀ chunk by chunk within each client.
+  void weighted_gradient_sums(const std::vector<torch::Tensor>& kept, const torch::Tensor& factors,
+                              torch::Tensor& sums) const override {
+    if (!ghost_ && rows_kept_) return Layer::weighted_gradient_sums(kept, factors, sums);
+    const auto clients = sums.size(0);
+    const auto depth = in_ * kernel_ * kernel_;
+    if (!ghost_) {
+      const auto& x = kept[0];
+      const auto scaled = kept[1] * factors.view({-1, 1, 1});  // [B, out, L]
+      const auto width = x.size(0) / clients;
+      for (std::int64_t k = 0; k < clients; ++k) {
+        auto weight = torch::zeros({out_, depth}, scaled.options());
+        for (std::int64_t start = k * width; start < (k + 1) * width; start += chunk()) {
+          const auto size = std::min(chunk(), (k + 1) * width - start);
+          weight.add_(chunk_rows(x, scaled, start, size).sum(0));
+        }
+        sums[k].narrow(0, 0, out_ * depth).copy_(weight.view({-1}));
+        if (bias_) sums[k].narrow(0, out_ * depth, out_).copy_(scaled.narrow(0, k * width, width).sum(torch::IntArrayRef{0, 2}));
+      }
+      return;
+    }
+    auto scaled = kept[1] * factors.view({-1, 1, 1});  // [B, out, L]
+    auto outputs = scaled.view({clients, -1, out_, positions_}).transpose(1, 2).reshape({clients, out_, -1});
+    auto patches = kept[0].view({clients, -1, depth, positions_}).transpose(2, 3).reshape({clients, -1, depth});
+    sums.narrow(1, 0, out_ * depth).copy_(torch::bmm(outputs, patches).view({clients, -1}));
+    if (bias_) sums.narrow(1, out_ * depth, out_).copy_(scaled.sum(/*dim=*/2).view({clients, -1, out_}).sum(1));
+  }
+
  private:
   torch::Tensor bias(const std::vector<torch::Tensor>& params) const {
     return bias_ ? params[first_ + 1] : torch::Tensor();
+  }
+
+  // unfold(x) [B, C·k·k, L] as a strided view of the padded input, [B, C, k, k, H', W'],
+  // materialised by one reshape: cheaper than ATen's im2col kernel.
+  torch::Tensor unfold(const torch::Tensor& x) const {
+    auto padded = torch::constant_pad_nd(x, {padding_, padding_, padding_, padding_});
+    const auto s = padded.strides();
+    return padded
+        .as_strided({x.size(0), in_, kernel_, kernel_, out_h_, out_w_},
+                    {s[0], s[1], s[2], s[3], s[2] * stride_, s[3] * stride_}, padded.storage_offset())
+        .reshape({x.size(0), in_ * kernel_ * kernel_, positions_});
+  }
+
+  // Examples per chunk of unfolded input (kChunkBudget numbers).
+  std::int64_t chunk() const { return std::max<std::int64_t>(1, kChunkBudget / (in_ * kernel_ * kernel_ * positions_)); }
+
+  // Rows start .. start + size of the per-example weight gradients G_b U_bᵀ, [size, out, C·k·k].
+  torch::Tensor chunk_rows(const torch::Tensor& x, const torch::Tensor& g, std::int64_t start, std::int64_t size) const {
+    return torch::bmm(g.narrow(0, start, size), unfold(x.narrow(0, start, size)).transpose(1, 2));
   }
 
   static constexpr std::int64_t kIm2colMaxDepth = 32;  // C·k·k of the unfolded patches
@@ -246,6 +373,10 @@ class Conv2d final : public Layer {
   std::int64_t padding_;
   bool bias_;
   std::int64_t in_ = 0;
+  std::int64_t out_h_ = 0, out_w_ = 0;
+  std::int64_t positions_ = 0;  // L = H'·W' output positions
+  bool ghost_ = false;          // ghost norms cheaper than forming the rows
+  bool rows_kept_ = false;      // the rows smaller than the input and the output gradient
 };
 
 class GroupNorm final : public Layer {
@@ -298,15 +429,21 @@ class GroupNorm final : public Layer {
   }
 
   // y = x̂·γ + β per channel, with x̂ the group-normalised input (which does not depend on γ, β):
-  // ∂L/∂γ_b = Σ_positions x̂_b ⊙ g_b and ∂L/∂β_b = Σ_positions g_b.
+  // ∂L/∂γ_b = Σ_positions x̂_b ⊙ g_b and ∂L/∂β_b = Σ_positions g_b. x̂ is formed for a chunk of
+  // examples at a time, as the convolution's unfolded input is.
   void per_example(const torch::Tensor& x, const torch::Tensor& grad_output,
                    const std::vector<torch::Tensor>& grads) const override {
     const auto batch = x.size(0);
-    auto normalised = torch::group_norm(x, groups_, {}, {}, kEps);
     auto g = grad_output.reshape({batch, channels_, -1});
     auto weight = grads[first_];
     auto bias = grads[first_ + 1];
-    at::sum_out(weight, normalised.reshape({batch, channels_, -1}).mul_(g), {2});
+    const auto chunk = std::max<std::int64_t>(1, kChunkBudget / (x.numel() / batch));
+    for (std::int64_t start = 0; start < batch; start += chunk) {
+      const auto size = std::min(chunk, batch - start);
+      auto normalised = torch::group_norm(x.narrow(0, start, size), groups_, {}, {}, kEps);
+      auto rows = weight.narrow(0, start, size);
+      at::sum_out(rows, normalised.reshape({size, channels_, -1}).mul_(g.narrow(0, start, size)), {2});
+    }
     at::sum_out(bias, g, {2});
   }
 

@@ -25,7 +25,8 @@ std::string shape_string(const Shape& shape);
 
 class Layer;
 
-/// A parameterised layer met in the per-example forward pass: its input and output.
+/// A parameterised layer met in the per-example forward pass: its input, and its output until the
+/// backward pass has reached it.
 struct TracedLayer {
   const Layer* layer;
   torch::Tensor input;
@@ -76,7 +77,23 @@ class Layer {
   virtual void per_example(const torch::Tensor& x, const torch::Tensor& grad_output,
                            const std::vector<torch::Tensor>& grads) const;
 
+  /// Ghost clipping, first pass: each example's squared L2 norm of this layer's gradient [B],
+  /// from the `x` and `grad_output` per_example() takes, during the backward pass. Whatever the
+  /// second pass needs goes into `kept`: the caller keeps neither x nor grad_output. The default
+  /// forms this layer's rows [B, p] with per_example() and keeps them (one layer's rows, never
+  /// [B, d]); layers with a cheaper rule override both passes.
+  virtual torch::Tensor gradient_norms_squared(const torch::Tensor& x, const torch::Tensor& grad_output,
+                                               const ParamLayout& layout, std::vector<torch::Tensor>& kept) const;
+
+  /// Second pass: Σ_b factor_b ∇_b for each client, into `sums` [K, p] (this layer's columns of the
+  /// clients' gradients), the B rows forming K equal groups as in forward_stacked and `factors` [B]
+  /// one per row.
+  virtual void weighted_gradient_sums(const std::vector<torch::Tensor>& kept, const torch::Tensor& factors,
+                                      torch::Tensor& sums) const;
+
   bool has_parameters() const { return count_ > 0; }
+  /// This layer's first entry in the layout.
+  std::size_t first_entry() const { return first_; }
 
  protected:
   /// This layer's entries are [first_, first_ + count_) of the layout.

@@ -144,7 +144,38 @@ std::vector<double> LocalTrainer::run(std::int64_t round, const torch::Tensor& t
     };
 
     torch::Tensor gradient, step_losses;
-    if (per_example) {
+    auto step_context = [&](std::int64_t k) {
+      PrivacyStepContext context{round, settings_.rounds, jobs[k].client, step, steps, sizes[k],
+                                 &model_.layout(), cursors[k].privacy};
+      // A mechanism may skip writing the rows back when nobody reads them after the hook.
+      context.rows_observed = pass.observed != nullptr;
+      return context;
+    };
+    if (per_example && stacked_ && !pass.observed && mechanism->clips_by_layer_norms()) {
+      // Ghost clipping: each client's clipped sum from the layers' norms, never the [K·B, d] rows.
+      auto clip_factors = [&](const torch::Tensor& norms) {
+        auto factors = torch::zeros_like(norms);  // padding rows carry no gradient
+        for (std::int64_t k = 0; k < clients; ++k) {
+          const auto context = step_context(k);
+          factors.narrow(0, k * stride, sizes[k]).copy_(call_plugin(privacy.label, "clip_factors", [&] {
+            return mechanism->clip_factors(norms.narrow(0, k * stride, sizes[k]), context);
+          }));
+        }
+        return factors;
+      };
+      torch::Tensor row_losses;
+      auto sums = stacked_->clipped_gradient_sums_stacked(stacked ? local : local.view({d}), inputs, labels,
+                                                          clip_factors, &row_losses)
+                      .view({clients, d});
+      gradient = torch::empty({clients, d}, theta.options());
+      for (std::int64_t k = 0; k < clients; ++k) {
+        const auto context = step_context(k);
+        auto sum = sums[k];
+        gradient[k].copy_(call_plugin(privacy.label, "privatize_clipped_sum",
+                                      [&] { return mechanism->privatize_clipped_sum(sum, context); }));
+      }
+      step_losses = client_losses(row_losses);
+    } else if (per_example) {
       // The zoo models hand back the per-row losses of the pass; others cost one more forward.
       torch::Tensor rows, row_losses;
       if (stacked_) {
@@ -156,10 +187,7 @@ std::vector<double> LocalTrainer::run(std::int64_t round, const torch::Tensor& t
       }
       gradient = torch::empty({clients, d}, theta.options());
       for (std::int64_t k = 0; k < clients; ++k) {
-        PrivacyStepContext context{round, settings_.rounds, jobs[k].client, step, steps, sizes[k],
-                                   &model_.layout(), cursors[k].privacy};
-        // A mechanism may skip writing the rows back when nobody reads them after the hook.
-        context.rows_observed = pass.observed != nullptr;
+        const auto context = step_context(k);
         auto own = rows.narrow(0, k * stride, sizes[k]);
         gradient[k].copy_(call_plugin(privacy.label, "privatize_gradients",
                                       [&] { return mechanism->privatize_gradients(own, context); }));

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <utility>
 
 #include <torch/torch.h>
 
@@ -101,6 +102,14 @@ class SequentialModel final : public Model, public detail::StackedModel {
                                          "]; end the layers with \"linear classes\"");
     }
     for (const auto& entry : layout_.entries) numels_.push_back(entry.numel);
+    const auto groups = layout_.layers();
+    layer_of_entry_.resize(layout_.entries.size());
+    for (std::size_t j = 0; j < groups.size(); ++j) {
+      for (auto entry : groups[j]) layer_of_entry_[entry] = static_cast<std::int64_t>(j);
+      const auto& first = layout_.entries[groups[j].front()];
+      const auto& last = layout_.entries[groups[j].back()];
+      layer_columns_.emplace_back(first.offset, last.offset + last.numel - first.offset);
+    }
   }
 
   const ParamLayout& layout() const override { return layout_; }
@@ -123,6 +132,41 @@ class SequentialModel final : public Model, public detail::StackedModel {
                                               torch::Tensor* row_losses) const override {
     const auto clients = params.dim() == 1 ? 0 : stacked_clients(params, inputs);
     return per_example(params, inputs, labels, clients, row_losses);
+  }
+
+  torch::Tensor clipped_gradient_sums_stacked(const torch::Tensor& params, const torch::Tensor& inputs,
+                                              const torch::Tensor& labels, const ClipFactors& clip_factors,
+                                              torch::Tensor* row_losses) const override {
+    check_inputs(inputs);
+    const auto clients = params.dim() == 1 ? 0 : stacked_clients(params, inputs);
+    auto sums = torch::zeros({std::max<std::int64_t>(clients, 1), layout_.total}, params.options());
+    if (inputs.size(0) == 0) {
+      if (row_losses) *row_losses = torch::zeros({0}, params.options());
+      return clients == 0 ? sums[0] : sums;
+    }
+    // First pass, as the backward pass reaches each layer: its norms, and what the second needs.
+    auto squares = torch::zeros({inputs.size(0), static_cast<std::int64_t>(layer_columns_.size())}, params.options());
+    struct Seen {
+      const detail::Layer* layer;
+      std::int64_t index;  // in ParamLayout::layers()
+      std::vector<torch::Tensor> kept;
+    };
+    std::vector<Seen> seen;
+    traced_pass(params, inputs, labels, clients, row_losses,
+                [&](const detail::TracedLayer& traced, const torch::Tensor& grad) {
+                  Seen layer{traced.layer, layer_of_entry_[traced.layer->first_entry()], {}};
+                  squares.select(1, layer.index)
+                      .add_(traced.layer->gradient_norms_squared(traced.input.detach(), grad, layout_, layer.kept));
+                  seen.push_back(std::move(layer));
+                });
+    torch::NoGradGuard no_grad;
+    const auto factors = clip_factors(squares.sqrt_());
+    for (const auto& layer : seen) {
+      const auto [offset, length] = layer_columns_[layer.index];
+      auto columns = sums.narrow(1, offset, length);
+      layer.layer->weighted_gradient_sums(layer.kept, factors.select(1, layer.index).contiguous(), columns);
+    }
+    return clients == 0 ? sums[0] : sums;
   }
 
   bool vectorised() const override { return true; }
@@ -164,24 +208,6 @@ class SequentialModel final : public Model, public detail::StackedModel {
       if (row_losses) *row_losses = torch::zeros({0}, params.options());
       return torch::zeros({0, layout_.total}, params.options());
     }
-    torch::AutoGradMode grad_mode(true);
-    auto views = parameter_views(params.detach(), clients);
-
-    // Inputs that require grad put every layer output in the graph while θ stays out of it:
-    // the backward pass below then runs only what reaches the layer outputs, no weight-gradient
-    // kernels, and the rules rebuild the [B, d] matrix from each layer's input and output grad.
-    // The rules need no parameters, so they serve stacked clients unchanged.
-    auto h = inputs.detach().requires_grad_(true);
-    std::vector<detail::TracedLayer> trace;
-    for (const auto& layer : layers_) h = layer->forward_traced(h, views, clients, trace);
-    auto losses = torch::nn::functional::cross_entropy(
-        h, labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
-    if (row_losses) *row_losses = losses.detach();
-    std::vector<torch::Tensor> layer_outputs;
-    for (const auto& traced : trace) layer_outputs.push_back(traced.output);
-    auto output_grads = torch::autograd::grad({losses.sum()}, layer_outputs);
-
-    torch::NoGradGuard no_grad;
     auto result = result_buffer(batch * layout_.total, params.options()).view({batch, layout_.total});
     // One [B, ...shape] window of the result per layout entry: the rules write into them in place.
     auto columns = result.split_with_sizes(numels_, /*dim=*/1);
@@ -193,10 +219,43 @@ class SequentialModel final : public Model, public detail::StackedModel {
       shape.insert(shape.end(), entry_shape.begin(), entry_shape.end());
       grads.push_back(columns[i].view(shape));
     }
-    for (std::size_t k = 0; k < trace.size(); ++k) {
-      trace[k].layer->per_example(trace[k].input.detach(), output_grads[k], grads);
-    }
+    traced_pass(params, inputs, labels, clients, row_losses,
+                [&](const detail::TracedLayer& traced, const torch::Tensor& grad) {
+                  traced.layer->per_example(traced.input.detach(), grad, grads);
+                });
     return result;
+  }
+
+  using Visit = std::function<void(const detail::TracedLayer&, const torch::Tensor& output_grad)>;
+
+  // Inputs that require grad put every layer output in the graph while θ stays out of it: the
+  // backward pass then runs only what reaches the layer outputs, no weight-gradient kernels, and
+  // the per-example rules work from each layer's input and output gradient (the rules need no
+  // parameters, so they serve stacked clients unchanged). Each parameterised layer is visited,
+  // under NoGradGuard, with the gradient of the summed loss at its output as soon as the backward
+  // pass has it — from a hook, the last layer first — so that no output gradient outlives its use;
+  // the first layer's is the pass's own result.
+  void traced_pass(const torch::Tensor& params, const torch::Tensor& inputs, const torch::Tensor& labels,
+                   std::int64_t clients, torch::Tensor* row_losses, const Visit& visit) const {
+    torch::AutoGradMode grad_mode(true);
+    auto views = parameter_views(params.detach(), clients);
+    auto h = inputs.detach().requires_grad_(true);
+    std::vector<detail::TracedLayer> trace;
+    for (const auto& layer : layers_) h = layer->forward_traced(h, views, clients, trace);
+    auto losses = torch::nn::functional::cross_entropy(
+        h, labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
+    if (row_losses) *row_losses = losses.detach();
+    for (std::size_t k = 1; k < trace.size(); ++k) {
+      trace[k].output.register_hook([&trace, &visit, k](const torch::Tensor& grad) {
+        torch::NoGradGuard no_grad;
+        visit(trace[k], grad);
+      });
+      trace[k].output.reset();  // the hook stays with the graph
+    }
+    const auto first = torch::autograd::grad({losses.sum()}, {trace[0].output})[0];
+    trace[0].output.reset();
+    torch::NoGradGuard no_grad;
+    visit(trace[0], first);
   }
 
   std::int64_t stacked_clients(const torch::Tensor& params, const torch::Tensor& inputs) const {
@@ -267,6 +326,8 @@ class SequentialModel final : public Model, public detail::StackedModel {
   std::string init_;  ///< [model] init
   ParamLayout layout_;
   std::vector<std::int64_t> numels_;  // layout entry sizes, for split_with_sizes
+  std::vector<std::int64_t> layer_of_entry_;  // entry -> its layer in ParamLayout::layers()
+  std::vector<std::pair<std::int64_t, std::int64_t>> layer_columns_;  // layer -> (offset, length) in θ
 };
 
 std::string config_prefix(const std::string& arch) {

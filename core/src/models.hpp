@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -53,6 +54,17 @@ class StackedModel {
   virtual torch::Tensor per_example_gradients_stacked(const torch::Tensor& params,
                                                       const torch::Tensor& inputs,
                                                       const torch::Tensor& labels,
+                                                      torch::Tensor* row_losses) const = 0;
+
+  /// Maps per-example, per-layer gradient norms [K·B, m] to clipping factors [K·B, m].
+  using ClipFactors = std::function<torch::Tensor(const torch::Tensor& layer_norms)>;
+
+  /// Ghost clipping: each client's Σ_b Σ_j f_bj ∇_bj [K, d] (or [d] for one θ), where f =
+  /// `clip_factors`(norms) and column j of the norms is layer j of ParamLayout::layers(); from the
+  /// same pass and layer inputs and output gradients as per_example_gradients_stacked, without
+  /// its [K·B, d] rows.
+  virtual torch::Tensor clipped_gradient_sums_stacked(const torch::Tensor& params, const torch::Tensor& inputs,
+                                                      const torch::Tensor& labels, const ClipFactors& clip_factors,
                                                       torch::Tensor* row_losses) const = 0;
 };
 

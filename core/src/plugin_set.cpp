@@ -132,6 +132,7 @@ PluginSet::PluginSet(const ExperimentConfig& config, PluginRegistry& registry) :
     add_leakage_settings(*config.leakage, leakage_attack.plugin.name(), section);
     resolved_.insert("leakage", section);
   }
+  if (config.audit) resolved_.insert("audit", options_table(*config.audit));
 }
 
 PluginHandle<PrivacyMechanism> PluginSet::privacy_with_noise(double sigma) const {

@@ -56,6 +56,10 @@ std::string pretty(const std::string& column) {
   if (column.rfind("backdoor_accuracy", 0) == 0) return "backdoor acc" + column.substr(17);
   if (column == "detection_precision") return "detection precision";
   if (column == "detection_recall") return "detection recall";
+  if (column == "audit_mia_auc") return "MIA AUC";
+  if (column == "audit_mia_tpr_at_fpr_0.01") return "MIA TPR @ 1% FPR";
+  if (column == "audit_lira_auc") return "LiRA AUC";
+  if (column.rfind("audit_epsilon_", 0) == 0) return "audited ε " + column.substr(14);
   return column;
 }
 
@@ -65,7 +69,9 @@ std::string format_stat(const Stat& s, int decimals) {
   return fmt::format("{:.{}f} ± {:.{}f}", s.mean, decimals, s.std, decimals);
 }
 
-int decimals_of(const std::string& column) { return column.rfind("epsilon", 0) == 0 ? 3 : 4; }
+int decimals_of(const std::string& column) {
+  return column.rfind("epsilon", 0) == 0 || column.rfind("audit_epsilon", 0) == 0 ? 3 : 4;
+}
 
 std::string markdown_cell(std::string text) {
   std::string out;
@@ -223,7 +229,24 @@ RunResultRecord read_run(const fs::path& run_dir) {
   record.final_accuracy = number(summary, "final_test_accuracy");
   record.best_accuracy = number(summary, "best_test_accuracy");
   record.wall_seconds = number(summary, "wall_seconds");
-  if (!fs::exists(run_dir / "metrics.csv")) return record;
+  // [audit] (audit.hpp): the membership attack's AUC and TPR, each canary audit's lower bound on ε;
+  // after the metrics.csv columns.
+  std::vector<std::pair<std::string, double>> audit_columns;
+  if (const auto audit = summary.find("audit"); audit != summary.end() && audit->is_object()) {
+    const auto add = [&](const char* part, const char* key, const char* column) {
+      const auto found = audit->find(part);
+      if (found != audit->end() && found->is_object()) audit_columns.emplace_back(column, number(*found, key));
+    };
+    add("membership", "auc", "audit_mia_auc");
+    add("membership", "tpr_at_fpr_0.01", "audit_mia_tpr_at_fpr_0.01");
+    add("membership_lira", "auc", "audit_lira_auc");
+    add("canaries_example", "epsilon_lower_bound", "audit_epsilon_example");
+    add("canaries_client", "epsilon_lower_bound", "audit_epsilon_client");
+  }
+  if (!fs::exists(run_dir / "metrics.csv")) {
+    record.extras = audit_columns;
+    return record;
+  }
   const auto metrics = read_metrics(run_dir / "metrics.csv", record.problems);
   const int round = metrics.column("round"), accuracy = metrics.column("test_accuracy");
   if (round >= 0 && accuracy >= 0) {
@@ -246,6 +269,7 @@ RunResultRecord read_run(const fs::path& run_dir) {
     }
     record.extras.emplace_back(name, value);
   }
+  record.extras.insert(record.extras.end(), audit_columns.begin(), audit_columns.end());
   return record;
 }
 
@@ -382,6 +406,11 @@ std::vector<TextTable> summary_tables(const StudySummary& summary) {
                        [&](const std::string& c) { return c.rfind(prefix, 0) == 0; });
   };
   if (any_column("epsilon")) table.note += "; ε = the privacy spent by the end of the run";
+  if (any_column("audit_mia")) table.note += "; MIA = loss-threshold membership inference on the final model";
+  if (any_column("audit_lira")) table.note += "; LiRA = offline likelihood-ratio membership inference (shadow runs)";
+  if (any_column("audit_epsilon")) {
+    table.note += "; audited ε = one-run audit's lower bound on ε from the canaries (Steinke et al. 2023)";
+  }
   if (any_column("backdoor")) table.note += "; backdoor acc = the last measured backdoor accuracy";
   if (any_column("detection")) table.note += "; detection precision/recall = a run's mean over the rounds where defined";
   table.note += ".";

@@ -48,7 +48,8 @@ struct RunResultRecord {
   double final_accuracy = 0.0, best_accuracy = 0.0, wall_seconds = 0.0;
   /// Columns beyond accuracy, in metrics order: every epsilon* and backdoor_accuracy* column
   /// (its last measured value) and detection_precision/recall (mean over the rounds where they
-  /// are defined).
+  /// are defined); then, for a run with [audit], audit_mia_auc, audit_mia_tpr_at_fpr_0.01,
+  /// audit_lira_auc and audit_epsilon_example/client (summary.json "audit").
   std::vector<std::pair<std::string, double>> extras;
   std::vector<std::pair<double, double>> curve;  ///< (round, test accuracy) where evaluated
   std::vector<std::string> problems;  ///< damaged metrics.csv rows, left out ("file:line: ...")

@@ -18,7 +18,12 @@
 // [privacy] example_rate (B/N_i of the client, or B·K_t/N), `local_steps` compositions per round.
 // The clipped, un-noised rows stay in G (what a per-example leakage observer would see); when the
 // host says nobody observes them (PrivacyStepContext::rows_observed = false, its training loop),
-// the clipped sum is computed without writing them back.
+// the clipped sum is computed without writing them back, and with the kernel's layer models
+// without forming G at all: ghost clipping (Li, Tramèr, Liang, Hashimoto, "Large Language Models
+// Can Be Strong Differentially Private Learners", ICLR 2022; Bu, Wang, Zha, Karypis, "Differentially
+// Private Optimization on Large Model at Small Cost", ICML 2023) — the host gets each example's
+// per-layer norms from the layers' inputs and output gradients, asks clip_factors() for the
+// factors and hands privatize_clipped_sum() Σ_b ḡ_b. Same numbers up to float rounding.
 //
 // per_layer_adaptive caveat: the thresholds depend on the batch's own gradients and are not
 // privatised, so the reported ε does not cover them (a strict guarantee needs M_j from public
@@ -35,6 +40,7 @@
 #include <string>
 #include <vector>
 
+#include "bulwark/clipping.hpp"
 #include "bulwark/error.hpp"
 #include "bulwark/noise.hpp"
 #include "bulwark/plugin.hpp"
@@ -57,24 +63,9 @@ constexpr bulwark::OptionSpec kOptions[] = {
 
 enum class Clipping { Flat, PerLayerUniform, PerLayerAdaptive };
 
-struct Span {
-  std::int64_t offset, length;
-};
-
-/// Each layer of the layout as one contiguous [offset, offset + length) range of θ.
-std::vector<Span> layer_spans(const bulwark::ParamLayout& layout) {
-  std::vector<Span> spans;
-  for (const auto& group : layout.layers()) {
-    const auto& first = layout.entries[group.front()];
-    const auto& last = layout.entries[group.back()];
-    spans.push_back({first.offset, last.offset + last.numel - first.offset});
-  }
-  return spans;
-}
-
 /// Factor that brings norm down to bound, 1 where it already fits (rows below the bound are
 /// multiplied by exactly 1, so they are untouched; a zero bound on a zero layer stays 0).
-torch::Tensor clip_factors(const torch::Tensor& norms, const torch::Tensor& bounds) {
+torch::Tensor factors_within(const torch::Tensor& norms, const torch::Tensor& bounds) {
   return torch::where(norms <= bounds, torch::ones_like(norms), bounds / norms);
 }
 
@@ -96,6 +87,7 @@ class DpSgd final : public bulwark::PrivacyMechanism {
   }
 
   bool per_example() const override { return true; }
+  bool clips_by_layer_norms() const override { return true; }
 
   torch::Tensor privatize_gradients(torch::Tensor& grads, const bulwark::PrivacyStepContext& context) override {
     const auto& layout = *context.layout;
@@ -106,38 +98,40 @@ class DpSgd final : public bulwark::PrivacyMechanism {
                                                             std::to_string(layout.total) + "], found " + found.str());
     }
     torch::NoGradGuard no_grad;
-    // Flat clipping is per-layer clipping with one layer spanning θ.
-    const auto spans = clipping_ == Clipping::Flat ? std::vector<Span>{{0, layout.total}} : layer_spans(layout);
-    std::vector<torch::Tensor> columns;
-    for (const auto& s : spans) columns.push_back(grads.narrow(1, s.offset, s.length).norm(2, /*dim=*/1));
-    auto norms = torch::stack(columns, /*dim=*/1);  // [B, m]
-    const auto m = static_cast<double>(spans.size());
-    auto bounds = torch::full({norms.size(1)}, clip_ / std::sqrt(m), norms.options());
+    const auto factors = clip_factors(bulwark::layer_norms(grads, layout), context);  // [B, m]
+    torch::Tensor sum;
+    if (context.rows_observed) {
+      bulwark::scale_layers(grads, factors, layout);
+      sum = grads.sum(/*dim=*/0);
+    } else {
+      sum = bulwark::weighted_layer_sum(grads, factors, layout);
+    }
+    return noisy_mean(sum, grads.size(0), context);
+  }
+
+  // Per-layer norms [B, m] (the host's ghost norms, or those of the rows above) to factors.
+  // Flat clipping is the whole row's norm √(Σ_j n_bj²) against S, one factor for every layer.
+  torch::Tensor clip_factors(const torch::Tensor& norms, const bulwark::PrivacyStepContext&) override {
+    torch::NoGradGuard no_grad;
+    if (clipping_ == Clipping::Flat) {
+      auto total = norms.norm(2, /*dim=*/1, /*keepdim=*/true);
+      return factors_within(total, torch::full({1}, clip_, norms.options())).expand_as(norms).contiguous();
+    }
+    auto bounds = torch::full({norms.size(1)}, clip_ / std::sqrt(static_cast<double>(norms.size(1))), norms.options());
     if (clipping_ == Clipping::PerLayerAdaptive) {
       auto maxima = std::get<0>(norms.max(/*dim=*/0));
       const double total = maxima.norm().item<double>();
       if (total > 0 && std::isfinite(total)) bounds = maxima * (clip_ / total);
     }
-    auto factors = clip_factors(norms, bounds.unsqueeze(0));
-    torch::Tensor sum;
-    if (context.rows_observed) {
-      for (std::size_t j = 0; j < spans.size(); ++j) {
-        grads.narrow(1, spans[j].offset, spans[j].length).mul_(factors.select(1, j).unsqueeze(1));
-      }
-      sum = grads.sum(/*dim=*/0);
-    } else {
-      // Nobody reads the rows: Σ_b factor_b,j g_b,j as one matrix-vector product per layer,
-      // one pass over [B, d] instead of scaling it in place and summing it.
-      sum = torch::empty({layout.total}, grads.options());
-      for (std::size_t j = 0; j < spans.size(); ++j) {
-        auto out = sum.narrow(0, spans[j].offset, spans[j].length);
-        torch::mv_out(out, grads.narrow(1, spans[j].offset, spans[j].length).t(), factors.select(1, j).contiguous());
-      }
+    return factors_within(norms, bounds.unsqueeze(0));
+  }
+
+  torch::Tensor privatize_clipped_sum(torch::Tensor& sum, const bulwark::PrivacyStepContext& context) override {
+    if (context.batch_size < 1) {
+      throw bulwark::Error(bulwark::ErrorKind::Runtime, "dp_sgd: the clipped sum of an empty batch (batch_size = " +
+                                                            std::to_string(context.batch_size) + ")");
     }
-    if (sigma_ > 0) {
-      sum.add_(bulwark::gaussian_like(sum, sigma_ * clip_, context.generator, secure_));
-    }
-    return sum.div_(static_cast<double>(grads.size(0)));
+    return noisy_mean(sum, context.batch_size, context);
   }
 
   std::vector<bulwark::AccountingEvent> accounting(const bulwark::RoundAccountingInfo& info) const override {
@@ -145,6 +139,13 @@ class DpSgd final : public bulwark::PrivacyMechanism {
   }
 
  private:
+  // (Σ_b ḡ_b + N(0, σ² S² I)) / B.
+  torch::Tensor noisy_mean(torch::Tensor& sum, std::int64_t batch, const bulwark::PrivacyStepContext& context) const {
+    torch::NoGradGuard no_grad;
+    if (sigma_ > 0) sum.add_(bulwark::gaussian_like(sum, sigma_ * clip_, context.generator, secure_));
+    return sum.div_(static_cast<double>(batch));
+  }
+
   double sigma_, clip_;
   bool secure_;
   Clipping clipping_ = Clipping::Flat;

@@ -10,7 +10,8 @@
 // leakage observer sees, and the point of the method. When the host says nobody observes the rows
 // (PrivacyStepContext::rows_observed = false: its training loop), the B per-example noises are
 // drawn as their exact sum, N(0, B σ² C_t² I): the returned g has the same distribution, at d
-// Gaussian draws instead of B·d.
+// Gaussian draws instead of B·d; and with the kernel's layer models the host clips from the layers'
+// ghost norms without forming the rows at all (PrivacyMechanism::clips_by_layer_norms).
 //
 // noise = "per_batch" is the form of the authors' public code instead: the rows are clipped the
 // same way but not noised, and the step adds one N(0, σ² C_t² I) draw to their sum before the
@@ -44,6 +45,7 @@
 #include <string>
 #include <vector>
 
+#include "bulwark/clipping.hpp"
 #include "bulwark/error.hpp"
 #include "bulwark/noise.hpp"
 #include "bulwark/plugin.hpp"
@@ -75,20 +77,6 @@ constexpr bulwark::OptionSpec kOptions[] = {
 };
 
 enum class Schedule { Constant, Linear, Exponential, Step };
-
-struct Span {
-  std::int64_t offset, length;
-};
-
-std::vector<Span> layer_spans(const bulwark::ParamLayout& layout) {
-  std::vector<Span> spans;
-  for (const auto& group : layout.layers()) {
-    const auto& first = layout.entries[group.front()];
-    const auto& last = layout.entries[group.back()];
-    spans.push_back({first.offset, last.offset + last.numel - first.offset});
-  }
-  return spans;
-}
 
 class FedCdp final : public bulwark::PrivacyMechanism {
  public:
@@ -127,6 +115,7 @@ class FedCdp final : public bulwark::PrivacyMechanism {
   }
 
   bool per_example() const override { return true; }
+  bool clips_by_layer_norms() const override { return true; }
 
   torch::Tensor privatize_gradients(torch::Tensor& grads, const bulwark::PrivacyStepContext& context) override {
     const auto& layout = *context.layout;
@@ -137,44 +126,35 @@ class FedCdp final : public bulwark::PrivacyMechanism {
                                                             std::to_string(layout.total) + "], found " + found.str());
     }
     torch::NoGradGuard no_grad;
+    const auto factors = clip_factors(bulwark::layer_norms(grads, layout), context);
+    const auto batch = grads.size(0);
+    if (!context.rows_observed) {
+      auto sum = bulwark::weighted_layer_sum(grads, factors, layout);
+      return noisy_mean(sum, batch, context);
+    }
+    bulwark::scale_layers(grads, factors, layout);
+    if (per_batch_noise_) {
+      auto sum = grads.sum(/*dim=*/0);
+      return noisy_mean(sum, batch, context);
+    }
     const double clip = clip_at(context.round, context.total_rounds);
-    const auto spans = layer_spans(layout);
-    std::vector<torch::Tensor> columns;
-    for (const auto& s : spans) columns.push_back(grads.narrow(1, s.offset, s.length).norm(2, /*dim=*/1));
-    auto norms = torch::stack(columns, /*dim=*/1);  // [B, M]
-    // Exactly 1 where a layer already fits, so gradients below the bound are untouched.
-    auto factors = torch::where(norms <= clip, torch::ones_like(norms), clip / norms);
-    const auto batch = static_cast<double>(grads.size(0));
-    auto clip_rows = [&] {
-      for (std::size_t j = 0; j < spans.size(); ++j) {
-        grads.narrow(1, spans[j].offset, spans[j].length).mul_(factors.select(1, j).unsqueeze(1));
-      }
-    };
-    if (context.rows_observed && !per_batch_noise_) {
-      clip_rows();
-      if (sigma_ > 0) grads.add_(bulwark::gaussian_like(grads, sigma_ * clip, context.generator, secure_));
-      return grads.mean(/*dim=*/0);
+    if (sigma_ > 0) grads.add_(bulwark::gaussian_like(grads, sigma_ * clip, context.generator, secure_));
+    return grads.mean(/*dim=*/0);
+  }
+
+  // Each layer of each example to C_t; exactly 1 where a layer already fits, so gradients below
+  // the bound are untouched.
+  torch::Tensor clip_factors(const torch::Tensor& norms, const bulwark::PrivacyStepContext& context) override {
+    const double clip = clip_at(context.round, context.total_rounds);
+    return torch::where(norms <= clip, torch::ones_like(norms), clip / norms);
+  }
+
+  torch::Tensor privatize_clipped_sum(torch::Tensor& sum, const bulwark::PrivacyStepContext& context) override {
+    if (context.batch_size < 1) {
+      throw bulwark::Error(bulwark::ErrorKind::Runtime, "fed_cdp: the clipped sum of an empty batch (batch_size = " +
+                                                            std::to_string(context.batch_size) + ")");
     }
-    // One draw on the average: per_batch's N(0, σ²C²)/B, or, when nobody reads the noised rows (the
-    // host's training loop), Algorithm 2's B row noises drawn as their sum — the same distribution
-    // of g, N(0, σ²C²/B), with d Gaussian draws instead of B·d.
-    torch::Tensor mean;
-    if (context.rows_observed) {
-      clip_rows();
-      mean = grads.mean(/*dim=*/0);
-    } else {
-      mean = torch::empty({layout.total}, grads.options());
-      for (std::size_t j = 0; j < spans.size(); ++j) {
-        auto out = mean.narrow(0, spans[j].offset, spans[j].length);
-        torch::mv_out(out, grads.narrow(1, spans[j].offset, spans[j].length).t(), factors.select(1, j).contiguous());
-      }
-      mean.div_(batch);
-    }
-    if (sigma_ > 0) {
-      const double std = sigma_ * clip / (per_batch_noise_ ? batch : std::sqrt(batch));
-      mean.add_(bulwark::gaussian_like(mean, std, context.generator, secure_));
-    }
-    return mean;
+    return noisy_mean(sum, context.batch_size, context);
   }
 
   std::vector<bulwark::AccountingEvent> accounting(const bulwark::RoundAccountingInfo& info) const override {
@@ -187,6 +167,20 @@ class FedCdp final : public bulwark::PrivacyMechanism {
   }
 
  private:
+  // The average of the clipped rows with one draw on it: per_batch's N(0, σ²C²)/B, or, when nobody
+  // reads the noised rows (the host's training loop), Algorithm 2's B row noises drawn as their
+  // sum — the same distribution of g, N(0, σ²C²/B), with d Gaussian draws instead of B·d.
+  torch::Tensor noisy_mean(torch::Tensor& sum, std::int64_t batch, const bulwark::PrivacyStepContext& context) const {
+    torch::NoGradGuard no_grad;
+    const double clip = clip_at(context.round, context.total_rounds);
+    auto mean = sum.div_(static_cast<double>(batch));
+    if (sigma_ > 0) {
+      const double std = sigma_ * clip / (per_batch_noise_ ? batch : std::sqrt(static_cast<double>(batch)));
+      mean.add_(bulwark::gaussian_like(mean, std, context.generator, secure_));
+    }
+    return mean;
+  }
+
   double sigma_, clip_, clip_end_;
   std::int64_t step_every_;
   double step_factor_;

@@ -144,6 +144,13 @@ TEST_CASE("catalogue: experiment keys with impossible, non-finite or overflowing
       set({"=1"}, "expected key=value"),
       set({"attack.3.byzantine=1"}, "attack.3.byzantine"),
       set({"attack.byzantine=1"}, "--set attack.plugin=NAME"),
+      set({"audit.canary_clients=4"}, "canary_clients = 4 is more than half of the 6 clients"),
+      set({"audit.shadow_models=1"}, "shadow_models = 1 gives no spread to fit"),
+      set({"audit.membership_examples=500"}, "membership_examples = 500 exceeds the 200 test examples"),
+      set({"audit.canaries=1000"}, "lower them"),
+      set({"audit.canaries=100", "audit.membership_examples=10", "audit.guesses=[300]"}, "guesses lists 300"),
+      set({"audit.confidence=1.5"}, "option 'confidence' for [audit]"),
+      set({"audit.canary=3"}, "unknown option 'canary' for [audit]; valid options: membership_examples"),
   });
 }
 

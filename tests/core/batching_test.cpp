@@ -46,14 +46,13 @@ Tensor stacked_gradients(const bulwark::detail::StackedModel& model, const Tenso
   return torch::autograd::grad({losses.sum()}, {p})[0];
 }
 
-}  // namespace
+struct ZooCase {
+  std::string toml;
+  std::vector<std::int64_t> shape;
+};
 
-TEST_CASE("stacked zoo models: K clients at once equal each client on the model, and a client's numbers do not depend on K") {
-  struct Case {
-    std::string toml;
-    std::vector<std::int64_t> shape;
-  };
-  const std::vector<Case> cases = {
+const std::vector<ZooCase>& zoo_cases() {
+  static const std::vector<ZooCase> cases = {
       {"arch = \"softmax\"", {1, 28, 28}},
       {"arch = \"mlp\"\nhidden = [24, 12]\nactivation = \"sigmoid\"", {54}},
       {"arch = \"cnn\"", {1, 28, 28}},
@@ -65,19 +64,37 @@ TEST_CASE("stacked zoo models: K clients at once equal each client on the model,
        "act, residual 4 per_group=2, avgpool 2, residual 8 stride=2 per_group=4, globalavgpool, linear 6 bias=false, "
        "sigmoid, linear classes\"",
        {3, 12, 12}},
+      // Convolutions on small maps, where ghost norms beat forming the rows (2L² < out·C·k·k).
+      {"arch = \"layers\"\nlayers = \"conv 16 3, relu, conv 32 3 padding=1, groupnorm 4, residual 32 stride=2 per_group=8, "
+       "flatten, linear classes\"",
+       {3, 6, 6}},
   };
-  for (const auto& c : cases) {
+  return cases;
+}
+
+// K clients' parameters, away from θ0 and from each other as after some local steps, and their batches.
+struct StackedBatch {
+  Tensor params, x, y;
+};
+
+StackedBatch stacked_batch(const Model& model, const std::vector<std::int64_t>& shape) {
+  const auto d = model.layout().total;
+  std::vector<std::int64_t> sizes{kClients * kBatch};
+  sizes.insert(sizes.end(), shape.begin(), shape.end());
+  return {model.initial_parameters(1).unsqueeze(0) + 0.1 * torch::randn({kClients, d}, make_generator(2)),
+          torch::rand(sizes, make_generator(3)),
+          torch::randint(10, {kClients * kBatch}, make_generator(4), torch::kLong)};
+}
+
+}  // namespace
+
+TEST_CASE("stacked zoo models: K clients at once equal each client on the model, and a client's numbers do not depend on K") {
+  for (const auto& c : zoo_cases()) {
     CAPTURE(c.toml);
     auto model = build_model(options_from_string(c.toml, model_option_specs(), "model"), c.shape, 10);
     const auto* stacked = dynamic_cast<const bulwark::detail::StackedModel*>(model.get());
     REQUIRE(stacked != nullptr);
-    const auto d = model->layout().total;
-    // Clients away from θ0 and from each other, as after some local steps.
-    auto params = model->initial_parameters(1).unsqueeze(0) + 0.1 * torch::randn({kClients, d}, make_generator(2));
-    std::vector<std::int64_t> sizes{kClients * kBatch};
-    sizes.insert(sizes.end(), c.shape.begin(), c.shape.end());
-    auto x = torch::rand(sizes, make_generator(3));
-    auto y = torch::randint(10, {kClients * kBatch}, make_generator(4), torch::kLong);
+    const auto [params, x, y] = stacked_batch(*model, c.shape);
 
     auto logits = stacked->forward_stacked(params, x);
     Tensor row_losses;
@@ -103,6 +120,62 @@ TEST_CASE("stacked zoo models: K clients at once equal each client on the model,
     CHECK(torch::equal(stacked->per_example_gradients_stacked(alone_params, alone_x, alone_y, nullptr),
                        per_example.narrow(0, kBatch, kBatch)));
     CHECK(torch::equal(stacked_gradients(*stacked, alone_params, alone_x, alone_y), gradients[1].unsqueeze(0)));
+  }
+}
+
+TEST_CASE("ghost clipping: each client's clipped sum equals the sum of its clipped rows to 1e-6, stacked or alone") {
+  for (const auto& c : zoo_cases()) {
+    CAPTURE(c.toml);
+    auto model = build_model(options_from_string(c.toml, model_option_specs(), "model"), c.shape, 10);
+    const auto* stacked = dynamic_cast<const bulwark::detail::StackedModel*>(model.get());
+    REQUIRE(stacked != nullptr);
+    const auto [params, x, y] = stacked_batch(*model, c.shape);
+    const auto& layout = model->layout();
+    const auto layers = layout.layers();
+    const auto m = static_cast<std::int64_t>(layers.size());
+    // Each layer clipped to its own bound, with bounds that clip some rows and not others.
+    auto bounds = 0.05 + 0.5 * torch::rand({m}, make_generator(5));
+    auto clip = [&](const Tensor& norms) { return torch::clamp_max(bounds.unsqueeze(0) / norms, 1.0); };
+    Tensor seen_norms;
+    auto clip_and_keep = [&](const Tensor& norms) {
+      seen_norms = norms.clone();
+      return clip(norms);
+    };
+    auto sums = stacked->clipped_gradient_sums_stacked(params, x, y, clip_and_keep, nullptr);
+    REQUIRE(sums.sizes() == torch::IntArrayRef{kClients, layout.total});
+
+    // The definition, from the materialised rows: their per-layer norms in double (a float norm
+    // over 10^5 entries is itself off by several 1e-6; the ghost norms are closer to the truth).
+    auto rows = stacked->per_example_gradients_stacked(params, x, y, nullptr).clone();
+    std::vector<Tensor> columns;
+    for (const auto& group : layers) {
+      const auto& first = layout.entries[group.front()];
+      const auto& last = layout.entries[group.back()];
+      columns.push_back(rows.narrow(1, first.offset, last.offset + last.numel - first.offset).to(torch::kDouble).norm(2, 1));
+    }
+    auto norms = torch::stack(columns, 1);
+    CHECK(max_abs(seen_norms.to(torch::kDouble) - norms) <= 1e-6 * std::max(1.0, max_abs(norms)));
+    auto factors = clip(norms.to(torch::kFloat));
+    auto expected = torch::zeros_like(sums);
+    for (std::int64_t j = 0; j < m; ++j) {
+      const auto& first = layout.entries[layers[j].front()];
+      const auto& last = layout.entries[layers[j].back()];
+      const auto length = last.offset + last.numel - first.offset;
+      auto weighted = rows.narrow(1, first.offset, length) * factors.select(1, j).unsqueeze(1);
+      expected.narrow(1, first.offset, length).copy_(weighted.view({kClients, kBatch, length}).sum(1));
+    }
+    CHECK(max_abs(sums - expected) <= 1e-6 * std::max(1.0, max_abs(expected)));
+
+    // Client 1 alone (K = 1) bit for bit; on the model's own single-θ path to 1e-6.
+    auto alone_x = x.narrow(0, kBatch, kBatch), alone_y = y.narrow(0, kBatch, kBatch);
+    CHECK(torch::equal(stacked->clipped_gradient_sums_stacked(params.narrow(0, 1, 1), alone_x, alone_y, clip, nullptr),
+                       sums.narrow(0, 1, 1)));
+    Tensor row_losses;
+    auto single = stacked->clipped_gradient_sums_stacked(params[1], alone_x, alone_y, clip, &row_losses);
+    CHECK(single.sizes() == torch::IntArrayRef{layout.total});
+    CHECK(max_abs(single - expected[1]) <= 1e-6 * std::max(1.0, max_abs(expected[1])));
+    CHECK(max_abs(row_losses - torch::cross_entropy_loss(model->forward(params[1], alone_x), alone_y, {},
+                                                         at::Reduction::None)) <= 1e-5);
   }
 }
 

@@ -17,7 +17,7 @@
 
 #include <stdint.h>
 
-#define BULWARK_PLUGIN_ABI_VERSION 2u
+#define BULWARK_PLUGIN_ABI_VERSION 3u
 #define BULWARK_SDK_VERSION "0.1.0"
 #define BULWARK_PLUGIN_ENTRY "bulwark_plugin_info"
 

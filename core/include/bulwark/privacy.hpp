@@ -97,6 +97,19 @@ class BULWARK_API PrivacyMechanism {
   virtual torch::Tensor privatize_gradients(torch::Tensor& per_example_grads,
                                             const PrivacyStepContext& context);
 
+  /// Clipping from per-layer norms, without the rows (ghost clipping). A per-example mechanism
+  /// whose hook is "scale example b's gradient of layer j by a factor f_bj that depends only on
+  /// the per-example, per-layer L2 norms; sum over the batch; privatise the sum" returns true and
+  /// implements the two hooks below. Where nobody observes the rows and the model is one of the
+  /// kernel's layer models, the host then obtains the norms and Σ_b Σ_j f_bj ∇_bj from each
+  /// layer's inputs and output gradients without forming [B, d] (Li et al. 2022; Bu et al. 2023),
+  /// and calls clip_factors, then privatize_clipped_sum, instead of privatize_gradients.
+  virtual bool clips_by_layer_norms() const { return false; }
+  /// Factors [B, m] for the norms [B, m]: column j is layer j of ParamLayout::layers().
+  virtual torch::Tensor clip_factors(const torch::Tensor& layer_norms, const PrivacyStepContext& context);
+  /// The gradient [d] the local optimiser applies, from the clipped sum [d] (may be changed in place).
+  virtual torch::Tensor privatize_clipped_sum(torch::Tensor& clipped_sum, const PrivacyStepContext& context);
+
   /// Client hook: rewrite the client's upload [d] in place (client-level clipping/noise, local
   /// DP). Worker threads, concurrently for different clients.
   virtual bool on_client_update() const { return false; }

@@ -23,6 +23,7 @@ enum class Stream : std::uint64_t {
   Leakage = 9,     ///< gradient-leakage attacks
   Dataset = 10,    ///< synthetic data generation
   Evaluation = 11, ///< the test subset of intermediate evaluations (eval_subset)
+  Audit = 12,      ///< privacy audits: canaries and membership-inference targets
 };
 
 /// Use as `client` for streams that belong to the server, not to one client.

@@ -42,6 +42,12 @@ torch::Tensor PrivacyMechanism::privatize_gradients(torch::Tensor& per_example_g
                                                     const PrivacyStepContext&) {
   return per_example_grads.mean(0);
 }
+torch::Tensor PrivacyMechanism::clip_factors(const torch::Tensor&, const PrivacyStepContext&) {
+  throw Error(ErrorKind::Runtime, "this mechanism does not clip from layer norms (clips_by_layer_norms() is false)");
+}
+torch::Tensor PrivacyMechanism::privatize_clipped_sum(torch::Tensor&, const PrivacyStepContext&) {
+  throw Error(ErrorKind::Runtime, "this mechanism does not clip from layer norms (clips_by_layer_norms() is false)");
+}
 void PrivacyMechanism::privatize_update(torch::Tensor&, const ClientUpdateContext&) {}
 void PrivacyMechanism::privatize_aggregate(torch::Tensor&, const ServerPrivacyContext&) {}
 std::vector<AccountingEvent> PrivacyMechanism::accounting(const RoundAccountingInfo&) const {

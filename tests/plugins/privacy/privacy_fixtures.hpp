@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "bulwark/clipping.hpp"
 #include "bulwark/privacy.hpp"
 #include "bulwark/rng.hpp"
 
@@ -65,13 +66,7 @@ inline ServerPrivacyContext server_context(const ParamLayout& layout, std::int64
 
 /// L2 norm of each layer of each row: [B, m], in double.
 inline torch::Tensor layer_norms(const torch::Tensor& rows, const ParamLayout& layout) {
-  std::vector<torch::Tensor> columns;
-  for (const auto& group : layout.layers()) {
-    const auto& first = layout.entries[group.front()];
-    const auto& last = layout.entries[group.back()];
-    columns.push_back(rows.narrow(1, first.offset, last.offset + last.numel - first.offset).to(torch::kDouble).norm(2, 1));
-  }
-  return torch::stack(columns, 1);
+  return bulwark::layer_norms(rows.to(torch::kDouble), layout);
 }
 
 /// Per-example gradients [B, d] whose rows have very different scales: some far above any bound
