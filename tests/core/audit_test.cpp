@@ -224,3 +224,17 @@ TEST_CASE("offline LiRA: shadow runs on the held-out test examples score the tar
   CHECK(markdown.find("LiRA AUC") != std::string::npos);
   CHECK(markdown.find("MIA AUC") != std::string::npos);
 }
+
+TEST_CASE("[audit] runs beside a robust rule, an attack and a leakage study in the same run") {
+  const std::string extra =
+      "\n[aggregator]\nplugin = \"median\"\n\n[[attack]]\nplugin = \"label_flip\"\nbyzantine = 1\n\n"
+      "[leakage]\nattack = \"dlg\"\niterations = 5\n\n"
+      "[audit]\nmembership_examples = 50\ncanaries = 20\ncanary_clients = 2\n";
+  auto run = test::run_tiny("audit_with_everything", extra, {});
+  const auto summary = nlohmann::json::parse(test::read_file(run.output_dir / "summary.json"));
+  CHECK(summary["aggregator"] == "median");
+  CHECK(summary.contains("leakage"));
+  CHECK(summary["audit"]["canaries_example"]["canaries"] == 20);
+  CHECK(summary["audit"]["canaries_client"]["canaries"] == 2);
+  CHECK(test::metric(run.metrics.back(), "malicious") == 1);
+}

@@ -72,6 +72,14 @@ const std::vector<ZooCase>& zoo_cases() {
   return cases;
 }
 
+// The case's model and its client-batched form.
+std::pair<std::unique_ptr<Model>, const bulwark::detail::StackedModel*> zoo_model(const ZooCase& c) {
+  auto model = build_model(options_from_string(c.toml, model_option_specs(), "model"), c.shape, 10);
+  const auto* stacked = dynamic_cast<const bulwark::detail::StackedModel*>(model.get());
+  REQUIRE(stacked != nullptr);
+  return {std::move(model), stacked};
+}
+
 // K clients' parameters, away from θ0 and from each other as after some local steps, and their batches.
 struct StackedBatch {
   Tensor params, x, y;
@@ -91,9 +99,7 @@ StackedBatch stacked_batch(const Model& model, const std::vector<std::int64_t>& 
 TEST_CASE("stacked zoo models: K clients at once equal each client on the model, and a client's numbers do not depend on K") {
   for (const auto& c : zoo_cases()) {
     CAPTURE(c.toml);
-    auto model = build_model(options_from_string(c.toml, model_option_specs(), "model"), c.shape, 10);
-    const auto* stacked = dynamic_cast<const bulwark::detail::StackedModel*>(model.get());
-    REQUIRE(stacked != nullptr);
+    const auto [model, stacked] = zoo_model(c);
     const auto [params, x, y] = stacked_batch(*model, c.shape);
 
     auto logits = stacked->forward_stacked(params, x);
@@ -126,9 +132,7 @@ TEST_CASE("stacked zoo models: K clients at once equal each client on the model,
 TEST_CASE("ghost clipping: each client's clipped sum equals the sum of its clipped rows to 1e-6, stacked or alone") {
   for (const auto& c : zoo_cases()) {
     CAPTURE(c.toml);
-    auto model = build_model(options_from_string(c.toml, model_option_specs(), "model"), c.shape, 10);
-    const auto* stacked = dynamic_cast<const bulwark::detail::StackedModel*>(model.get());
-    REQUIRE(stacked != nullptr);
+    const auto [model, stacked] = zoo_model(c);
     const auto [params, x, y] = stacked_batch(*model, c.shape);
     const auto& layout = model->layout();
     const auto layers = layout.layers();
