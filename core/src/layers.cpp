@@ -289,12 +289,15 @@ class Conv2d final : public Layer {
   // Neural Networks with Differential Privacy", NeurIPS 2022): with U_b = unfold(x_b) [C·k·k, L]
   // and G_b [out, L], ‖G_b U_bᵀ‖² = Σ_{l,l'} (U_bᵀU_b ⊙ G_bᵀG_b)_{ll'} costs 2L² per example
   // against out·C·k·k for forming the rows; the cheaper is taken. The rows are kept for the
-  // second pass when they are smaller than x and G (the default); otherwise they are formed a
-  // chunk at a time for the norms and x and G are kept.
+  // second pass (the default) when they are smaller than x and G, or small anyway (the batch's
+  // rows within one chunk budget); otherwise they are formed a chunk at a time for the norms and x
+  // and G are kept, and the second pass forms them again: memory for time. `kept` then holds two
+  // tensors, the rows one.
   torch::Tensor gradient_norms_squared(const torch::Tensor& x, const torch::Tensor& grad_output,
                                        const ParamLayout& layout, std::vector<torch::Tensor>& kept) const override {
     const auto batch = x.size(0);
-    if (!ghost_ && rows_kept_) return Layer::gradient_norms_squared(x, grad_output, layout, kept);
+    const bool small = batch * out_ * in_ * kernel_ * kernel_ <= kChunkBudget;
+    if (!ghost_ && (rows_kept_ || small)) return Layer::gradient_norms_squared(x, grad_output, layout, kept);
     if (!ghost_) {
       auto g = grad_output.reshape({batch, out_, -1});
       auto norms = bias_ ? g.sum(/*dim=*/2).square().sum(/*dim=*/1) : torch::zeros({batch}, g.options());
@@ -316,7 +319,7 @@ class Conv2d final : public Layer {
   // and G kept, Σ_b f_b G_b U_bᵀ chunk by chunk within each client.
   void weighted_gradient_sums(const std::vector<torch::Tensor>& kept, const torch::Tensor& factors,
                               torch::Tensor& sums) const override {
-    if (!ghost_ && rows_kept_) return Layer::weighted_gradient_sums(kept, factors, sums);
+    if (!ghost_ && kept.size() == 1) return Layer::weighted_gradient_sums(kept, factors, sums);
     const auto clients = sums.size(0);
     const auto depth = in_ * kernel_ * kernel_;
     if (!ghost_) {

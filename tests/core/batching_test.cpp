@@ -129,58 +129,85 @@ TEST_CASE("stacked zoo models: K clients at once equal each client on the model,
   }
 }
 
+namespace {
+
+// Each layer clipped to its own bound, with bounds that clip some rows and not others.
+Tensor clip_to(const Tensor& bounds, const Tensor& norms) { return torch::clamp_max(bounds.unsqueeze(0) / norms, 1.0); }
+
+// Ghost clipping of K clients' batches (x, y: K equal groups of rows) against the definition from
+// the materialised rows: the per-layer norms in double (a float norm over 10^5 entries is itself
+// off by several 1e-6; the ghost norms are closer to the truth) and each client's clipped sum, to
+// 1e-6. Returns the sums.
+Tensor check_ghost_against_rows(const bulwark::detail::StackedModel& stacked, const ParamLayout& layout,
+                                const Tensor& params, const Tensor& x, const Tensor& y, const Tensor& bounds) {
+  const auto clients = params.size(0), batch = x.size(0) / clients;
+  const auto layers = layout.layers();
+  Tensor seen_norms;
+  auto sums = stacked.clipped_gradient_sums_stacked(
+      params, x, y,
+      [&](const Tensor& norms) {
+        seen_norms = norms.clone();
+        return clip_to(bounds, norms);
+      },
+      nullptr);
+  REQUIRE(sums.sizes() == torch::IntArrayRef{clients, layout.total});
+  auto rows = stacked.per_example_gradients_stacked(params, x, y, nullptr).clone();
+  std::vector<Tensor> columns;
+  for (const auto& group : layers) {
+    const auto& first = layout.entries[group.front()];
+    const auto& last = layout.entries[group.back()];
+    columns.push_back(rows.narrow(1, first.offset, last.offset + last.numel - first.offset).to(torch::kDouble).norm(2, 1));
+  }
+  auto norms = torch::stack(columns, 1);
+  CHECK(max_abs(seen_norms.to(torch::kDouble) - norms) <= 1e-6 * std::max(1.0, max_abs(norms)));
+  auto factors = clip_to(bounds, norms.to(torch::kFloat));
+  auto expected = torch::zeros_like(sums);
+  for (std::size_t j = 0; j < layers.size(); ++j) {
+    const auto& first = layout.entries[layers[j].front()];
+    const auto& last = layout.entries[layers[j].back()];
+    const auto length = last.offset + last.numel - first.offset;
+    auto weighted = rows.narrow(1, first.offset, length) * factors.select(1, static_cast<std::int64_t>(j)).unsqueeze(1);
+    expected.narrow(1, first.offset, length).copy_(weighted.view({clients, batch, length}).sum(1));
+  }
+  CHECK(max_abs(sums - expected) <= 1e-6 * std::max(1.0, max_abs(expected)));
+  return sums;
+}
+
+}  // namespace
+
 TEST_CASE("ghost clipping: each client's clipped sum equals the sum of its clipped rows to 1e-6, stacked or alone") {
   for (const auto& c : zoo_cases()) {
     CAPTURE(c.toml);
     const auto [model, stacked] = zoo_model(c);
     const auto [params, x, y] = stacked_batch(*model, c.shape);
     const auto& layout = model->layout();
-    const auto layers = layout.layers();
-    const auto m = static_cast<std::int64_t>(layers.size());
-    // Each layer clipped to its own bound, with bounds that clip some rows and not others.
-    auto bounds = 0.05 + 0.5 * torch::rand({m}, make_generator(5));
-    auto clip = [&](const Tensor& norms) { return torch::clamp_max(bounds.unsqueeze(0) / norms, 1.0); };
-    Tensor seen_norms;
-    auto clip_and_keep = [&](const Tensor& norms) {
-      seen_norms = norms.clone();
-      return clip(norms);
-    };
-    auto sums = stacked->clipped_gradient_sums_stacked(params, x, y, clip_and_keep, nullptr);
-    REQUIRE(sums.sizes() == torch::IntArrayRef{kClients, layout.total});
-
-    // The definition, from the materialised rows: their per-layer norms in double (a float norm
-    // over 10^5 entries is itself off by several 1e-6; the ghost norms are closer to the truth).
-    auto rows = stacked->per_example_gradients_stacked(params, x, y, nullptr).clone();
-    std::vector<Tensor> columns;
-    for (const auto& group : layers) {
-      const auto& first = layout.entries[group.front()];
-      const auto& last = layout.entries[group.back()];
-      columns.push_back(rows.narrow(1, first.offset, last.offset + last.numel - first.offset).to(torch::kDouble).norm(2, 1));
-    }
-    auto norms = torch::stack(columns, 1);
-    CHECK(max_abs(seen_norms.to(torch::kDouble) - norms) <= 1e-6 * std::max(1.0, max_abs(norms)));
-    auto factors = clip(norms.to(torch::kFloat));
-    auto expected = torch::zeros_like(sums);
-    for (std::int64_t j = 0; j < m; ++j) {
-      const auto& first = layout.entries[layers[j].front()];
-      const auto& last = layout.entries[layers[j].back()];
-      const auto length = last.offset + last.numel - first.offset;
-      auto weighted = rows.narrow(1, first.offset, length) * factors.select(1, j).unsqueeze(1);
-      expected.narrow(1, first.offset, length).copy_(weighted.view({kClients, kBatch, length}).sum(1));
-    }
-    CHECK(max_abs(sums - expected) <= 1e-6 * std::max(1.0, max_abs(expected)));
+    const auto bounds = 0.05 + 0.5 * torch::rand({static_cast<std::int64_t>(layout.layers().size())}, make_generator(5));
+    const auto sums = check_ghost_against_rows(*stacked, layout, params, x, y, bounds);
 
     // Client 1 alone (K = 1) bit for bit; on the model's own single-θ path to 1e-6.
+    auto clip = [&](const Tensor& norms) { return clip_to(bounds, norms); };
     auto alone_x = x.narrow(0, kBatch, kBatch), alone_y = y.narrow(0, kBatch, kBatch);
     CHECK(torch::equal(stacked->clipped_gradient_sums_stacked(params.narrow(0, 1, 1), alone_x, alone_y, clip, nullptr),
                        sums.narrow(0, 1, 1)));
     Tensor row_losses;
     auto single = stacked->clipped_gradient_sums_stacked(params[1], alone_x, alone_y, clip, &row_losses);
     CHECK(single.sizes() == torch::IntArrayRef{layout.total});
-    CHECK(max_abs(single - expected[1]) <= 1e-6 * std::max(1.0, max_abs(expected[1])));
+    CHECK(max_abs(single - sums[1]) <= 1e-6 * std::max(1.0, max_abs(sums[1])));
     CHECK(max_abs(row_losses - torch::cross_entropy_loss(model->forward(params[1], alone_x), alone_y, {},
                                                          at::Reduction::None)) <= 1e-5);
   }
+}
+
+TEST_CASE("ghost clipping: a large batch keeps the second convolution's input and output gradient, not its rows, to the same sums") {
+  // The CNN's second convolution has more weights per example (12,800) than input and output
+  // gradient numbers (9,408); its rows for 2 x 60 examples exceed the 4 MB chunk budget.
+  const auto [model, stacked] = zoo_model({"arch = \"cnn\"", {1, 28, 28}});
+  const auto d = model->layout().total;
+  const auto params = model->initial_parameters(1).unsqueeze(0) + 0.1 * torch::randn({2, d}, make_generator(2));
+  const auto x = torch::rand({120, 1, 28, 28}, make_generator(3));
+  const auto y = torch::randint(10, {120}, make_generator(4), torch::kLong);
+  const auto bounds = 0.05 + 0.5 * torch::rand({static_cast<std::int64_t>(model->layout().layers().size())}, make_generator(5));
+  check_ghost_against_rows(*stacked, model->layout(), params, x, y, bounds);
 }
 
 TEST_CASE("stacked zoo models: parameters and inputs that do not stack are refused") {
