@@ -198,10 +198,8 @@ std::vector<std::int64_t> guess_sizes(const Options& settings, std::int64_t m, c
 
 /// Coin flips with probability 1/2.
 std::vector<bool> coins(std::int64_t count, at::Generator& generator) {
-  const auto flips = (torch::rand({count}, generator, torch::kDouble) < 0.5).to(torch::kBool);
-  std::vector<bool> out;
-  for (std::int64_t i = 0; i < count; ++i) out.push_back(flips[i].item<bool>());
-  return out;
+  const auto flips = (torch::rand({count}, generator, torch::kDouble) < 0.5).contiguous();
+  return std::vector<bool>(flips.data_ptr<bool>(), flips.data_ptr<bool>() + count);
 }
 
 }  // namespace
@@ -230,14 +228,10 @@ void PrivacyAudit::prepare(Dataset& data, Partition& partition) {
     cannot(file_, "shadow_models trains on the test examples that are not targets, and membership_examples takes "
                   "them all; lower membership_examples");
   }
-  if (canaries == 1) cannot(file_, "canaries = 1 leaves nothing to guess against; use 0 (off) or at least 2");
-  if (canary_clients == 1) {
-    cannot(file_, "canary_clients = 1 leaves nothing to guess against; use 0 (off) or at least 2");
+  for (const auto& [name, count] : {std::pair{"canaries", canaries}, std::pair{"canary_clients", canary_clients}}) {
+    if (count == 1) cannot(file_, fmt::format("{} = 1 leaves nothing to guess against; use 0 (off) or at least 2", name));
+    if (count > 0) guess_sizes(settings_, count, file_);  // a bad guesses list is refused before training
   }
-
-  // A bad guesses list is refused before training, not after it.
-  if (canaries > 0) guess_sizes(settings_, canaries, file_);
-  if (canary_clients > 0) guess_sizes(settings_, canary_clients, file_);
 
   // Canary clients first, then example canaries and members among the other clients' examples.
   std::vector<bool> is_canary_client(clients, false);
@@ -276,8 +270,10 @@ void PrivacyAudit::prepare(Dataset& data, Partition& partition) {
     non_members_ = draw(torch::arange(data.test_labels.size(0), torch::kLong), members, generator);
   }
 
+  if (canaries == 0 && canary_clients == 0) return;
+
   // Canary examples get a uniformly drawn wrong label: y + 1 + U{0..C−2} mod C.
-  if (settings_.get<std::string>("canary_labels") == "random" && (canaries > 0 || canary_clients > 0)) {
+  if (settings_.get<std::string>("canary_labels") == "random") {
     std::vector<torch::Tensor> relabelled = client_canaries_;
     if (canaries > 0) relabelled.push_back(example_canaries_);
     const auto index = torch::cat(relabelled);
@@ -291,7 +287,7 @@ void PrivacyAudit::prepare(Dataset& data, Partition& partition) {
   // Left-out canaries leave the partition: an example leaves its client, a client keeps no data.
   auto kept = torch::ones({train_size}, torch::kBool);
   for (std::int64_t i = 0; i < canaries; ++i) {
-    if (!example_included_[i]) kept[example_canaries_[i].item<std::int64_t>()] = false;
+    if (!example_included_[i]) kept.data_ptr<bool>()[example_canaries_.data_ptr<std::int64_t>()[i]] = false;
   }
   std::vector<torch::Tensor> shares;
   std::vector<std::int64_t> offsets{0};

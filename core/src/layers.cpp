@@ -288,16 +288,13 @@ class Conv2d final : public Layer {
   // Mixed ghost clipping (Bu, Mao, Xu, "Scalable and Efficient Training of Large Convolutional
   // Neural Networks with Differential Privacy", NeurIPS 2022): with U_b = unfold(x_b) [C·k·k, L]
   // and G_b [out, L], ‖G_b U_bᵀ‖² = Σ_{l,l'} (U_bᵀU_b ⊙ G_bᵀG_b)_{ll'} costs 2L² per example
-  // against out·C·k·k for forming the rows; the cheaper is taken. The rows are kept for the
-  // second pass (the default) when they are smaller than x and G, or small anyway (the batch's
-  // rows within one chunk budget); otherwise they are formed a chunk at a time for the norms and x
-  // and G are kept, and the second pass forms them again: memory for time. `kept` then holds two
-  // tensors, the rows one.
+  // against out·C·k·k for forming the rows; the cheaper is taken. Without ghost norms the rows
+  // are kept for the second pass (keeps_rows) or, when x and G are smaller and the rows large,
+  // formed a chunk at a time for the norms and formed again for the sum: memory for time.
   torch::Tensor gradient_norms_squared(const torch::Tensor& x, const torch::Tensor& grad_output,
                                        const ParamLayout& layout, std::vector<torch::Tensor>& kept) const override {
     const auto batch = x.size(0);
-    const bool small = batch * out_ * in_ * kernel_ * kernel_ <= kChunkBudget;
-    if (!ghost_ && (rows_kept_ || small)) return Layer::gradient_norms_squared(x, grad_output, layout, kept);
+    if (!ghost_ && keeps_rows(batch)) return Layer::gradient_norms_squared(x, grad_output, layout, kept);
     if (!ghost_) {
       auto g = grad_output.reshape({batch, out_, -1});
       auto norms = bias_ ? g.sum(/*dim=*/2).square().sum(/*dim=*/1) : torch::zeros({batch}, g.options());
@@ -319,7 +316,7 @@ class Conv2d final : public Layer {
   // and G kept, Σ_b f_b G_b U_bᵀ chunk by chunk within each client.
   void weighted_gradient_sums(const std::vector<torch::Tensor>& kept, const torch::Tensor& factors,
                               torch::Tensor& sums) const override {
-    if (!ghost_ && kept.size() == 1) return Layer::weighted_gradient_sums(kept, factors, sums);
+    if (!ghost_ && keeps_rows(kept[0].size(0))) return Layer::weighted_gradient_sums(kept, factors, sums);
     const auto clients = sums.size(0);
     const auto depth = in_ * kernel_ * kernel_;
     if (!ghost_) {
@@ -360,6 +357,12 @@ class Conv2d final : public Layer {
         .reshape({x.size(0), in_ * kernel_ * kernel_, positions_});
   }
 
+  // Whether the second pass works from the rows: they are no larger than x and G, or the batch's
+  // rows fit in one chunk budget anyway (then keeping them is faster than forming them twice).
+  bool keeps_rows(std::int64_t batch) const {
+    return rows_kept_ || batch * out_ * in_ * kernel_ * kernel_ <= kChunkBudget;
+  }
+
   // Examples per chunk of unfolded input (kChunkBudget numbers).
   std::int64_t chunk() const { return std::max<std::int64_t>(1, kChunkBudget / (in_ * kernel_ * kernel_ * positions_)); }
 
@@ -379,7 +382,7 @@ class Conv2d final : public Layer {
   std::int64_t out_h_ = 0, out_w_ = 0;
   std::int64_t positions_ = 0;  // L = H'·W' output positions
   bool ghost_ = false;          // ghost norms cheaper than forming the rows
-  bool rows_kept_ = false;      // the rows smaller than the input and the output gradient
+  bool rows_kept_ = false;      // the rows no larger than the input and the output gradient
 };
 
 class GroupNorm final : public Layer {

@@ -6,10 +6,10 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
-#include <utility>
 
 #include <torch/torch.h>
 
+#include "bulwark/clipping.hpp"
 #include "bulwark/error.hpp"
 #include "bulwark/rng.hpp"
 #include "layer_specs.hpp"
@@ -106,10 +106,8 @@ class SequentialModel final : public Model, public detail::StackedModel {
     layer_of_entry_.resize(layout_.entries.size());
     for (std::size_t j = 0; j < groups.size(); ++j) {
       for (auto entry : groups[j]) layer_of_entry_[entry] = static_cast<std::int64_t>(j);
-      const auto& first = layout_.entries[groups[j].front()];
-      const auto& last = layout_.entries[groups[j].back()];
-      layer_columns_.emplace_back(first.offset, last.offset + last.numel - first.offset);
     }
+    layer_spans_ = layer_spans(layout_);
   }
 
   const ParamLayout& layout() const override { return layout_; }
@@ -145,7 +143,7 @@ class SequentialModel final : public Model, public detail::StackedModel {
       return clients == 0 ? sums[0] : sums;
     }
     // First pass, as the backward pass reaches each layer: its norms, and what the second needs.
-    auto squares = torch::zeros({inputs.size(0), static_cast<std::int64_t>(layer_columns_.size())}, params.options());
+    auto squares = torch::zeros({inputs.size(0), static_cast<std::int64_t>(layer_spans_.size())}, params.options());
     struct Seen {
       const detail::Layer* layer;
       std::int64_t index;  // in ParamLayout::layers()
@@ -162,8 +160,8 @@ class SequentialModel final : public Model, public detail::StackedModel {
     torch::NoGradGuard no_grad;
     const auto factors = clip_factors(squares.sqrt_());
     for (const auto& layer : seen) {
-      const auto [offset, length] = layer_columns_[layer.index];
-      auto columns = sums.narrow(1, offset, length);
+      const auto& span = layer_spans_[layer.index];
+      auto columns = sums.narrow(1, span.offset, span.length);
       layer.layer->weighted_gradient_sums(layer.kept, factors.select(1, layer.index).contiguous(), columns);
     }
     return clients == 0 ? sums[0] : sums;
@@ -327,7 +325,7 @@ class SequentialModel final : public Model, public detail::StackedModel {
   ParamLayout layout_;
   std::vector<std::int64_t> numels_;  // layout entry sizes, for split_with_sizes
   std::vector<std::int64_t> layer_of_entry_;  // entry -> its layer in ParamLayout::layers()
-  std::vector<std::pair<std::int64_t, std::int64_t>> layer_columns_;  // layer -> (offset, length) in θ
+  std::vector<LayerSpan> layer_spans_;        // layer -> its columns of θ
 };
 
 std::string config_prefix(const std::string& arch) {

@@ -31,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "bulwark/clipping.hpp"
 #include "bulwark/error.hpp"
 #include "bulwark/noise.hpp"
 #include "bulwark/plugin.hpp"
@@ -88,14 +89,9 @@ class FedSdp final : public bulwark::PrivacyMechanism {
   void privatize_update(torch::Tensor& update, const bulwark::ClientUpdateContext& context) override {
     torch::NoGradGuard no_grad;
     if (clipping_ != "flat") {
-      const auto& layout = *context.layout;
-      const auto groups = layout.layers();
-      const double bound = clipping_ == "per_layer" ? clip_ / std::sqrt(static_cast<double>(groups.size())) : clip_;
-      for (const auto& group : groups) {
-        const auto& first = layout.entries[group.front()];
-        const auto& last = layout.entries[group.back()];
-        clip_to(update.narrow(0, first.offset, last.offset + last.numel - first.offset), bound);
-      }
+      const auto spans = bulwark::layer_spans(*context.layout);
+      const double bound = clipping_ == "per_layer" ? clip_ / std::sqrt(static_cast<double>(spans.size())) : clip_;
+      for (const auto& span : spans) clip_to(update.narrow(0, span.offset, span.length), bound);
     } else {
       clip_to(update, clip_);
     }

@@ -9,6 +9,7 @@
 #include <doctest/doctest.h>
 #include <torch/torch.h>
 
+#include "bulwark/clipping.hpp"
 #include "bulwark/rng.hpp"
 #include "config.hpp"
 #include "engine.hpp"
@@ -141,7 +142,6 @@ Tensor clip_to(const Tensor& bounds, const Tensor& norms) { return torch::clamp_
 Tensor check_ghost_against_rows(const bulwark::detail::StackedModel& stacked, const ParamLayout& layout,
                                 const Tensor& params, const Tensor& x, const Tensor& y, const Tensor& bounds) {
   const auto clients = params.size(0), batch = x.size(0) / clients;
-  const auto layers = layout.layers();
   Tensor seen_norms;
   auto sums = stacked.clipped_gradient_sums_stacked(
       params, x, y,
@@ -152,22 +152,15 @@ Tensor check_ghost_against_rows(const bulwark::detail::StackedModel& stacked, co
       nullptr);
   REQUIRE(sums.sizes() == torch::IntArrayRef{clients, layout.total});
   auto rows = stacked.per_example_gradients_stacked(params, x, y, nullptr).clone();
-  std::vector<Tensor> columns;
-  for (const auto& group : layers) {
-    const auto& first = layout.entries[group.front()];
-    const auto& last = layout.entries[group.back()];
-    columns.push_back(rows.narrow(1, first.offset, last.offset + last.numel - first.offset).to(torch::kDouble).norm(2, 1));
-  }
-  auto norms = torch::stack(columns, 1);
+  auto norms = layer_norms(rows.to(torch::kDouble), layout);
   CHECK(max_abs(seen_norms.to(torch::kDouble) - norms) <= 1e-6 * std::max(1.0, max_abs(norms)));
   auto factors = clip_to(bounds, norms.to(torch::kFloat));
   auto expected = torch::zeros_like(sums);
-  for (std::size_t j = 0; j < layers.size(); ++j) {
-    const auto& first = layout.entries[layers[j].front()];
-    const auto& last = layout.entries[layers[j].back()];
-    const auto length = last.offset + last.numel - first.offset;
-    auto weighted = rows.narrow(1, first.offset, length) * factors.select(1, static_cast<std::int64_t>(j)).unsqueeze(1);
-    expected.narrow(1, first.offset, length).copy_(weighted.view({clients, batch, length}).sum(1));
+  const auto spans = layer_spans(layout);
+  for (std::size_t j = 0; j < spans.size(); ++j) {
+    const auto [offset, length] = spans[j];
+    auto weighted = rows.narrow(1, offset, length) * factors.select(1, static_cast<std::int64_t>(j)).unsqueeze(1);
+    expected.narrow(1, offset, length).copy_(weighted.view({clients, batch, length}).sum(1));
   }
   CHECK(max_abs(sums - expected) <= 1e-6 * std::max(1.0, max_abs(expected)));
   return sums;

@@ -2,12 +2,23 @@
 
 // Per-layer clipping of per-example gradient rows, shared by the per-example mechanisms (DP-SGD,
 // Fed-CDP). Layers are those of ParamLayout::layers(), each a contiguous range of θ.
+#include <cstdint>
+#include <vector>
+
 #include <ATen/core/Tensor.h>
 
 #include "bulwark/export.hpp"
 #include "bulwark/layout.hpp"
 
 namespace bulwark {
+
+/// One layer of ParamLayout::layers() as the range [offset, offset + length) of θ.
+struct LayerSpan {
+  std::int64_t offset = 0, length = 0;
+};
+
+/// Every layer's span, in layout order.
+BULWARK_API std::vector<LayerSpan> layer_spans(const ParamLayout& layout);
 
 /// Each example's L2 norm of each layer: [B, m] for rows [B, d].
 BULWARK_API at::Tensor layer_norms(const at::Tensor& rows, const ParamLayout& layout);

@@ -6,14 +6,8 @@
 
 namespace bulwark {
 
-namespace {
-
-struct Span {
-  std::int64_t offset, length;
-};
-
-std::vector<Span> layer_spans(const ParamLayout& layout) {
-  std::vector<Span> spans;
+std::vector<LayerSpan> layer_spans(const ParamLayout& layout) {
+  std::vector<LayerSpan> spans;
   for (const auto& group : layout.layers()) {
     const auto& first = layout.entries[group.front()];
     const auto& last = layout.entries[group.back()];
@@ -21,8 +15,6 @@ std::vector<Span> layer_spans(const ParamLayout& layout) {
   }
   return spans;
 }
-
-}  // namespace
 
 at::Tensor layer_norms(const at::Tensor& rows, const ParamLayout& layout) {
   std::vector<at::Tensor> columns;

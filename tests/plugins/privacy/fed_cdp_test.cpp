@@ -18,15 +18,13 @@ TEST_CASE("fed_cdp clipping: every layer of every example <= C, smaller layers u
   auto g = mechanism->privatize_gradients(grads, test::step_context(layout, 12, 1));
   auto before = test::layer_norms(original, layout), after = test::layer_norms(grads, layout);
   CHECK((after <= 0.3 + 1e-6).all().item<bool>());
-  const auto groups = layout.layers();
+  const auto spans = layer_spans(layout);
   int untouched = 0, clipped = 0;
   for (std::int64_t b = 0; b < 12; ++b) {
     for (std::int64_t j = 0; j < 3; ++j) {
-      const auto& first = layout.entries[groups[j].front()];
-      const auto& last = layout.entries[groups[j].back()];
-      const auto length = last.offset + last.numel - first.offset;
+      const auto [offset, length] = spans[j];
       if (before[b][j].item<double>() <= 0.3) {
-        CHECK(torch::equal(grads[b].narrow(0, first.offset, length), original[b].narrow(0, first.offset, length)));
+        CHECK(torch::equal(grads[b].narrow(0, offset, length), original[b].narrow(0, offset, length)));
         ++untouched;
       } else {
         CHECK(after[b][j].item<double>() == doctest::Approx(0.3).epsilon(1e-5));
