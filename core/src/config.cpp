@@ -272,8 +272,14 @@ void apply_override(toml::table& root, const std::string& assignment) {
   const auto is_index = [](const std::string& s) {
     return !s.empty() && s.size() < 10 && std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
   };
+  // A list with one table ([[attack]] written once) is addressed without its index, as in [sweep].
+  const auto only_entry = [](toml::node* node) -> toml::node* {
+    auto* array = node->as_array();
+    return array && array->size() == 1 && (*array)[0].is_table() ? array->get(0) : node;
+  };
   toml::node* current = &root;
   for (std::size_t i = 0; i + 1 < parts.size(); ++i) {
+    if (!is_index(parts[i])) current = only_entry(current);
     if (auto* table = current->as_table()) {
       // An index after a name addresses an entry of a list such as [[attack]]; creating a table
       // named "3" would only surface later as an unrelated complaint.
@@ -307,6 +313,12 @@ void apply_override(toml::table& root, const std::string& assignment) {
     } else {
       config_error("--set " + assignment, "'" + parts[i] + "' is not a table");
     }
+  }
+  current = only_entry(current);
+  if (auto* array = current->as_array(); array && parts.size() > 1 && !is_index(parts.back())) {
+    config_error("--set " + assignment, fmt::format("[[{0}]] has {1} entries; name one by index from 0, e.g. --set "
+                                                    "{0}.0.{2}",
+                                                    parts[parts.size() - 2], array->size(), parts.back()));
   }
   auto* table = current->as_table();
   if (!table) config_error("--set " + assignment, "the parent of '" + parts.back() + "' is not a table");

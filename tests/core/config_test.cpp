@@ -152,6 +152,13 @@ TEST_CASE("--set into attacks the file does not have says so, naming the assignm
   REQUIRE(config.attacks.size() == 1);
   CHECK(config.attacks[0].component.plugin == "sign_flip");
 
+  // One [[attack]] entry is addressed without its index, as a sweep addresses it.
+  auto listed = write_experiment("override_listed", "[data]\nplugin = \"synthetic\"\n[[attack]]\nplugin = \"nan\"\n");
+  auto relisted = load_experiment(listed, {"attack.plugin=sign_flip", "attack.byzantine=2"});
+  REQUIRE(relisted.attacks.size() == 1);
+  CHECK(relisted.attacks[0].component.plugin == "sign_flip");
+  CHECK(relisted.attacks[0].schedule.get<std::int64_t>("byzantine") == 2);
+
   auto one = write_experiment("override_one", "[data]\nplugin = \"synthetic\"\n[attack]\nplugin = \"nan\"\n");
   CHECK_THROWS_WITH_AS(load_experiment(one, {"attack.0.byzantine=1"}),
                        doctest::Contains("[attack] is one table, not a list [[attack]]; drop the index: --set "
@@ -160,6 +167,10 @@ TEST_CASE("--set into attacks the file does not have says so, naming the assignm
   auto two = write_experiment("override_two", "[data]\nplugin = \"synthetic\"\n[[attack]]\nplugin = \"nan\"\n"
                                               "[[attack]]\nplugin = \"inf\"\n");
   CHECK(load_experiment(two, {"attack.1.byzantine=2"}).attacks[1].schedule.get<std::int64_t>("byzantine") == 2);
+  CHECK_THROWS_WITH_AS(load_experiment(two, {"attack.byzantine=2"}),
+                       doctest::Contains("[[attack]] has 2 entries; name one by index from 0, e.g. --set "
+                                         "attack.0.byzantine"),
+                       Error);
   CHECK_THROWS_WITH_AS(load_experiment(two, {"attack.2.byzantine=1"}),
                        doctest::Contains("entry 2 does not exist: the list [[attack]] has 2 entries"), Error);
   CHECK_THROWS_WITH_AS(load_experiment(two, {"attack.x.byzantine=1"}), doctest::Contains("use a number from 0"),
