@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <functional>
 #include <iostream>
+#include <tuple>
 
 #include <ATen/Parallel.h>
 #include <CLI/CLI.hpp>
@@ -527,7 +528,7 @@ struct PrivacyQuery {
   std::int64_t steps = 0;
   std::vector<double> orders;
   std::string accountant = "rdp", conversion = "improved";
-  bool json = false;
+  bool extend_orders = true, json = false;
 };
 
 int command_privacy(const PrivacyQuery& query) {
@@ -548,25 +549,23 @@ int command_privacy(const PrivacyQuery& query) {
     if (kind == AccountantKind::Prv) {
       PrvAccountant accountant;
       accountant.compose(query.sampling_rate, sigma, query.steps);
-      return std::pair(PrivacySpent{accountant.epsilon(query.delta, query.eps_error)}, 0.0);
+      return std::tuple(PrivacySpent{accountant.epsilon(query.delta, query.eps_error)}, 0.0, std::string());
     }
     if (kind == AccountantKind::Gdp) {
       GdpAccountant accountant;
       accountant.compose(query.sampling_rate, sigma, query.steps);
-      return std::pair(PrivacySpent{accountant.epsilon(query.delta)}, accountant.mu());
+      return std::tuple(PrivacySpent{accountant.epsilon(query.delta)}, accountant.mu(), std::string());
     }
-    RdpAccountant accountant(query.orders);
+    RdpAccountant accountant(query.orders, query.extend_orders);
     accountant.compose(query.sampling_rate, sigma, query.steps);
-    return std::pair(accountant.spent(query.delta, conversion), 0.0);
+    const auto result = accountant.spent(query.delta, conversion);
+    return std::tuple(result, 0.0, accountant.order_note(result));
   };
   const bool solve = query.target_epsilon > 0;
-  const double sigma = solve ? solve_noise_multiplier([&](double s) { return spent(s).first.epsilon; },
+  const double sigma = solve ? solve_noise_multiplier([&](double s) { return std::get<0>(spent(s)).epsilon; },
                                                       query.target_epsilon)
                              : query.noise_multiplier;
-  const auto [result, mu] = spent(sigma);
-  const auto note = kind == AccountantKind::Rdp
-                        ? largest_order_note(query.orders.empty() ? default_rdp_orders() : query.orders, result.order)
-                        : std::string();
+  const auto [result, mu, note] = spent(sigma);
 
   if (query.json) {
     // Every number as the shortest text that reads back to the same double: comparisons with
@@ -583,6 +582,7 @@ int command_privacy(const PrivacyQuery& query) {
     } else {
       out["order"] = result.order;
       out["conversion"] = query.conversion;
+      if (!std::isnan(result.opacus_epsilon)) out["opacus_epsilon"] = result.opacus_epsilon;
       if (!note.empty()) out["note"] = note;
     }
     fmt::print("{}\n", out.dump());
@@ -684,7 +684,10 @@ int main(int argc, char** argv) {
   privacy->add_option("--delta", privacy_query.delta, "delta (default 1e-5)");
   privacy->add_option("--target-epsilon", privacy_query.target_epsilon, "Print the noise multiplier that spends this epsilon")
       ->check(positive)->excludes(sigma_option);
-  privacy->add_option("--orders", privacy_query.orders, "RDP orders (default 1.1..10.9 step 0.1 and 12..63)");
+  privacy->add_option("--orders", privacy_query.orders, "RDP orders (default 1.1..10.9 step 0.1 and 12..63, Opacus's)");
+  privacy->add_flag("--extend-orders,!--no-extend-orders", privacy_query.extend_orders,
+                    "With the default orders: when epsilon sits at 63, also try 128, 256, 512 as TF-Privacy does "
+                    "(the default; --no-extend-orders gives Opacus's value)");
   privacy->add_option("--accountant", privacy_query.accountant,
                       "rdp (Renyi DP, as Opacus's RDPAccountant), prv (privacy loss random variables, as Opacus's "
                       "PRVAccountant) or gdp (Gaussian DP through the CLT, as Opacus's GaussianAccountant)")

@@ -127,6 +127,8 @@ std::vector<double> default_rdp_orders() {
   return orders;
 }
 
+std::vector<double> extension_rdp_orders() { return {128, 256, 512}; }
+
 double subsampled_gaussian_rdp(double q, double sigma, double alpha) {
   if (q == 0) return 0;
   if (sigma == 0) return kInfinity;
@@ -161,8 +163,14 @@ PrivacySpent rdp_to_epsilon(const std::vector<double>& orders, const std::vector
   return best;
 }
 
-RdpAccountant::RdpAccountant(std::vector<double> orders) : orders_(std::move(orders)) {
-  if (orders_.empty()) orders_ = default_rdp_orders();
+RdpAccountant::RdpAccountant(std::vector<double> orders, bool extend) : orders_(std::move(orders)) {
+  const bool defaults = orders_.empty();
+  if (defaults) orders_ = default_rdp_orders();
+  base_orders_ = orders_.size();
+  if (defaults && extend) {
+    const auto more = extension_rdp_orders();
+    orders_.insert(orders_.end(), more.begin(), more.end());
+  }
   for (double a : orders_) {
     if (!(a > 1)) {
       throw Error(ErrorKind::Config, fmt::format("RDP order {} is not > 1; orders are the α > 1 at which "
@@ -192,16 +200,34 @@ void RdpAccountant::restore(std::vector<double> rdp) {
   rdp_ = std::move(rdp);
 }
 
-std::string largest_order_note(const std::vector<double>& orders, double order) {
-  if (orders.empty() || order != *std::max_element(orders.begin(), orders.end())) return {};
-  return fmt::format("epsilon is attained at the largest RDP order, {}: larger orders may give a smaller epsilon. "
-                     "Opacus reports this value; add larger orders to see, e.g. [privacy] orders (or --orders) "
-                     "ending in 128, 256, 512 as TF-Privacy's compute_dp_sgd_privacy uses",
-                     order);
+PrivacySpent RdpAccountant::spent(double delta, EpsilonConversion conversion) const {
+  const auto base_end = static_cast<std::ptrdiff_t>(base_orders_);
+  const std::vector<double> base_orders(orders_.begin(), orders_.begin() + base_end),
+      base_rdp(rdp_.begin(), rdp_.begin() + base_end);
+  auto spent = rdp_to_epsilon(base_orders, base_rdp, delta, conversion);
+  if (base_orders_ == orders_.size() || spent.order != base_orders.back()) return spent;
+  auto extended = rdp_to_epsilon(orders_, rdp_, delta, conversion);
+  if (!(extended.epsilon < spent.epsilon)) return spent;
+  extended.opacus_epsilon = spent.epsilon;
+  return extended;
 }
 
-PrivacySpent RdpAccountant::spent(double delta, EpsilonConversion conversion) const {
-  return rdp_to_epsilon(orders_, rdp_, delta, conversion);
+std::string RdpAccountant::order_note(const PrivacySpent& spent) const {
+  std::string extended, at_largest;
+  if (!std::isnan(spent.opacus_epsilon)) {
+    extended = fmt::format("epsilon {:.6g} is attained at RDP order {}: Opacus's orders end at 63, where epsilon is "
+                           "{:.6g} (Opacus's value), so orders 128, 256, 512 were added as TF-Privacy's "
+                           "compute_dp_sgd_privacy has them; [privacy] extend_orders = false (or --no-extend-orders) "
+                           "keeps Opacus's.",
+                           spent.epsilon, spent.order, spent.opacus_epsilon);
+  }
+  if (!orders_.empty() && spent.order == *std::max_element(orders_.begin(), orders_.end())) {
+    at_largest = fmt::format("epsilon is attained at the largest RDP order, {}: larger orders may give a smaller "
+                             "epsilon; add them with [privacy] orders (or --orders)",
+                             spent.order);
+  }
+  if (!extended.empty() && !at_largest.empty()) return extended + " " + at_largest;
+  return extended + at_largest;
 }
 
 void GdpAccountant::compose(double q, double sigma, std::int64_t steps) {
@@ -249,8 +275,8 @@ PrivacyLedger::PrivacyLedger(const Options& accounting)
       prv_eps_error_(accounting.get<double>("prv_eps_error")),
       kind_(parse_accountant(accounting.get<std::string>("accountant"))),
       conversion_(parse_conversion(accounting.get<std::string>("conversion"))),
-      levels_{RdpAccountant(accounting.get<std::vector<double>>("orders")),
-              RdpAccountant(accounting.get<std::vector<double>>("orders"))} {
+      levels_{RdpAccountant(accounting.get<std::vector<double>>("orders"), accounting.get<bool>("extend_orders")),
+              RdpAccountant(accounting.get<std::vector<double>>("orders"), accounting.get<bool>("extend_orders"))} {
   if (!(delta_ > 0 && delta_ < 1)) {
     throw Error(ErrorKind::Config, fmt::format("[privacy] delta = {} must be in (0, 1); the usual choice is "
                                                "below 1/N for N training examples, e.g. delta = 1e-5", delta_));
@@ -293,12 +319,11 @@ LevelEpsilon PrivacyLedger::epsilon() const {
   return {level_epsilon(0), level_epsilon(1)};
 }
 
-std::string PrivacyLedger::largest_order_note() const {
+std::string PrivacyLedger::order_note() const {
   if (kind_ != AccountantKind::Rdp) return {};
   for (std::size_t level = 0; level < 2; ++level) {
     if (!used_[level]) continue;
-    const auto spent = levels_[level].spent(delta_, conversion_);
-    auto note = bulwark::largest_order_note(levels_[level].orders(), spent.order);
+    auto note = levels_[level].order_note(levels_[level].spent(delta_, conversion_));
     if (!note.empty()) return note;
   }
   return {};

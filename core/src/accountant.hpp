@@ -37,6 +37,9 @@ EpsilonConversion parse_conversion(const std::string& name);
 /// Opacus's default orders: 1.1, 1.2, ..., 10.9 and 12, 13, ..., 63.
 std::vector<double> default_rdp_orders();
 
+/// The orders TF-Privacy's compute_dp_sgd_privacy adds beyond Opacus's: 128, 256, 512.
+std::vector<double> extension_rdp_orders();
+
 /// RDP at order α > 1 of ONE step of the Poisson-subsampled Gaussian mechanism: each record is
 /// included with probability q, and the sum of the included records' contributions (L2
 /// sensitivity 1) gets N(0, σ²) noise. Exact for integer α; for fractional α the series of
@@ -47,6 +50,9 @@ double subsampled_gaussian_rdp(double q, double sigma, double alpha);
 struct PrivacySpent {
   double epsilon = std::numeric_limits<double>::infinity();
   double order = std::numeric_limits<double>::quiet_NaN();  ///< the α that attains ε
+  /// ε over Opacus's default orders alone when the extension orders gave a smaller one (what
+  /// Opacus reports); NaN otherwise.
+  double opacus_epsilon = std::numeric_limits<double>::quiet_NaN();
 };
 
 /// (ε, δ) from an RDP curve: the minimum over the orders of the chosen conversion, clamped at 0;
@@ -55,27 +61,35 @@ struct PrivacySpent {
 PrivacySpent rdp_to_epsilon(const std::vector<double>& orders, const std::vector<double>& rdp,
                             double delta, EpsilonConversion conversion);
 
-/// When ε is attained at the largest of `orders` (the optimum may lie beyond them, and a larger order
-/// give a smaller ε), a note that says so and how to extend them; empty otherwise.
-std::string largest_order_note(const std::vector<double>& orders, double order);
-
 /// An RDP curve over a fixed order list; composition adds curves.
+///
+/// With the default orders the optimum can sit at the largest, 63 (much noise, few steps: the
+/// Fed-CDP σ = 6 regime), and a larger order then gives a smaller ε. `extend` tracks
+/// extension_rdp_orders() too and uses them exactly then, as TF-Privacy's order list does; ε is
+/// otherwise the minimum over Opacus's orders, equal to Opacus's.
 class RdpAccountant {
  public:
-  /// Orders must all be > 1 (Error(Config) otherwise); empty means default_rdp_orders().
-  explicit RdpAccountant(std::vector<double> orders = {});
+  /// Orders must all be > 1 (Error(Config) otherwise); empty means default_rdp_orders(), and only
+  /// those are extended.
+  explicit RdpAccountant(std::vector<double> orders = {}, bool extend = false);
 
   /// `steps` steps at sampling rate q with noise multiplier σ (noise std / L2 sensitivity).
   void compose(double q, double sigma, std::int64_t steps);
 
   PrivacySpent spent(double delta, EpsilonConversion conversion) const;
+  /// A notice for `spent` (this accountant's): that the extension orders lowered ε from Opacus's
+  /// value, or that ε sits at the largest tracked order and larger ones may lower it; empty when
+  /// the optimum is inside the orders.
+  std::string order_note(const PrivacySpent& spent) const;
   /// Replaces the composed curve (a checkpoint's; same orders).
   void restore(std::vector<double> rdp);
+  /// Every tracked order, the extension ones last.
   const std::vector<double>& orders() const { return orders_; }
   const std::vector<double>& rdp() const { return rdp_; }
 
  private:
   std::vector<double> orders_, rdp_;
+  std::size_t base_orders_;  // orders_[base_orders_..] are the extension
   // The per-step curve of the last (q, σ): a run composes the same step round after round.
   double cached_q_ = -1, cached_sigma_ = -1;
   std::vector<double> cached_step_;
@@ -129,9 +143,9 @@ class PrivacyLedger {
 
   void add(const std::vector<AccountingEvent>& events);
   LevelEpsilon epsilon() const;
-  /// largest_order_note() for the first level whose RDP ε sits at the largest order; empty for
-  /// the other accountants.
-  std::string largest_order_note() const;
+  /// RdpAccountant::order_note() of the first level that has one; empty for the other
+  /// accountants.
+  std::string order_note() const;
   /// ε if `events` were added too (the ledger is unchanged): max_epsilon's look-ahead.
   LevelEpsilon epsilon_after(const std::vector<AccountingEvent>& events) const;
 

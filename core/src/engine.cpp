@@ -224,7 +224,7 @@ struct Engine::Impl {
 
     if (distributed) distributed->stop();
     if (accounting) {
-      const auto note = accounting->ledger().largest_order_note();
+      const auto note = accounting->ledger().order_note();
       if (!note.empty()) {
         notices.push_back(note);
         if (options.on_notice) options.on_notice(note);

@@ -263,7 +263,12 @@ const std::vector<OptionSpec>& accounting_option_specs() {
       {"prv_eps_error", OptType::Float, "0.01", 0, 1,
        "prv: the accountant's epsilon error (its mesh); the reported epsilon is an upper bound within 2x this of "
        "the true one. delta_error is delta/1000, as in Opacus.", nullptr},
-      {"orders", OptType::List, "[]", 1, kInf, "RDP orders; default 1.1..10.9 step 0.1 and 12..63.", nullptr},
+      {"orders", OptType::List, "[]", 1, kInf, "RDP orders; default 1.1..10.9 step 0.1 and 12..63 (Opacus's).",
+       nullptr},
+      {"extend_orders", OptType::Bool, "true", 0, 0,
+       "With the default orders: when epsilon sits at the largest, 63, also try 128, 256, 512 (TF-Privacy's "
+       "list) and report the smaller epsilon, with a notice giving Opacus's value; false keeps Opacus's orders "
+       "alone.", nullptr},
       {"conversion", OptType::String, "\"improved\"", 0, 0,
        "RDP to (epsilon, delta): improved = Balle et al. 2020, Thm 21 (what Opacus reports); standard = "
        "Mironov 2017, Prop. 3 (TF-Privacy's compute_dp_sgd_privacy, older papers).",

@@ -22,15 +22,26 @@ TEST_CASE("bulwark privacy prints epsilon (Opacus's published example)") {
   CHECK(result.output.find("improved conversion") != std::string::npos);
 }
 
-TEST_CASE("bulwark privacy notes an epsilon attained at the largest RDP order, and only then") {
+TEST_CASE("bulwark privacy extends Opacus's orders when epsilon sits at 63, notes it, and only then") {
+  auto parse = [](const test::RunResult& result) {
+    return nlohmann::json::parse(result.output.substr(result.output.find('{')));
+  };
   auto boundary = test::run_bulwark({"privacy", "-q", "0.01", "-s", "6", "-T", "100", "--json"});
   INFO(boundary.output);
   REQUIRE(boundary.exit_code == 0);
-  const auto json = nlohmann::json::parse(boundary.output.substr(boundary.output.find('{')));
-  CHECK(json.at("order").get<double>() == 63);
-  CHECK(json.at("note").get<std::string>().find("larger orders may give a smaller epsilon") != std::string::npos);
+  const auto extended = parse(boundary);
+  CHECK(extended.at("order").get<double>() == 256);
+  CHECK(extended.at("note").get<std::string>().find("(Opacus's value)") != std::string::npos);
+  auto opacus = test::run_bulwark({"privacy", "-q", "0.01", "-s", "6", "-T", "100", "--json", "--no-extend-orders"});
+  INFO(opacus.output);
+  REQUIRE(opacus.exit_code == 0);
+  const auto at_63 = parse(opacus);
+  CHECK(at_63.at("order").get<double>() == 63);
+  CHECK(at_63.at("note").get<std::string>().find("larger orders may give a smaller epsilon") != std::string::npos);
+  CHECK(extended.at("opacus_epsilon").get<double>() == at_63.at("epsilon").get<double>());
+  CHECK(extended.at("epsilon").get<double>() < at_63.at("epsilon").get<double>());
   auto inside = test::run_bulwark({"privacy", "-q", "0.04", "-s", "1.5", "-T", "2250"});
-  CHECK(inside.output.find("largest RDP order") == std::string::npos);
+  CHECK(inside.output.find("notice") == std::string::npos);
 }
 
 TEST_CASE("bulwark privacy --conversion standard reproduces TF-Privacy's compute_dp_sgd_privacy example") {

@@ -150,24 +150,58 @@ TEST_CASE("accountant: Opacus's published epsilon and noise multiplier (improved
   CHECK(epsilon(0.04, sigma * 0.999, 2000) > 8.0);  // the smallest such sigma, to solver precision
 }
 
-TEST_CASE("accountant: an optimum at the largest order is noted, and larger orders then lower epsilon") {
+TEST_CASE("accountant: an optimum at order 63 is extended with TF-Privacy's orders 128, 256, 512, and noted") {
   // Much noise, few steps: the curve is still falling at order 63 (Fed-CDP's sigma = 6 regime).
-  RdpAccountant defaults;
-  defaults.compose(0.01, 6.0, 100);
-  const auto at_63 = defaults.spent(1e-5, EpsilonConversion::Improved);
+  RdpAccountant opacus;
+  opacus.compose(0.01, 6.0, 100);
+  const auto at_63 = opacus.spent(1e-5, EpsilonConversion::Improved);
   CHECK(at_63.order == 63);
-  CHECK(largest_order_note(defaults.orders(), at_63.order).find("the largest RDP order, 63") != std::string::npos);
-  auto extended_orders = default_rdp_orders();
-  extended_orders.insert(extended_orders.end(), {128, 256, 512});
-  RdpAccountant extended(extended_orders);
+  CHECK(std::isnan(at_63.opacus_epsilon));
+  CHECK(opacus.order_note(at_63).find("the largest RDP order, 63") != std::string::npos);
+
+  RdpAccountant extended({}, true);
   extended.compose(0.01, 6.0, 100);
   const auto beyond = extended.spent(1e-5, EpsilonConversion::Improved);
-  CHECK(beyond.order > 63);
+  CHECK(beyond.order == 256);
   CHECK(beyond.epsilon < at_63.epsilon);
-  // Opacus's example sits inside the orders (3.9): no note.
-  RdpAccountant inside;
+  CHECK(beyond.opacus_epsilon == at_63.epsilon);
+  CHECK(extended.order_note(beyond).find("(Opacus's value)") != std::string::npos);
+  CHECK(extended.order_note(beyond).find("largest RDP order") == std::string::npos);
+  auto tf_privacy_orders = default_rdp_orders();
+  for (double a : extension_rdp_orders()) tf_privacy_orders.push_back(a);
+  RdpAccountant listed(tf_privacy_orders);
+  listed.compose(0.01, 6.0, 100);
+  CHECK(listed.spent(1e-5, EpsilonConversion::Improved).epsilon == beyond.epsilon);
+
+  // Still falling at 512: both notes.
+  RdpAccountant far({}, true);
+  far.compose(0.01, 20.0, 1);
+  const auto at_512 = far.spent(1e-5, EpsilonConversion::Improved);
+  CHECK(at_512.order == 512);
+  CHECK(far.order_note(at_512).find("(Opacus's value)") != std::string::npos);
+  CHECK(far.order_note(at_512).find("the largest RDP order, 512") != std::string::npos);
+
+  // Opacus's example sits inside the orders (3.9): the extension changes nothing, no note.
+  RdpAccountant inside({}, true);
   inside.compose(0.04, 1.5, 2250);
-  CHECK(largest_order_note(inside.orders(), inside.spent(1e-5, EpsilonConversion::Improved).order).empty());
+  const auto interior = inside.spent(1e-5, EpsilonConversion::Improved);
+  CHECK(interior.epsilon == epsilon(0.04, 1.5, 2250));
+  CHECK(std::isnan(interior.opacus_epsilon));
+  CHECK(inside.order_note(interior).empty());
+}
+
+TEST_CASE("accountant: the Fed-CDP document's Table VI with the default orders, extended") {
+  // 002_beeb9512734881ba, Table VI (delta = 1e-5, sigma = 6, Mironov's conversion as TF-Privacy):
+  // Fed-CDP at the global example rate q = 0.01; L = 100 local iterations over T = 100 rounds gives
+  // 0.8227, L = 1 gives 0.0845 (Bulwark 0.0841: the document's accountant rounds differently).
+  RdpAccountant many({}, true);
+  many.compose(0.01, 6.0, 100 * 100);
+  CHECK(many.spent(1e-5, EpsilonConversion::Standard).epsilon == doctest::Approx(0.8227).epsilon(1e-4));
+  RdpAccountant one({}, true);
+  one.compose(0.01, 6.0, 100);
+  const auto small = one.spent(1e-5, EpsilonConversion::Standard);
+  CHECK(small.order > 63);
+  CHECK(small.epsilon == doctest::Approx(0.0845).epsilon(0.01));
 }
 
 TEST_CASE("accountant: vanishing RDP certifies epsilon = 0, not a rounding artefact") {
@@ -211,6 +245,18 @@ TEST_CASE("privacy ledger: levels, look-ahead, checkpoint state and option error
   CHECK(restored.epsilon().example == ledger.epsilon().example);
   PrivacyLedger other_orders(options("orders = [2.0, 4.0]"));
   CHECK_THROWS_WITH_AS(other_orders.load(ledger.state()), doctest::Contains("RDP orders"), Error);
+  PrivacyLedger unextended(options("extend_orders = false"));
+  CHECK_THROWS_WITH_AS(unextended.load(ledger.state()), doctest::Contains("RDP orders"), Error);
+
+  // The run's ledger extends by default and keeps Opacus's value on request.
+  const std::vector<AccountingEvent> noisy = {{PrivacyLevel::Client, 0.01, 6.0, 100}};
+  PrivacyLedger extending(options(""));
+  extending.add(noisy);
+  unextended.add(noisy);
+  CHECK(extending.epsilon().client < unextended.epsilon().client);
+  CHECK(unextended.epsilon().client == doctest::Approx(epsilon(0.01, 6.0, 100)));
+  CHECK(extending.order_note().find("(Opacus's value)") != std::string::npos);
+  CHECK(unextended.order_note().find("the largest RDP order, 63") != std::string::npos);
 
   CHECK_THROWS_WITH_AS(PrivacyLedger(options("delta = 0.0")), doctest::Contains("delta = 0 must be in (0, 1)"), Error);
   CHECK_THROWS_WITH_AS(PrivacyLedger(options("orders = [1.0, 2.0]")), doctest::Contains("RDP order 1 is not > 1"), Error);
