@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cmath>
 #include <numeric>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -51,6 +52,32 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
+/// flags.csv's rows as a checkpoint keeps them: an [k, 4] int64 table, and back.
+torch::Tensor flag_table(const std::vector<FlagsLog::Row>& rows) {
+  auto table = torch::empty({static_cast<std::int64_t>(rows.size()), 4}, torch::kLong);
+  auto cells = table.accessor<std::int64_t, 2>();
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const auto k = static_cast<std::int64_t>(i);
+    cells[k][0] = rows[i].round;
+    cells[k][1] = rows[i].client;
+    cells[k][2] = rows[i].malicious;
+    cells[k][3] = rows[i].flagged;
+  }
+  return table;
+}
+
+std::vector<FlagsLog::Row> flag_rows(const torch::Tensor& table, const fs::path& file) {
+  if (!table.defined() || table.dim() != 2 || table.size(1) != 4 || table.scalar_type() != torch::kLong) {
+    throw Error(ErrorKind::Data, file.string() + " holds no flags table (written by an older Bulwark?); delete it "
+                                                 "to start over");
+  }
+  const auto values = table.to(torch::kCPU).contiguous();
+  const auto cells = values.accessor<std::int64_t, 2>();
+  std::vector<FlagsLog::Row> rows;
+  for (std::int64_t k = 0; k < values.size(0); ++k) rows.push_back({cells[k][0], cells[k][1], cells[k][2] != 0, cells[k][3] != 0});
+  return rows;
+}
+
 std::vector<ScheduleSpec> schedule_specs(const PluginSet& plugins) {
   std::vector<ScheduleSpec> specs;
   for (const auto& attack : plugins.attacks) specs.push_back(attack.schedule);
@@ -66,6 +93,7 @@ struct Round {
   torch::Tensor updates, weights;                   // U [n, d] and the rows' sample counts
   std::vector<double> losses;                       // per row; NaN for a client without data
   std::int64_t nonfinite = 0;
+  std::optional<std::vector<std::int64_t>> flagged_rows;  // when the rule names them
   double precision = std::nan(""), recall = std::nan("");
   Evaluation test;
   double test_examples = std::nan("");              // how many test examples `test` saw
@@ -165,6 +193,7 @@ struct Engine::Impl {
     }
     output_dir = out;
     MetricsLog log(out);
+    FlagsLog flags(out);
     RunSummary summary;
     summary.output_dir = out;
     const auto checkpoint_file = checkpoint_path(out);
@@ -172,7 +201,7 @@ struct Engine::Impl {
     double elapsed_before = 0.0;  // wall time of the rounds a resumed run does not repeat
     if (options.resume && fs::exists(checkpoint_file)) {
       const auto checkpoint = load_checkpoint(checkpoint_file);
-      restore(checkpoint, checkpoint_file, log, summary);
+      restore(checkpoint, checkpoint_file, log, flags, summary);
       first_round = checkpoint.round + 1;
       elapsed_before = checkpoint.elapsed_seconds;
     } else if (options.resume && options.on_notice) {
@@ -194,7 +223,7 @@ struct Engine::Impl {
       aggregate_and_step(round);
       evaluate_round(round, summary);
       const double round_seconds = seconds_since(round_start);
-      const auto epsilon = record(round, log, round_seconds);
+      const auto epsilon = record(round, log, flags, round_seconds);
       summary.rounds_run = number;
       if (options.on_round) {
         RoundProgress progress;
@@ -213,7 +242,7 @@ struct Engine::Impl {
       const bool stop = number < settings.rounds && options.stop_requested && options.stop_requested();
       const bool due = settings.checkpoint_every > 0 && number % settings.checkpoint_every == 0 && number < settings.rounds;
       if (due || stop) {
-        save_checkpoint(checkpoint_file, capture(number, log, summary, elapsed_before + seconds_since(start)));
+        save_checkpoint(checkpoint_file, capture(number, log, flags, summary, elapsed_before + seconds_since(start)));
         recovery = resume_note(checkpoint_file, number);
       }
       if (stop) {
@@ -565,6 +594,7 @@ struct Engine::Impl {
       auto context = aggregation_context(round);
       auto result = run_aggregator(round.updates, round.weights, context, /*probe=*/false);
       if (result.reports_flags) {
+        round.flagged_rows = result.flagged_rows;
         std::set<std::int64_t> flagged(result.flagged_rows.begin(), result.flagged_rows.end());
         double hits = 0;
         for (auto r : round.malicious_rows) hits += static_cast<double>(flagged.count(r));
@@ -620,8 +650,18 @@ struct Engine::Impl {
     round.time_eval = seconds_since(phase);
   }
 
-  /// Record: the round's row of metrics.csv; returns ε after the round (NaN without privacy).
-  double record(const Round& round, MetricsLog& log, double round_seconds) {
+  /// Record: the round's row of metrics.csv and lines of flags.csv; returns ε after the round
+  /// (NaN without privacy).
+  double record(const Round& round, MetricsLog& log, FlagsLog& flags, double round_seconds) {
+    if (round.flagged_rows) {
+      const std::set<std::int64_t> flagged(round.flagged_rows->begin(), round.flagged_rows->end());
+      std::vector<FlagsLog::Row> lines;
+      for (std::int64_t i = 0; i < round.size(); ++i) {
+        lines.push_back({round.number, round.work.participants[static_cast<std::size_t>(i)],
+                         round.work.attack_of[static_cast<std::size_t>(i)] >= 0, flagged.count(i) > 0});
+      }
+      flags.append(lines);
+    }
     double train_loss = 0.0, trained = 0.0;
     for (auto l : round.losses) {
       if (!std::isnan(l)) {
@@ -683,7 +723,8 @@ struct Engine::Impl {
   // hands to the next is only θ, the server optimiser, the clients' own models (RSA), the plugins'
   // own state and the metrics.
 
-  Checkpoint capture(std::int64_t round, const MetricsLog& log, const RunSummary& summary, double elapsed) const {
+  Checkpoint capture(std::int64_t round, const MetricsLog& log, const FlagsLog& flags, const RunSummary& summary,
+                     double elapsed) const {
     Checkpoint checkpoint;
     checkpoint.round = round;
     checkpoint.elapsed_seconds = elapsed;
@@ -691,7 +732,8 @@ struct Engine::Impl {
     checkpoint.metrics = log.rows();
     checkpoint.tensors = {{"theta", theta},
                           {"run/accuracy", torch::tensor({summary.final_accuracy, summary.best_accuracy, summary.final_loss},
-                                                         torch::kDouble)}};
+                                                         torch::kDouble)},
+                          {"run/flags", flag_table(flags.rows())}};
     checkpoint.put("server", server.state());
     checkpoint.put("client_model", client_models.state());
     plugins.save_state(checkpoint);
@@ -699,7 +741,8 @@ struct Engine::Impl {
     return checkpoint;
   }
 
-  void restore(const Checkpoint& checkpoint, const fs::path& file, MetricsLog& log, RunSummary& summary) {
+  void restore(const Checkpoint& checkpoint, const fs::path& file, MetricsLog& log, FlagsLog& flags,
+               RunSummary& summary) {
     if (checkpoint.fingerprint != plugins.resolved_text()) {
       throw Error(ErrorKind::Config, file.string() + " was written by a run of another configuration "
                                      "(the experiment file or a --set changed); run without --resume to start over");
@@ -722,6 +765,7 @@ struct Engine::Impl {
     plugins.load_state(checkpoint, device);
     if (accounting) accounting->ledger().load(checkpoint.take("accountant"));
     log.assign(checkpoint.metrics);
+    flags.assign(flag_rows(tensor("run/flags"), file));
     const auto accuracy = tensor("run/accuracy").to(torch::kCPU);
     summary.final_accuracy = accuracy[0].item<double>();
     summary.best_accuracy = accuracy[1].item<double>();

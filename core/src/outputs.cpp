@@ -115,6 +115,33 @@ void MetricsLog::flush() const {
   write_file_atomic(dir_ / "metrics.jsonl", jsonl);
 }
 
+namespace {
+
+std::string flag_lines(const std::vector<FlagsLog::Row>& rows) {
+  std::string text;
+  for (const auto& row : rows) {
+    text += fmt::format("{},{},{},{}\n", row.round, row.client, row.malicious ? 1 : 0, row.flagged ? 1 : 0);
+  }
+  return text;
+}
+
+constexpr const char* kFlagsHeader = "round,client,malicious,flagged\n";
+
+}  // namespace
+
+void FlagsLog::append(const std::vector<Row>& rows) {
+  if (rows.empty()) return;
+  if (csv_.empty()) csv_ = kFlagsHeader;
+  rows_.insert(rows_.end(), rows.begin(), rows.end());
+  csv_ += flag_lines(rows);
+  write_file_atomic(dir_ / "flags.csv", csv_);
+}
+
+void FlagsLog::assign(std::vector<Row> rows) {
+  rows_ = std::move(rows);
+  csv_ = rows_.empty() ? std::string() : kFlagsHeader + flag_lines(rows_);
+}
+
 std::uint64_t fnv1a(const std::string& bytes) {
   std::uint64_t hash = 1469598103934665603ull;
   for (unsigned char c : bytes) hash = (hash ^ c) * 1099511628211ull;

@@ -50,6 +50,28 @@ class MetricsLog {
   std::vector<MetricsRow> rows_;
 };
 
+/// flags.csv of a run whose rule names the rows it flagged: per such round, one line per upload
+/// row — round, client, malicious (1: the client attacked), flagged (1: the rule flagged it) —
+/// rewritten atomically after every round that adds lines. No file while there are none.
+class FlagsLog {
+ public:
+  struct Row {
+    std::int64_t round, client;
+    bool malicious, flagged;
+  };
+
+  explicit FlagsLog(std::filesystem::path dir) : dir_(std::move(dir)) {}
+  void append(const std::vector<Row>& rows);
+  const std::vector<Row>& rows() const { return rows_; }
+  /// Restores rows from a checkpoint without rewriting the file.
+  void assign(std::vector<Row> rows);
+
+ private:
+  std::filesystem::path dir_;
+  std::vector<Row> rows_;
+  std::string csv_;  // the file's text, grown with the rows
+};
+
 /// A number as CSV/JSON text: shortest round-trip form; NaN -> "" (CSV) or "null" (JSON).
 std::string format_csv_number(double value);
 

@@ -4,12 +4,14 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "bulwark/error.hpp"
 #include "checkpoint.hpp"
 #include "engine.hpp"
+#include "outputs.hpp"
 #include "test_support.hpp"
 #include "tiny_experiment.hpp"
 
@@ -40,10 +42,10 @@ const std::string kExtra = "\n[aggregator]\nplugin = \"centered_clipping\"\n\n[s
 
 struct Crash {};
 
-/// A scratch folder holding the tiny experiment with kExtra.
-std::filesystem::path experiment_dir(const std::string& name) {
+/// A scratch folder holding the tiny experiment with `extra`.
+std::filesystem::path experiment_dir(const std::string& name, const std::string& extra = kExtra) {
   auto dir = test::scratch_dir(name);
-  test::write_file(dir / "experiment.toml", test::tiny_experiment(kExtra));
+  test::write_file(dir / "experiment.toml", test::tiny_experiment(extra));
   return dir;
 }
 
@@ -153,6 +155,25 @@ TEST_CASE("a run stopped after a checkpoint resumes to exactly the metrics of an
   checkpoint.tensors.erase("server/momentum");
   save_checkpoint(checkpoint_path(tampered / "out"), checkpoint);
   CHECK(numbers(run(tampered, true, 0, settings).metrics) != numbers(reference.metrics));
+}
+
+TEST_CASE("flags.csv of a resumed run is the uninterrupted run's, byte for byte") {
+  // FLTrust names the rows it rejects; one sign-flipper a round gives every round a flag.
+  const std::string extra = "\n[aggregator]\nplugin = \"fltrust\"\nroot_size = 50\n"
+                            "\n[[attack]]\nplugin = \"sign_flip\"\nbyzantine = 1\nschedule = \"per_round\"\n";
+  auto whole = experiment_dir("checkpoint_flags_whole", extra);
+  auto broken = experiment_dir("checkpoint_flags_broken", extra);
+  const std::vector<std::string> settings = {"experiment.rounds=5", "experiment.checkpoint_every=2"};
+  run(whole, false, 0, settings);
+  CHECK_THROWS_AS(run(broken, false, 3, settings), Crash);
+  // The checkpoint keeps rounds 1 and 2 (4 rows each); flags.csv already holds round 3 too.
+  const auto flags = load_checkpoint(checkpoint_path(broken / "out")).tensors.at("run/flags");
+  CHECK(flags.size(0) == 2 * 4);
+  CHECK(flags.select(1, 0).max().item<std::int64_t>() == 2);
+  run(broken, true, 0, settings);
+  const auto reference = read_whole_file(whole / "out" / "flags.csv");
+  CHECK(std::count(reference.begin(), reference.end(), '\n') == 1 + 5 * 4);
+  CHECK(read_whole_file(broken / "out" / "flags.csv") == reference);
 }
 
 TEST_CASE("a stop request (Ctrl-C) ends the run after the round in progress with a checkpoint, even without checkpoint_every") {

@@ -4,8 +4,13 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <cinttypes>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <map>
+#include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -16,6 +21,7 @@
 #include "checkpoint.hpp"
 #include "engine.hpp"
 #include "npy.hpp"
+#include "outputs.hpp"
 #include "test_support.hpp"
 #include "tiny_experiment.hpp"
 
@@ -138,6 +144,32 @@ TEST_CASE("fltrust: the server's root update rejects every sign-flipped upload a
   // A root dataset larger than the training set is refused before training.
   CHECK_THROWS_WITH_AS(test::run_tiny("engine_fltrust_large", extra, {"aggregator.root_size=601"}),
                        doctest::Contains("asks for a root dataset of 601 examples"), Error);
+}
+
+TEST_CASE("flags.csv: each round's upload rows with their client, whether it attacked and whether the rule flagged it") {
+  const std::string attack = "\n[[attack]]\nplugin = \"sign_flip\"\nbyzantine = 1\nschedule = \"per_round\"\n";
+  const auto summary = test::run_tiny("engine_flags", "\n[aggregator]\nplugin = \"fltrust\"\nroot_size = 50\n" + attack, {});
+  std::istringstream text(read_whole_file(summary.output_dir / "flags.csv"));
+  std::string line;
+  std::getline(text, line);
+  CHECK(line == "round,client,malicious,flagged");
+  std::map<std::int64_t, std::set<std::int64_t>> clients, attackers;
+  while (std::getline(text, line)) {
+    std::int64_t round = 0, client = 0, malicious = 0, flagged = 0;
+    REQUIRE(std::sscanf(line.c_str(), "%" SCNd64 ",%" SCNd64 ",%" SCNd64 ",%" SCNd64, &round, &client, &malicious, &flagged) == 4);
+    CHECK(clients[round].insert(client).second);  // each client once a round
+    if (malicious) attackers[round].insert(client);
+    CHECK(flagged == malicious);  // FLTrust rejects exactly the flipped upload (as above)
+  }
+  REQUIRE(clients.size() == summary.metrics.size());
+  for (const auto& row : summary.metrics) {
+    const auto round = static_cast<std::int64_t>(test::metric(row, "round"));
+    CHECK(clients[round].size() == static_cast<std::size_t>(test::metric(row, "clients")));
+    CHECK(attackers[round].size() == static_cast<std::size_t>(test::metric(row, "malicious")));
+  }
+  // A rule that names no rows writes no flags file.
+  const auto mean = test::run_tiny("engine_flags_mean", attack, {});
+  CHECK_FALSE(std::filesystem::exists(mean.output_dir / "flags.csv"));
 }
 
 TEST_CASE("rsa: clients upload their own model minus theta, and theta moves by lr * lambda * sum of signs") {
