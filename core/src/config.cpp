@@ -246,6 +246,96 @@ toml::table parse_toml_file(const std::string& path) {
   }
 }
 
+namespace {
+
+bool is_list_index(const std::string& part) {
+  return !part.empty() && part.size() < 10 &&
+         std::all_of(part.begin(), part.end(), [](unsigned char c) { return std::isdigit(c); });
+}
+
+}  // namespace
+
+void set_dotted_key(toml::table& root, const std::string& key, const toml::node& value, const std::string& where,
+                    const std::string& set_prefix) {
+  std::vector<std::string> parts;
+  std::stringstream in(key);
+  for (std::string part; std::getline(in, part, '.');) parts.push_back(part);
+  if (parts.empty()) config_error(where, "no key to set");
+  const bool remove = value.is_table() && value.as_table()->empty();
+  const auto fail = [&](const std::string& message) { config_error(where, message); };
+  const auto rest = [&](std::size_t from) {
+    return fmt::format("{}", fmt::join(parts.begin() + static_cast<std::ptrdiff_t>(from), parts.end(), "."));
+  };
+  toml::node* current = &root;
+  for (std::size_t i = 0; i < parts.size();) {
+    const auto& part = parts[i];
+    const bool last = i + 1 == parts.size();
+    if (auto* array = current->as_array()) {
+      // A list with one table ([[attack]] written once) is addressed without its index.
+      if (!is_list_index(part) && array->size() == 1 && (*array)[0].is_table()) {
+        current = array->get(0);
+        continue;
+      }
+      if (!is_list_index(part)) {
+        if (last) {
+          fail(fmt::format("[[{0}]] has {1} entries; name one by index from 0, e.g. {2}{0}.0.{3}", parts[i - 1],
+                           array->size(), set_prefix, part));
+        }
+        fail(fmt::format("'{}' indexes the list [[{}]]; use a number from 0", part, parts[i - 1]));
+      }
+      const auto index = std::stoul(part);
+      if (index >= array->size()) {
+        fail(fmt::format("entry {} does not exist: the list [[{}]] has {} entries, numbered from 0", index,
+                         parts[i - 1], array->size()));
+      }
+      if (last) {
+        if (remove) {
+          array->erase(array->begin() + static_cast<std::ptrdiff_t>(index));
+        } else if (const auto* entry = value.as_table()) {
+          array->replace(array->begin() + static_cast<std::ptrdiff_t>(index), *entry);
+        } else {
+          fail(fmt::format("an entry of [[{}]] is a table; set one of its keys, e.g. {}{}.{}.plugin", parts[i - 1],
+                           set_prefix, parts[i - 1], index));
+        }
+        return;
+      }
+      current = array->get(index);
+      ++i;
+      continue;
+    }
+    auto* table = current->as_table();
+    if (!table) fail(fmt::format("'{}' is not a table, so it has no '{}'", parts[i - 1], part));
+    if (last) {
+      if (remove) {
+        table->erase(part);
+      } else {
+        value.visit([&](auto&& v) { table->insert_or_assign(part, v); });
+      }
+      return;
+    }
+    // An index after a name addresses an entry of a list such as [[attack]]; creating a table
+    // named "3" would only surface later as an unrelated complaint.
+    const bool indexes_next = is_list_index(parts[i + 1]);
+    if (!table->contains(part)) {
+      if (remove) return;  // nothing there to remove
+      if (indexes_next) {
+        fail(fmt::format("the file has no list [[{0}]], so there is no entry {1} to change; add [[{0}]] entries to "
+                         "the file{2}",
+                         part, parts[i + 1],
+                         set_prefix.empty() ? "" : fmt::format(", or add one with {0}{1}.plugin=NAME {0}{1}.KEY=VALUE",
+                                                               set_prefix, part)));
+      }
+      table->insert(part, toml::table{});
+    }
+    current = table->get(part);
+    if (indexes_next && current->is_table()) {
+      fail(fmt::format("[{0}] is one table, not a list [[{0}]]; drop the index: {1}{0}.{2}", part, set_prefix,
+                       rest(i + 2)));
+    }
+    ++i;
+  }
+}
+
 void apply_override(toml::table& root, const std::string& assignment) {
   auto equals = assignment.find('=');
   if (equals == std::string::npos || equals == 0) {
@@ -257,76 +347,12 @@ void apply_override(toml::table& root, const std::string& assignment) {
 
   // The value as TOML (numbers, booleans, arrays, quoted strings); anything else is a bare string.
   toml::table parsed;
-  bool is_toml = true;
   try {
     parsed = toml::parse("v = " + text);
   } catch (const toml::parse_error&) {
-    is_toml = false;
+    parsed.insert_or_assign("v", text);
   }
-
-  std::vector<std::string> parts;
-  std::stringstream in(key);
-  std::string part;
-  while (std::getline(in, part, '.')) parts.push_back(part);
-
-  const auto is_index = [](const std::string& s) {
-    return !s.empty() && s.size() < 10 && std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
-  };
-  // A list with one table ([[attack]] written once) is addressed without its index, as in [sweep].
-  const auto only_entry = [](toml::node* node) -> toml::node* {
-    auto* array = node->as_array();
-    return array && array->size() == 1 && (*array)[0].is_table() ? array->get(0) : node;
-  };
-  toml::node* current = &root;
-  for (std::size_t i = 0; i + 1 < parts.size(); ++i) {
-    if (!is_index(parts[i])) current = only_entry(current);
-    if (auto* table = current->as_table()) {
-      // An index after a name addresses an entry of a list such as [[attack]]; creating a table
-      // named "3" would only surface later as an unrelated complaint.
-      const bool indexes_next = i + 2 < parts.size() && is_index(parts[i + 1]);
-      if (!table->contains(parts[i])) {
-        if (indexes_next) {
-          config_error("--set " + assignment,
-                       fmt::format("the file has no list [[{0}]], so there is no entry {1} to change; add [[{0}]] "
-                                   "entries to the file, or add one with --set {0}.plugin=NAME --set {0}.KEY=VALUE",
-                                   parts[i], parts[i + 1]));
-        }
-        table->insert(parts[i], toml::table{});
-      }
-      current = table->get(parts[i]);
-      if (indexes_next && current->is_table()) {
-        config_error("--set " + assignment,
-                     fmt::format("[{0}] is one table, not a list [[{0}]]; drop the index: --set {0}.{1}", parts[i],
-                                 fmt::join(parts.begin() + static_cast<std::ptrdiff_t>(i) + 2, parts.end(), ".")));
-      }
-    } else if (auto* array = current->as_array()) {
-      if (!is_index(parts[i])) {
-        config_error("--set " + assignment, "'" + parts[i] + "' indexes a list; use a number from 0");
-      }
-      const auto index = std::stoul(parts[i]);
-      if (index >= array->size()) {
-        config_error("--set " + assignment, fmt::format("entry {} does not exist: the list [[{}]] has {} entries, "
-                                                        "numbered from 0",
-                                                        index, parts[i - 1], array->size()));
-      }
-      current = array->get(index);
-    } else {
-      config_error("--set " + assignment, "'" + parts[i] + "' is not a table");
-    }
-  }
-  current = only_entry(current);
-  if (auto* array = current->as_array(); array && parts.size() > 1 && !is_index(parts.back())) {
-    config_error("--set " + assignment, fmt::format("[[{0}]] has {1} entries; name one by index from 0, e.g. --set "
-                                                    "{0}.0.{2}",
-                                                    parts[parts.size() - 2], array->size(), parts.back()));
-  }
-  auto* table = current->as_table();
-  if (!table) config_error("--set " + assignment, "the parent of '" + parts.back() + "' is not a table");
-  if (is_toml) {
-    parsed.get("v")->visit([&](auto&& value) { table->insert_or_assign(parts.back(), value); });
-  } else {
-    table->insert_or_assign(parts.back(), text);
-  }
+  set_dotted_key(root, key, *parsed.get("v"), "--set " + assignment, "--set ");
 }
 
 }  // namespace bulwark

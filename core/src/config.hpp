@@ -54,7 +54,15 @@ std::optional<std::string> nearest(const std::string& word, const std::vector<st
 /// Parses a TOML file; syntax errors become Error(Config) with file:line:column.
 toml::table parse_toml_file(const std::string& path);
 
-/// Applies "a.b.c=value" (value parsed as a TOML value, else taken as a string).
+/// Sets the dotted `key` ("clients.lr", "attack.1.byzantine") in `root` to a copy of `value`,
+/// creating tables on the way; an empty table removes the key (a study compares "no [privacy]"
+/// with a mechanism). "name.N" picks entry N of a list of tables such as [[attack]], and a list
+/// with one entry is addressed without its index. Error(Config) at `where` says how to address
+/// the key, its examples starting with `set_prefix` ("--set " on the command line).
+void set_dotted_key(toml::table& root, const std::string& key, const toml::node& value, const std::string& where,
+                    const std::string& set_prefix = "");
+
+/// Applies "a.b.c=value" (value parsed as a TOML value, else taken as a string): --set.
 void apply_override(toml::table& root, const std::string& assignment);
 
 }  // namespace bulwark

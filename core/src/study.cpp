@@ -20,64 +20,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-
-std::vector<std::string> split_key(const std::string& key) {
-  std::vector<std::string> parts;
-  std::stringstream in(key);
-  std::string part;
-  while (std::getline(in, part, '.')) parts.push_back(part);
-  return parts;
-}
-
-bool is_index(const std::string& part) {
-  return !part.empty() && std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; });
-}
-
-/// Sets `key` (dotted) in `root` to a copy of `value`; an empty table removes the key, so a study
-/// can compare "no [privacy]" with a mechanism. An array of tables with one entry ([[attack]]) is
-/// addressed without its index; with several, the key names one ("attack.1.byzantine").
-void set_key(toml::table& root, const std::string& key, const toml::node& value, const std::string& location) {
-  const auto parts = split_key(key);
-  const bool remove = value.is_table() && value.as_table()->empty();
-  toml::node* current = &root;
-  for (std::size_t i = 0; i < parts.size();) {
-    if (auto* array = current->as_array()) {
-      if (is_index(parts[i])) {
-        const auto index = std::stoul(parts[i]);
-        if (index >= array->size()) {
-          config_error(location, fmt::format("'{}': index {} is out of range; the list has {} entries", key, index,
-                                            array->size()));
-        }
-        current = array->get(index);
-        ++i;
-        continue;
-      }
-      if (array->size() == 1 && (*array)[0].is_table()) {
-        current = array->get(0);
-        continue;
-      }
-      config_error(location, fmt::format("'{}': '{}' is a list of {} entries; name one by index, e.g. '{}.0.{}'", key,
-                                        parts[i - 1], array->size(), parts[i - 1], parts[i]));
-    }
-    auto* table = current->as_table();
-    if (!table) config_error(location, fmt::format("'{}': '{}' is not a table", key, i ? parts[i - 1] : key));
-    if (i + 1 == parts.size()) {
-      if (remove) {
-        table->erase(parts[i]);
-      } else {
-        value.visit([&](auto&& v) { table->insert_or_assign(parts[i], v); });
-      }
-      return;
-    }
-    if (!table->contains(parts[i])) {
-      if (remove) return;
-      table->insert(parts[i], toml::table{});
-    }
-    current = table->get(parts[i]);
-    ++i;
-  }
-}
-
 /// An axis with the file position that orders it. Entries without a position (set by --set)
 /// sort last, in the order they were read.
 struct PlacedAxis {
@@ -362,16 +304,16 @@ Study load_study(const std::string& file, const std::vector<std::string>& overri
     for (const auto& assignment : overrides) apply_override(*table, assignment);
     table->erase("sweep");
     for (const auto* p : fixed) {
-      for (std::size_t k = 0; k < p->axis.keys.size(); ++k) set_key(*table, p->axis.keys[k], p->axis.values[k][0], p->location);
+      for (std::size_t k = 0; k < p->axis.keys.size(); ++k) set_dotted_key(*table, p->axis.keys[k], p->axis.values[k][0], p->location);
     }
     for (std::size_t a = 0; a < study.axes.size(); ++a) {
       const auto& axis = study.axes[a];
       for (std::size_t k = 0; k < axis.keys.size(); ++k) {
-        set_key(*table, axis.keys[k], axis.values[k][cell.choice[a]], file + ": [sweep]");
+        set_dotted_key(*table, axis.keys[k], axis.values[k][cell.choice[a]], file + ": [sweep]");
       }
     }
-    if (seed >= 0) set_key(*table, "experiment.seed", toml::value<std::int64_t>(seed), file + ": [sweep] seeds");
-    set_key(*table, "experiment.name", toml::value<std::string>(study.name + "/" + cell.name), file);
+    if (seed >= 0) set_dotted_key(*table, "experiment.seed", toml::value<std::int64_t>(seed), file + ": [sweep] seeds");
+    set_dotted_key(*table, "experiment.name", toml::value<std::string>(study.name + "/" + cell.name), file);
     cell.seed = seed;
     try {
       auto config = parse_experiment(table, file);

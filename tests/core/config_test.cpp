@@ -175,6 +175,16 @@ TEST_CASE("--set into attacks the file does not have says so, naming the assignm
                        doctest::Contains("entry 2 does not exist: the list [[attack]] has 2 entries"), Error);
   CHECK_THROWS_WITH_AS(load_experiment(two, {"attack.x.byzantine=1"}), doctest::Contains("use a number from 0"),
                        Error);
+  // An empty table removes a key, as in [sweep]; a whole entry can be replaced.
+  CHECK(load_experiment(two, {"attack.1={}"}).attacks.size() == 1);
+  const auto replaced = load_experiment(two, {"attack.1={plugin = \"sign_flip\", byzantine = 3}"});
+  REQUIRE(replaced.attacks.size() == 2);
+  CHECK(replaced.attacks[1].component.plugin == "sign_flip");
+  CHECK(replaced.attacks[1].schedule.get<std::int64_t>("byzantine") == 3);
+  auto with_privacy = write_experiment("override_remove", "[data]\nplugin = \"synthetic\"\n[privacy]\nplugin = "
+                                                          "\"dp_sgd\"\nnoise_multiplier = 1.0\n");
+  CHECK(load_experiment(with_privacy).has_privacy);
+  CHECK_FALSE(load_experiment(with_privacy, {"privacy={}"}).has_privacy);
 }
 
 TEST_CASE("attack schedules and plugin options are split") {

@@ -117,6 +117,21 @@ TEST_CASE("cell names: whole tables, removed sections, [[attack]] without index,
   CHECK(sanitize_name(long_a) != sanitize_name(long_b));
 }
 
+TEST_CASE("[sweep] keys are addressed as --set addresses them: an index picks an entry, a missing list is named") {
+  const std::string two_attacks = "\n[[attack]]\nplugin = \"sign_flip\"\n\n[[attack]]\nplugin = \"nan\"\n";
+  auto study = study_of("indexed", "[sweep]\n\"attack.1.byzantine\" = [1, 2]\n", two_attacks);
+  REQUIRE(study.cells.size() == 2);
+  const auto second = config_of(study.cells[1]);
+  REQUIRE(second.attacks.size() == 2);
+  CHECK(second.attacks[1].schedule.get<std::int64_t>("byzantine") == 2);
+  CHECK_THROWS_WITH_AS(study_of("unindexed", "[sweep]\n\"attack.byzantine\" = [1, 2]\n", two_attacks),
+                       doctest::Contains("[[attack]] has 2 entries; name one by index from 0, e.g. attack.0.byzantine"),
+                       Error);
+  // Before, a missing list became a table named "3" and the cell failed later, elsewhere.
+  CHECK_THROWS_WITH_AS(study_of("no_list", "[sweep]\n\"attack.3.byzantine\" = [1, 2]\n"),
+                       doctest::Contains("the file has no list [[attack]], so there is no entry 3 to change"), Error);
+}
+
 TEST_CASE("rank_by chooses the ranked axis, bad [sweep] entries are named errors") {
   auto ranked = study_of("rank", "[sweep]\n\"aggregator.plugin\" = [\"fedavg\", \"median\"]\n\"clients.lr\" = [0.1, 0.2]\n"
                                  "rank_by = \"clients.lr\"\n");
