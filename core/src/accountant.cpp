@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join
 
 #include "bulwark/error.hpp"
 
@@ -216,10 +217,9 @@ std::string RdpAccountant::order_note(const PrivacySpent& spent) const {
   std::string extended, at_largest;
   if (!std::isnan(spent.opacus_epsilon)) {
     extended = fmt::format("epsilon {:.6g} is attained at RDP order {}: Opacus's orders end at 63, where epsilon is "
-                           "{:.6g} (Opacus's value), so orders 128, 256, 512 were added as TF-Privacy's "
-                           "compute_dp_sgd_privacy has them; [privacy] extend_orders = false (or --no-extend-orders) "
-                           "keeps Opacus's.",
-                           spent.epsilon, spent.order, spent.opacus_epsilon);
+                           "{:.6g} (Opacus's value), so orders {} were added as TF-Privacy's compute_dp_sgd_privacy "
+                           "has them; [privacy] extend_orders = false (or --no-extend-orders) keeps Opacus's.",
+                           spent.epsilon, spent.order, spent.opacus_epsilon, fmt::join(extension_rdp_orders(), ", "));
   }
   if (!orders_.empty() && spent.order == *std::max_element(orders_.begin(), orders_.end())) {
     at_largest = fmt::format("epsilon is attained at the largest RDP order, {}: larger orders may give a smaller "

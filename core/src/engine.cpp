@@ -94,7 +94,6 @@ struct Round {
   std::vector<double> losses;                       // per row; NaN for a client without data
   std::int64_t nonfinite = 0;
   std::optional<std::vector<std::int64_t>> flagged_rows;  // when the rule names them
-  double precision = std::nan(""), recall = std::nan("");
   Evaluation test;
   double test_examples = std::nan("");              // how many test examples `test` saw
   std::vector<double> backdoor_accuracy;            // per attack with a triggered test set
@@ -593,14 +592,7 @@ struct Engine::Impl {
     if (round.size() > 0) {
       auto context = aggregation_context(round);
       auto result = run_aggregator(round.updates, round.weights, context, /*probe=*/false);
-      if (result.reports_flags) {
-        round.flagged_rows = result.flagged_rows;
-        std::set<std::int64_t> flagged(result.flagged_rows.begin(), result.flagged_rows.end());
-        double hits = 0;
-        for (auto r : round.malicious_rows) hits += static_cast<double>(flagged.count(r));
-        if (!flagged.empty()) round.precision = hits / static_cast<double>(flagged.size());
-        if (!round.malicious_rows.empty()) round.recall = hits / static_cast<double>(round.malicious_rows.size());
-      }
+      if (result.reports_flags) round.flagged_rows = result.flagged_rows;
       if (std::binary_search(settings.save_updates.begin(), settings.save_updates.end(), round.number)) {
         save_updates(round, result);
       }
@@ -650,17 +642,22 @@ struct Engine::Impl {
     round.time_eval = seconds_since(phase);
   }
 
-  /// Record: the round's row of metrics.csv and lines of flags.csv; returns ε after the round
-  /// (NaN without privacy).
+  /// Record: the round's lines of flags.csv and row of metrics.csv, with the detection precision
+  /// and recall of the flags; returns ε after the round (NaN without privacy).
   double record(const Round& round, MetricsLog& log, FlagsLog& flags, double round_seconds) {
+    double precision = std::nan(""), recall = std::nan("");
     if (round.flagged_rows) {
       const std::set<std::int64_t> flagged(round.flagged_rows->begin(), round.flagged_rows->end());
       std::vector<FlagsLog::Row> lines;
+      double hits = 0;
       for (std::int64_t i = 0; i < round.size(); ++i) {
-        lines.push_back({round.number, round.work.participants[static_cast<std::size_t>(i)],
-                         round.work.attack_of[static_cast<std::size_t>(i)] >= 0, flagged.count(i) > 0});
+        const bool malicious = round.work.attack_of[static_cast<std::size_t>(i)] >= 0, caught = flagged.count(i) > 0;
+        lines.push_back({round.number, round.work.participants[static_cast<std::size_t>(i)], malicious, caught});
+        hits += malicious && caught;
       }
       flags.append(lines);
+      if (!flagged.empty()) precision = hits / static_cast<double>(flagged.size());
+      if (!round.malicious_rows.empty()) recall = hits / static_cast<double>(round.malicious_rows.size());
     }
     double train_loss = 0.0, trained = 0.0;
     for (auto l : round.losses) {
@@ -685,8 +682,8 @@ struct Engine::Impl {
       ++backdoor_index;
     }
     if (!plugins.attacks.empty()) {
-      row.emplace_back("detection_precision", round.precision);
-      row.emplace_back("detection_recall", round.recall);
+      row.emplace_back("detection_precision", precision);
+      row.emplace_back("detection_recall", recall);
     }
     LevelEpsilon epsilon;  // NaN without privacy
     if (accounting) {
