@@ -221,6 +221,12 @@ std::string RdpAccountant::order_note(const PrivacySpent& spent) const {
                            "has them; [privacy] extend_orders = false (or --no-extend-orders) keeps Opacus's.",
                            spent.epsilon, spent.order, spent.opacus_epsilon, fmt::join(extension_rdp_orders(), ", "));
   }
+  if (std::isnan(spent.opacus_epsilon) && base_orders_ < orders_.size() && spent.order == orders_[base_orders_ - 1]) {
+    return fmt::format("epsilon is attained at RDP order {}, the last of Opacus's orders, and order {} gives more: "
+                       "the optimum lies between them, where epsilon may be slightly smaller; list orders in "
+                       "between with [privacy] orders (or --orders) to see",
+                       spent.order, orders_[base_orders_]);
+  }
   if (!orders_.empty() && spent.order == *std::max_element(orders_.begin(), orders_.end())) {
     at_largest = fmt::format("epsilon is attained at the largest RDP order, {}: larger orders may give a smaller "
                              "epsilon; add them with [privacy] orders (or --orders)",

@@ -78,8 +78,9 @@ class RdpAccountant {
 
   PrivacySpent spent(double delta, EpsilonConversion conversion) const;
   /// A notice for `spent` (this accountant's): that the extension orders lowered ε from Opacus's
-  /// value, or that ε sits at the largest tracked order and larger ones may lower it; empty when
-  /// the optimum is inside the orders.
+  /// value, that ε sits at 63 with 128 worse (the optimum lies between), or that ε sits at the
+  /// largest tracked order and larger ones may lower it; empty when the optimum is inside the
+  /// orders.
   std::string order_note(const PrivacySpent& spent) const;
   /// Replaces the composed curve (a checkpoint's; same orders).
   void restore(std::vector<double> rdp);

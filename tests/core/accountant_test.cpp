@@ -181,6 +181,14 @@ TEST_CASE("accountant: an optimum at order 63 is extended with TF-Privacy's orde
   CHECK(far.order_note(at_512).find("(Opacus's value)") != std::string::npos);
   CHECK(far.order_note(at_512).find("the largest RDP order, 512") != std::string::npos);
 
+  // At 63 with 128 worse (Fed-CDP in experiments/fedcdp_vs_fedsdp.toml): the optimum lies between.
+  RdpAccountant between({}, true);
+  between.compose(5.0 * 10 / 60000, 6 / std::sqrt(7.0), 1000);
+  const auto at_last = between.spent(1e-5, EpsilonConversion::Improved);
+  CHECK(at_last.order == 63);
+  CHECK(std::isnan(at_last.opacus_epsilon));
+  CHECK(between.order_note(at_last).find("order 128 gives more: the optimum lies between them") != std::string::npos);
+
   // Opacus's example sits inside the orders (3.9): the extension changes nothing, no note.
   RdpAccountant inside({}, true);
   inside.compose(0.04, 1.5, 2250);
