@@ -305,11 +305,13 @@ void set_dotted_key(toml::table& root, const std::string& key, const toml::node&
     }
     auto* table = current->as_table();
     if (!table) fail(fmt::format("'{}' is not a table, so it has no '{}'", parts[i - 1], part));
-    if (last) {
+    // A key written quoted with its dots ([sweep] "aggregator.plugin" = [...]) is the rest of the path.
+    const auto literal = rest(i);
+    if (last || table->contains(literal)) {
       if (remove) {
-        table->erase(part);
+        table->erase(literal);
       } else {
-        value.visit([&](auto&& v) { table->insert_or_assign(part, v); });
+        value.visit([&](auto&& v) { table->insert_or_assign(literal, v); });
       }
       return;
     }

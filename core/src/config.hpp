@@ -57,8 +57,9 @@ toml::table parse_toml_file(const std::string& path);
 /// Sets the dotted `key` ("clients.lr", "attack.1.byzantine") in `root` to a copy of `value`,
 /// creating tables on the way; an empty table removes the key (a study compares "no [privacy]"
 /// with a mechanism). "name.N" picks entry N of a list of tables such as [[attack]], and a list
-/// with one entry is addressed without its index. Error(Config) at `where` says how to address
-/// the key, its examples starting with `set_prefix` ("--set " on the command line).
+/// with one entry is addressed without its index; a key written quoted with its dots ([sweep]
+/// "aggregator.plugin" = [...]) is addressed by its dotted name. Error(Config) at `where` says
+/// how to address the key, its examples starting with `set_prefix` ("--set " on the command line).
 void set_dotted_key(toml::table& root, const std::string& key, const toml::node& value, const std::string& where,
                     const std::string& set_prefix = "");
 

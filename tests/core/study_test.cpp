@@ -132,6 +132,17 @@ TEST_CASE("[sweep] keys are addressed as --set addresses them: an index picks an
                        doctest::Contains("the file has no list [[attack]], so there is no entry 3 to change"), Error);
 }
 
+TEST_CASE("--set replaces a [sweep] grid, written quoted or with bare dotted keys") {
+  const std::string sweep = "[sweep]\n\"clients.lr\" = [0.1, 0.2]\naggregator.plugin = [\"fedavg\", \"median\"]\n";
+  const auto file = write_study("set_grid", test::tiny_experiment() + "\n" + sweep).string();
+  const auto study = load_study(file, {"sweep.clients.lr=[0.3, 0.4, 0.5]", "sweep.aggregator.plugin=[\"krum\"]"});
+  REQUIRE(study.cells.size() == 3);
+  REQUIRE(study.axes.size() == 1);
+  CHECK(study.axes[0].name() == "clients.lr");
+  CHECK(config_of(study.cells[2]).clients.get<double>("lr") == 0.5);
+  CHECK(config_of(study.cells[2]).aggregator.plugin == "krum");
+}
+
 TEST_CASE("rank_by chooses the ranked axis, bad [sweep] entries are named errors") {
   auto ranked = study_of("rank", "[sweep]\n\"aggregator.plugin\" = [\"fedavg\", \"median\"]\n\"clients.lr\" = [0.1, 0.2]\n"
                                  "rank_by = \"clients.lr\"\n");
