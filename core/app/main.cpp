@@ -528,7 +528,7 @@ struct PrivacyQuery {
   std::int64_t steps = 0;
   std::vector<double> orders;
   std::string accountant = "rdp", conversion = "improved";
-  bool extend_orders = true, json = false;
+  bool extend_orders = true, extend_orders_given = false, json = false;
 };
 
 int command_privacy(const PrivacyQuery& query) {
@@ -543,6 +543,10 @@ int command_privacy(const PrivacyQuery& query) {
   if (kind != AccountantKind::Rdp && !query.orders.empty()) {
     throw Error(ErrorKind::Config, fmt::format("--orders are RDP orders; the {} accountant has none (drop --orders, "
                                                "or use --accountant rdp)", query.accountant));
+  }
+  if (query.extend_orders_given && query.extend_orders && !query.orders.empty()) {
+    throw Error(ErrorKind::Config, "--extend-orders extends the default orders only; the --orders given are used "
+                                   "as they are: drop --extend-orders, or list the larger orders in --orders");
   }
   const auto conversion = parse_conversion(query.conversion);
   auto spent = [&](double sigma) {
@@ -732,7 +736,10 @@ int main(int argc, char** argv) {
     if (*validate) return command_validate(file, overrides);
     if (*plugins) return command_plugins();
     if (*describe) return command_describe(name, kind);
-    if (*privacy) return command_privacy(privacy_query);
+    if (*privacy) {
+      privacy_query.extend_orders_given = privacy->count("--extend-orders") > 0;
+      return command_privacy(privacy_query);
+    }
     if (*aggregate) return command_aggregate(aggregate_query);
   } catch (const cluster::ReportedByRank0&) {
     // Rank 0 reports it and exits with its code; a non-zero exit here could make the launcher

@@ -287,6 +287,11 @@ PrivacyLedger::PrivacyLedger(const Options& accounting)
     throw Error(ErrorKind::Config, fmt::format("[privacy] delta = {} must be in (0, 1); the usual choice is "
                                                "below 1/N for N training examples, e.g. delta = 1e-5", delta_));
   }
+  if (accounting.is_set("extend_orders") && accounting.get<bool>("extend_orders") &&
+      !accounting.get<std::vector<double>>("orders").empty()) {
+    throw Error(ErrorKind::Config, "[privacy] extend_orders = true extends the default orders only; the orders "
+                                   "listed are used as they are: drop extend_orders, or list the larger orders too");
+  }
   if (!(prv_eps_error_ > 0)) {
     throw Error(ErrorKind::Config, fmt::format("[privacy] prv_eps_error = {} must be > 0, e.g. 0.01 (Opacus's "
                                                "default)", prv_eps_error_));

@@ -42,6 +42,9 @@ TEST_CASE("bulwark privacy extends Opacus's orders when epsilon sits at 63, note
   CHECK(extended.at("epsilon").get<double>() < at_63.at("epsilon").get<double>());
   auto inside = test::run_bulwark({"privacy", "-q", "0.04", "-s", "1.5", "-T", "2250"});
   CHECK(inside.output.find("notice") == std::string::npos);
+  auto listed = test::run_bulwark({"privacy", "-q", "0.01", "-s", "6", "-T", "100", "--orders", "2", "63", "--extend-orders"});
+  CHECK(listed.exit_code == 2);
+  CHECK(listed.output.find("extends the default orders only") != std::string::npos);
 }
 
 TEST_CASE("bulwark privacy --conversion standard reproduces TF-Privacy's compute_dp_sgd_privacy example") {

@@ -268,6 +268,9 @@ TEST_CASE("privacy ledger: levels, look-ahead, checkpoint state and option error
 
   CHECK_THROWS_WITH_AS(PrivacyLedger(options("delta = 0.0")), doctest::Contains("delta = 0 must be in (0, 1)"), Error);
   CHECK_THROWS_WITH_AS(PrivacyLedger(options("orders = [1.0, 2.0]")), doctest::Contains("RDP order 1 is not > 1"), Error);
+  CHECK_THROWS_WITH_AS(PrivacyLedger(options("orders = [2.0, 4.0]\nextend_orders = true")),
+                       doctest::Contains("extends the default orders only"), Error);
+  CHECK_NOTHROW(PrivacyLedger(options("orders = [2.0, 4.0]\nextend_orders = false")));
 }
 
 namespace {
