@@ -544,10 +544,7 @@ int command_privacy(const PrivacyQuery& query) {
     throw Error(ErrorKind::Config, fmt::format("--orders are RDP orders; the {} accountant has none (drop --orders, "
                                                "or use --accountant rdp)", query.accountant));
   }
-  if (query.extend_orders_given && query.extend_orders && !query.orders.empty()) {
-    throw Error(ErrorKind::Config, "--extend-orders extends the default orders only; the --orders given are used "
-                                   "as they are: drop --extend-orders, or list the larger orders in --orders");
-  }
+  check_order_extension(query.extend_orders_given && query.extend_orders, query.orders, "--extend-orders");
   const auto conversion = parse_conversion(query.conversion);
   auto spent = [&](double sigma) {
     if (kind == AccountantKind::Prv) {

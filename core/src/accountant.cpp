@@ -214,26 +214,34 @@ PrivacySpent RdpAccountant::spent(double delta, EpsilonConversion conversion) co
 }
 
 std::string RdpAccountant::order_note(const PrivacySpent& spent) const {
-  std::string extended, at_largest;
-  if (!std::isnan(spent.opacus_epsilon)) {
-    extended = fmt::format("epsilon {:.6g} is attained at RDP order {}: Opacus's orders end at 63, where epsilon is "
-                           "{:.6g} (Opacus's value), so orders {} were added as TF-Privacy's compute_dp_sgd_privacy "
-                           "has them; [privacy] extend_orders = false (or --no-extend-orders) keeps Opacus's.",
-                           spent.epsilon, spent.order, spent.opacus_epsilon, fmt::join(extension_rdp_orders(), ", "));
-  }
-  if (std::isnan(spent.opacus_epsilon) && base_orders_ < orders_.size() && spent.order == orders_[base_orders_ - 1]) {
+  const bool extended = !std::isnan(spent.opacus_epsilon);
+  if (!extended && base_orders_ < orders_.size() && spent.order == orders_[base_orders_ - 1]) {
     return fmt::format("epsilon is attained at RDP order {}, the last of Opacus's orders, and order {} gives more: "
                        "the optimum lies between them, where epsilon may be slightly smaller; list orders in "
                        "between with [privacy] orders (or --orders) to see",
                        spent.order, orders_[base_orders_]);
   }
-  if (!orders_.empty() && spent.order == *std::max_element(orders_.begin(), orders_.end())) {
-    at_largest = fmt::format("epsilon is attained at the largest RDP order, {}: larger orders may give a smaller "
-                             "epsilon; add them with [privacy] orders (or --orders)",
-                             spent.order);
+  std::string note;
+  if (extended) {
+    note = fmt::format("epsilon {:.6g} is attained at RDP order {}: Opacus's orders end at 63, where epsilon is "
+                       "{:.6g} (Opacus's value), so orders {} were added as TF-Privacy's compute_dp_sgd_privacy has "
+                       "them; [privacy] extend_orders = false (or --no-extend-orders) keeps Opacus's.",
+                       spent.epsilon, spent.order, spent.opacus_epsilon, fmt::join(extension_rdp_orders(), ", "));
   }
-  if (!extended.empty() && !at_largest.empty()) return extended + " " + at_largest;
-  return extended + at_largest;
+  if (spent.order == *std::max_element(orders_.begin(), orders_.end())) {
+    note += fmt::format("{}epsilon is attained at the largest RDP order, {}: larger orders may give a smaller "
+                        "epsilon; add them with [privacy] orders (or --orders)",
+                        note.empty() ? "" : " ", spent.order);
+  }
+  return note;
+}
+
+void check_order_extension(bool extend_asked, const std::vector<double>& orders, const std::string& extend_option) {
+  if (extend_asked && !orders.empty()) {
+    throw Error(ErrorKind::Config, fmt::format("{} extends the default orders only; the orders listed are used as "
+                                               "they are: drop {}, or list the larger orders too",
+                                               extend_option, extend_option));
+  }
 }
 
 void GdpAccountant::compose(double q, double sigma, std::int64_t steps) {
@@ -287,11 +295,8 @@ PrivacyLedger::PrivacyLedger(const Options& accounting)
     throw Error(ErrorKind::Config, fmt::format("[privacy] delta = {} must be in (0, 1); the usual choice is "
                                                "below 1/N for N training examples, e.g. delta = 1e-5", delta_));
   }
-  if (accounting.is_set("extend_orders") && accounting.get<bool>("extend_orders") &&
-      !accounting.get<std::vector<double>>("orders").empty()) {
-    throw Error(ErrorKind::Config, "[privacy] extend_orders = true extends the default orders only; the orders "
-                                   "listed are used as they are: drop extend_orders, or list the larger orders too");
-  }
+  check_order_extension(accounting.is_set("extend_orders") && accounting.get<bool>("extend_orders"),
+                        accounting.get<std::vector<double>>("orders"), "[privacy] extend_orders = true");
   if (!(prv_eps_error_ > 0)) {
     throw Error(ErrorKind::Config, fmt::format("[privacy] prv_eps_error = {} must be > 0, e.g. 0.01 (Opacus's "
                                                "default)", prv_eps_error_));

@@ -61,6 +61,10 @@ struct PrivacySpent {
 PrivacySpent rdp_to_epsilon(const std::vector<double>& orders, const std::vector<double>& rdp,
                             double delta, EpsilonConversion conversion);
 
+/// Error(Config) when an extension of the default orders is asked for (`extend_option`, as the
+/// user wrote it) while `orders` are listed: the extension applies to the default orders only.
+void check_order_extension(bool extend_asked, const std::vector<double>& orders, const std::string& extend_option);
+
 /// An RDP curve over a fixed order list; composition adds curves.
 ///
 /// With the default orders the optimum can sit at the largest, 63 (much noise, few steps: the
